@@ -1,0 +1,1 @@
+"""Glue between the model-agnostic core and concrete backbones (segment-anything, timm, transformers)."""

@@ -1,0 +1,102 @@
+"""LatentHeads: prior P(z|X), posterior Q(z|X,Y), analytic KL, bounded sigma, low resolution."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.distributions import Independent, Normal, kl_divergence
+
+import uncertainty_adapters as ua
+from uncertainty_adapters.latent_heads import DiagonalGaussian
+
+
+def _heads(**kwargs) -> ua.LatentHeads:
+    torch.manual_seed(0)
+    return ua.LatentHeads(num_filters=(8, 16), resolution=32, **kwargs)
+
+
+def test_kl_is_zero_when_posterior_equals_prior():
+    gaussian = DiagonalGaussian(torch.randn(3, 6), torch.randn(3, 6))
+    torch.testing.assert_close(gaussian.kl(gaussian), torch.zeros(3))
+
+
+def test_kl_matches_torch_distributions():
+    q = DiagonalGaussian(torch.randn(4, 6), torch.randn(4, 6))
+    p = DiagonalGaussian(torch.randn(4, 6), torch.randn(4, 6))
+    reference = kl_divergence(Independent(Normal(q.mean, q.sigma), 1), Independent(Normal(p.mean, p.sigma), 1))
+    torch.testing.assert_close(q.kl(p), reference)
+
+
+def test_training_forward_draws_from_the_posterior_and_returns_kl():
+    heads = _heads()
+    out = heads(torch.rand(2, 3, 40, 40), torch.ones(2, 1, 40, 40))
+    assert out.z.shape == (2, 6) and out.kl.shape == (2,)
+    assert torch.all(out.kl >= 0)
+
+
+def test_gradients_reach_both_nets_through_z_and_kl():
+    heads = _heads()
+    out = heads(torch.rand(2, 3, 32, 32), torch.ones(2, 1, 32, 32))
+    (out.z.sum() + out.kl.sum()).backward()
+    assert all(param.grad is not None for param in heads.parameters())
+
+
+def test_sample_gives_n_hypotheses_per_image():
+    assert _heads().sample(torch.rand(2, 3, 32, 32), 5).shape == (2, 5, 6)
+
+
+def test_sample_is_reproducible_with_a_generator():
+    heads, x = _heads(), torch.rand(2, 3, 32, 32)
+    first = heads.sample(x, 3, generator=torch.Generator().manual_seed(7))
+    second = heads.sample(x, 3, generator=torch.Generator().manual_seed(7))
+    assert torch.equal(first, second)
+
+
+def test_nets_run_at_the_configured_resolution_whatever_the_image_size():
+    heads = _heads()
+    seen = []
+    heads.prior_net.features[0].register_forward_hook(lambda m, args, out: seen.append(args[0].shape[-2:]))
+    heads.prior(torch.rand(1, 3, 256, 256))
+    heads.prior(torch.rand(1, 3, 17, 17))
+    assert seen == [torch.Size([32, 32])] * 2
+
+
+def test_log_sigma_is_bounded_so_kl_stays_finite():
+    heads = _heads(log_sigma_bound=3.0)
+    with torch.no_grad():
+        heads.posterior_net.to_gaussian.weight.fill_(1e4)
+        heads.prior_net.to_gaussian.weight.fill_(-1e4)
+    out = heads(torch.rand(2, 3, 32, 32), torch.ones(2, 1, 32, 32))
+    assert out.posterior.log_sigma.abs().max() <= 3.0
+    assert torch.isfinite(out.kl).all() and torch.isfinite(out.z).all()
+
+
+def test_prior_of_an_image_does_not_depend_on_the_batch():
+    heads, x = _heads(), torch.rand(3, 3, 32, 32)
+    torch.testing.assert_close(heads.prior(x).mean[1:2], heads.prior(x[1:2]).mean, rtol=1e-5, atol=1e-6)
+
+
+def test_default_architecture_is_the_probabilistic_unet_encoder():
+    heads = ua.LatentHeads()
+    convs = [m for m in heads.prior_net.features if isinstance(m, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [32] * 3 + [64] * 3 + [128] * 3 + [192] * 3
+    assert heads.posterior_net.features[0].in_channels == 4
+    assert heads.config["resolution"] == 128
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda h: h.prior(torch.rand(2, 1, 32, 32)), r"images of shape \(B, 3, H, W\)"),
+        (lambda h: h.posterior(torch.rand(2, 3, 32, 32), torch.rand(2, 32, 32)), r"masks of shape \(2, 1, H, W\)"),
+        (lambda h: h.sample(torch.rand(2, 3, 32, 32), 0), "positive integer"),
+    ],
+)
+def test_bad_inputs_are_refused_with_the_expected_shape(call, message):
+    with pytest.raises(ValueError, match=message):
+        call(_heads())
+
+
+def test_bad_construction_arguments_are_refused():
+    with pytest.raises(ValueError, match="latent_dim must be a positive integer"):
+        ua.LatentHeads(latent_dim=0)

@@ -1,0 +1,52 @@
+"""uncertainty-adapters: many plausible segmentations from a frozen Vision Transformer.
+
+Inject small trainable uncertainty-aware adapters (UA-SAM, Jiang et al. 2024) behind the blocks
+of a frozen ViT; a latent sample z, drawn from a learned prior, makes every forward pass one
+plausible segmentation hypothesis.
+
+    import uncertainty_adapters as ua
+    model = ua.inject_uncertainty_adapters(vit, ua.UncertaintyAdapterConfig(latent_dim=6))
+    heads = ua.LatentHeads(in_channels=3, latent_dim=6)
+    out = model(images, z=heads.sample(images, 4))   # 4 hypotheses per image, one forward
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("uncertainty-adapters")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0.0.0+unknown"
+
+from . import metrics
+from .adapter import LatentReconstruction, PositionCondition, UncertaintyAdapter
+from .checkpoint import CheckpointMismatchError
+from .cmsm import CMSM
+from .config import INTERACTIONS, UncertaintyAdapterConfig
+from .injection import inject_uncertainty_adapters, load_adapters
+from .latent_heads import DiagonalGaussian, LatentHeads, LatentSample
+from .losses import ElboLoss, elbo_loss
+from .model import UncertaintyModel
+from .sampling import majority_vote
+from .uncertainty import uncertainty_maps
+
+__all__ = [
+    "CMSM",
+    "INTERACTIONS",
+    "CheckpointMismatchError",
+    "DiagonalGaussian",
+    "ElboLoss",
+    "LatentHeads",
+    "LatentReconstruction",
+    "LatentSample",
+    "PositionCondition",
+    "UncertaintyAdapter",
+    "UncertaintyAdapterConfig",
+    "UncertaintyModel",
+    "__version__",
+    "elbo_loss",
+    "inject_uncertainty_adapters",
+    "load_adapters",
+    "majority_vote",
+    "metrics",
+    "uncertainty_maps",
+]

@@ -1,0 +1,136 @@
+"""How the latent sample z meets the adapter: CMSM (paper Eq. 1-3, 5) and its Table 2 ablations.
+
+Every interaction maps the position variant p_i (B, L) and the latent sample z (B, C) of each
+sample to an uncertainty feature f (B, F) and the next position variant p_{i+1} (B, L). All
+operations are per sample (batched matrix products over the sample axis, never across it), so
+an image's result does not depend on what else is in the batch.
+
+The variants, selected by ``UncertaintyAdapterConfig.interaction``:
+
+- ``cmsm``: the condition p modifies the sample z (the method, Eq. 1-3, 5).
+- ``concat``: "WMS", z concatenated with the position feature, no modification.
+- ``sample``: z only, no position variant.
+- ``position``: the position variant only, z is never read.
+- ``none``: no interaction at all (plain adapters); `build_interaction` returns None.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.ops import MLP
+
+
+def _mlp(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Module:
+    return MLP(in_dim, [hidden_dim, out_dim], activation_layer=nn.GELU)
+
+
+class PositionFeature(nn.Module):
+    """p_i -> p'_i = MLP(p_i) (Eq. 1), its projection w12(p'_i), and p_{i+1} (Eq. 5).
+
+    Args:
+        num_adapters: L, the length of the position variant.
+        latent_dim: C, the width of p'.
+        hidden_dim: hidden width of the two MLPs.
+        emits_next: whether this adapter passes p_{i+1} on (False for the last adapter, whose
+            Eq. 5 output would be unused; leaving it out keeps DDP free of unused parameters).
+    """
+
+    def __init__(self, num_adapters: int, latent_dim: int, hidden_dim: int, emits_next: bool) -> None:
+        super().__init__()
+        self.position_mlp = _mlp(num_adapters, hidden_dim, latent_dim)
+        self.w12 = nn.Linear(latent_dim, latent_dim)
+        self.next_position = _mlp(latent_dim, hidden_dim, num_adapters) if emits_next else None
+
+    def forward(self, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """p (B, L) -> (p' (B, C), w12(p') (B, C), p_{i+1} (B, L) or None)."""
+        p_feat = self.position_mlp(p)
+        condition = self.w12(p_feat)
+        p_next = self.next_position(condition) if self.next_position is not None else None
+        return p_feat, condition, p_next
+
+
+class CMSM(nn.Module):
+    """Condition Modifies Sample Module (Eq. 1-3, 5), one sample at a time.
+
+    With p' = MLP(p_i):  A = ReLU(w11(p') w21(z)^T) in R^{C x C},  z' = w22(z) A,
+    f = ReLU(z') * w12(p'),  p_{i+1} = MLP(w12(p')).
+
+    Args:
+        num_adapters: L. latent_dim: C. hidden_dim: MLP width. emits_next: see PositionFeature.
+    """
+
+    def __init__(self, num_adapters: int, latent_dim: int, hidden_dim: int, emits_next: bool) -> None:
+        super().__init__()
+        self.position = PositionFeature(num_adapters, latent_dim, hidden_dim, emits_next)
+        self.w11 = nn.Linear(latent_dim, latent_dim)
+        self.w21 = nn.Linear(latent_dim, latent_dim)
+        self.w22 = nn.Linear(latent_dim, latent_dim)
+        self.out_dim = latent_dim
+
+    def forward(self, p: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """p (B, L), z (B, C) -> f (B, C), p_{i+1} (B, L) or None."""
+        p_feat, condition, p_next = self.position(p)
+        query = self.w11(p_feat).unsqueeze(-1)  # (B, C, 1): Trans(w11(p'))
+        key = self.w21(z).unsqueeze(-2)  # (B, 1, C)
+        modulation = F.relu(query * key)  # (B, C, C), per-sample outer product (Eq. 2)
+        z_mod = torch.matmul(self.w22(z).unsqueeze(-2), modulation).squeeze(-2)  # (B, C)
+        return F.relu(z_mod) * condition, p_next  # Eq. 3
+
+
+class ConcatInteraction(nn.Module):
+    """WMS (Table 2): z concatenated with the position feature w12(p'), z left unmodified."""
+
+    def __init__(self, num_adapters: int, latent_dim: int, hidden_dim: int, emits_next: bool) -> None:
+        super().__init__()
+        self.position = PositionFeature(num_adapters, latent_dim, hidden_dim, emits_next)
+        self.out_dim = 2 * latent_dim
+
+    def forward(self, p: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """p (B, L), z (B, C) -> f = [z, w12(p')] (B, 2C), p_{i+1} (B, L) or None."""
+        _, condition, p_next = self.position(p)
+        return torch.cat([z, condition], dim=-1), p_next
+
+
+class SampleInteraction(nn.Module):
+    """z only (Table 2, first row): f = z, no position variant is read or produced."""
+
+    def __init__(self, latent_dim: int) -> None:
+        super().__init__()
+        self.out_dim = latent_dim
+
+    def forward(self, p: torch.Tensor | None, z: torch.Tensor) -> tuple[torch.Tensor, None]:
+        """z (B, C) -> f = z (B, C), None. ``p`` is ignored."""
+        return z, None
+
+
+class PositionInteraction(nn.Module):
+    """Position variant only (Table 2, second row): f = w12(p'), z is never read."""
+
+    def __init__(self, num_adapters: int, latent_dim: int, hidden_dim: int, emits_next: bool) -> None:
+        super().__init__()
+        self.position = PositionFeature(num_adapters, latent_dim, hidden_dim, emits_next)
+        self.out_dim = latent_dim
+
+    def forward(self, p: torch.Tensor, z: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """p (B, L) -> f = w12(p') (B, C), p_{i+1} (B, L) or None. ``z`` is ignored."""
+        _, condition, p_next = self.position(p)
+        return condition, p_next
+
+
+def build_interaction(
+    interaction: str, num_adapters: int, latent_dim: int, hidden_dim: int, emits_next: bool
+) -> nn.Module | None:
+    """The interaction module for one adapter, or None for ``interaction="none"``."""
+    if interaction == "cmsm":
+        return CMSM(num_adapters, latent_dim, hidden_dim, emits_next)
+    if interaction == "concat":
+        return ConcatInteraction(num_adapters, latent_dim, hidden_dim, emits_next)
+    if interaction == "sample":
+        return SampleInteraction(latent_dim)
+    if interaction == "position":
+        return PositionInteraction(num_adapters, latent_dim, hidden_dim, emits_next)
+    if interaction == "none":
+        return None
+    raise ValueError(f"unknown interaction {interaction!r}")

@@ -1,0 +1,144 @@
+"""Configuration of the uncertainty-aware adapters (UA-SAM, section 2).
+
+`UncertaintyAdapterConfig` holds every choice that shapes the injected modules. Its defaults
+are the paper's (latent dimension 6, bottleneck ratio 0.25, the CMSM interaction), it is
+validated on construction, and it round-trips through JSON so that a saved adapter can be
+rebuilt exactly (`adapter_config.json`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+INTERACTIONS = ("cmsm", "concat", "sample", "position", "none")
+ACTIVATIONS = ("relu", "gelu")
+
+# Interactions that read the latent sample z, and those that carry the position variant p.
+USES_SAMPLE = frozenset({"cmsm", "concat", "sample"})
+USES_POSITION = frozenset({"cmsm", "concat", "position"})
+
+
+@dataclass
+class UncertaintyAdapterConfig:
+    """What to inject behind each transformer block, and how z enters.
+
+    Example:
+        >>> cfg = UncertaintyAdapterConfig(latent_dim=6, interaction="cmsm")
+        >>> UncertaintyAdapterConfig.from_dict(cfg.to_dict()) == cfg
+        True
+    """
+
+    latent_dim: int = field(
+        default=6,
+        metadata={"help": "Dimension C of the latent sample z (paper: 6, chosen in Fig. 3a)."},
+    )
+    bottleneck_ratio: float = field(
+        default=0.25,
+        metadata={
+            "help": "Width of the adapter bottleneck (down-projection) as a fraction of the "
+            "embedding width (paper: 0.25)."
+        },
+    )
+    interaction: str = field(
+        default="cmsm",
+        metadata={
+            "help": "How z enters each adapter (paper Table 2): 'cmsm' (condition modifies "
+            "sample, the method), 'concat' (WMS: z concatenated with p), 'sample' (z only), "
+            "'position' (p only), 'none' (plain adapters, deterministic)."
+        },
+    )
+    mlp_hidden_dim: int = field(
+        default=64,
+        metadata={
+            "help": "Hidden width of the small MLPs that map p and z (Eq. 1, 4, 5) and of "
+            "the Recon(z) MLP after the last block."
+        },
+    )
+    activation: str = field(
+        default="relu",
+        metadata={"help": "Activation after the down-projection: 'relu' (paper) or 'gelu'."},
+    )
+    embed_dim: int | None = field(
+        default=None,
+        metadata={
+            "help": "Width of the transformer block outputs. None: read from the first "
+            "LayerNorm of the first block when injecting."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        _check_positive_int("latent_dim", self.latent_dim)
+        _check_positive_int("mlp_hidden_dim", self.mlp_hidden_dim)
+        if self.embed_dim is not None:
+            _check_positive_int("embed_dim", self.embed_dim)
+        if isinstance(self.bottleneck_ratio, bool) or not isinstance(self.bottleneck_ratio, (int, float)):
+            raise ValueError(
+                f"bottleneck_ratio must be a number in (0, 1], got {self.bottleneck_ratio!r}"
+            )
+        if not 0.0 < float(self.bottleneck_ratio) <= 1.0:
+            raise ValueError(
+                f"bottleneck_ratio must lie in (0, 1] (paper: 0.25), got {self.bottleneck_ratio}"
+            )
+        self.bottleneck_ratio = float(self.bottleneck_ratio)
+        if self.interaction not in INTERACTIONS:
+            raise ValueError(
+                f"interaction must be one of {', '.join(repr(i) for i in INTERACTIONS)}, "
+                f"got {self.interaction!r}"
+            )
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(
+                f"activation must be one of {', '.join(repr(a) for a in ACTIVATIONS)}, "
+                f"got {self.activation!r}"
+            )
+
+    @property
+    def uses_sample(self) -> bool:
+        """Whether the adapters read the latent sample z (False for 'position' and 'none')."""
+        return self.interaction in USES_SAMPLE
+
+    @property
+    def uses_position(self) -> bool:
+        """Whether the adapters carry the position variant chain p_i -> p_{i+1}."""
+        return self.interaction in USES_POSITION
+
+    def bottleneck_dim(self, embed_dim: int) -> int:
+        """Bottleneck width for blocks of width ``embed_dim`` (at least 1)."""
+        return max(1, int(embed_dim * self.bottleneck_ratio))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "UncertaintyAdapterConfig":
+        """Build from a dict, refusing keys this version does not know (names them)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown UncertaintyAdapterConfig field(s) {unknown}; known fields: {sorted(known)}"
+            )
+        return cls(**data)
+
+    def to_json(self, path: str | Path | None = None) -> str:
+        """The config as JSON text; also written to ``path`` when given."""
+        text = json.dumps(self.to_dict(), indent=2, sort_keys=True)
+        if path is not None:
+            Path(path).write_text(text + "\n")
+        return text
+
+    @classmethod
+    def from_json(cls, text_or_path: str | Path) -> "UncertaintyAdapterConfig":
+        """Parse JSON text, or read it from a file path."""
+        text = str(text_or_path)
+        if not text.lstrip().startswith("{"):
+            text = Path(text_or_path).read_text()
+        return cls.from_dict(json.loads(text))
+
+
+def _check_positive_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")

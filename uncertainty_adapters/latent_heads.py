@@ -1,0 +1,223 @@
+"""The probabilistic model of UA-SAM: prior P(z|X) and posterior Q(z|X,Y) (paper section 2, Eq. 6).
+
+Both are axis-aligned Gaussians N(mu, diag(sigma^2)) predicted by small convolutional encoders
+of the Probabilistic U-Net design (Kohl et al. 2018): blocks of 3x3 convolutions with ReLU,
+average pooling between blocks, a spatial mean and a 1x1 convolution to (mu, log sigma). They run
+at a fixed, low resolution (default 128 px) whatever the image size: the latent code is global,
+and running them at the encoder's 1024 px costs more than a fifth of the whole ViT-B forward.
+
+Training draws z ~ Q with the reparameterisation trick and pays beta * KL(Q || P); inference
+draws z ~ P. log sigma is softly bounded so that neither the KL nor exp(log sigma) can overflow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class DiagonalGaussian:
+    """N(mean, diag(exp(log_sigma))^2), batched: ``mean`` and ``log_sigma`` are (B, C)."""
+
+    mean: torch.Tensor
+    log_sigma: torch.Tensor
+
+    @property
+    def sigma(self) -> torch.Tensor:
+        return self.log_sigma.exp()
+
+    def rsample(self, num_samples: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Reparameterised samples: (B, C), or (B, n, C) when ``num_samples`` is given."""
+        mean, sigma = self.mean, self.sigma
+        if num_samples is not None:
+            mean, sigma = mean.unsqueeze(1), sigma.unsqueeze(1)
+            shape = (self.mean.shape[0], num_samples, self.mean.shape[1])
+        else:
+            shape = tuple(self.mean.shape)
+        noise = torch.randn(shape, generator=generator, device=mean.device, dtype=mean.dtype)
+        return mean + sigma * noise
+
+    def kl(self, other: "DiagonalGaussian") -> torch.Tensor:
+        """Analytic KL(self || other) summed over the latent axis: (B,), computed in float32."""
+        mu_q, ls_q = self.mean.float(), self.log_sigma.float()
+        mu_p, ls_p = other.mean.float(), other.log_sigma.float()
+        var_ratio = torch.exp(2 * (ls_q - ls_p))
+        mahalanobis = (mu_q - mu_p).pow(2) * torch.exp(-2 * ls_p)
+        return 0.5 * (var_ratio + mahalanobis - 1.0 - 2 * (ls_q - ls_p)).sum(dim=-1)
+
+
+class ConvGaussianEncoder(nn.Module):
+    """Image (and optionally mask) -> DiagonalGaussian over the latent space.
+
+    Args:
+        in_channels: channels of the input (image channels, plus mask channels for Q).
+        latent_dim: C.
+        num_filters: output channels of each block; a block after the first halves the
+            resolution first (average pooling).
+        convs_per_block: 3x3 convolutions per block (each followed by ReLU).
+        log_sigma_bound: log sigma = bound * tanh(raw / bound), so sigma stays in
+            [exp(-bound), exp(bound)].
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        latent_dim: int,
+        num_filters: Sequence[int],
+        convs_per_block: int,
+        log_sigma_bound: float,
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        channels = in_channels
+        for index, filters in enumerate(num_filters):
+            if index > 0:
+                layers.append(nn.AvgPool2d(kernel_size=2, stride=2, ceil_mode=True))
+            for _ in range(convs_per_block):
+                layers += [nn.Conv2d(channels, filters, kernel_size=3, padding=1), nn.ReLU(inplace=True)]
+                channels = filters
+        self.features = nn.Sequential(*layers)
+        self.to_gaussian = nn.Conv2d(channels, 2 * latent_dim, kernel_size=1)
+        self.latent_dim = latent_dim
+        self.log_sigma_bound = log_sigma_bound
+
+    def forward(self, x: torch.Tensor) -> DiagonalGaussian:
+        """x (B, in_channels, h, w) -> DiagonalGaussian with (B, C) parameters."""
+        pooled = self.features(x).mean(dim=(2, 3), keepdim=True)
+        params = self.to_gaussian(pooled).flatten(1)
+        mean, raw_log_sigma = params.split(self.latent_dim, dim=1)
+        bound = self.log_sigma_bound
+        return DiagonalGaussian(mean, bound * torch.tanh(raw_log_sigma / bound))
+
+
+@dataclass
+class LatentSample:
+    """What `LatentHeads.forward` returns: z (B, C), and KL(Q||P) (B,) when a mask was given."""
+
+    z: torch.Tensor
+    prior: DiagonalGaussian
+    posterior: DiagonalGaussian | None
+    kl: torch.Tensor | None
+
+
+class LatentHeads(nn.Module):
+    """Prior net P(z|X) and posterior net Q(z|X,Y) of UA-SAM.
+
+    Args:
+        in_channels: image channels (3 for SAM inputs).
+        latent_dim: C, the latent dimension (paper: 6).
+        num_filters: filters per encoder block (Prob. U-Net: 32, 64, 128, 192).
+        convs_per_block: 3x3 convolutions per block (Prob. U-Net: 3).
+        resolution: side length both nets see; inputs of any size are resized to it
+            (None: use the input size as is).
+        mask_channels: channels of the segmentation Y given to the posterior.
+        log_sigma_bound: bound on |log sigma| (see ConvGaussianEncoder).
+
+    Example:
+        >>> heads = LatentHeads(in_channels=3, latent_dim=6)
+        >>> x, y = torch.rand(2, 3, 256, 256), torch.ones(2, 1, 256, 256)
+        >>> out = heads(x, y)              # training: z ~ Q(z|X,Y), and KL(Q||P)
+        >>> out.z.shape, out.kl.shape
+        (torch.Size([2, 6]), torch.Size([2]))
+        >>> heads.sample(x, 4).shape       # inference: 4 hypotheses per image from P(z|X)
+        torch.Size([2, 4, 6])
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        latent_dim: int = 6,
+        num_filters: Sequence[int] = (32, 64, 128, 192),
+        convs_per_block: int = 3,
+        resolution: int | None = 128,
+        mask_channels: int = 1,
+        log_sigma_bound: float = 5.0,
+    ) -> None:
+        super().__init__()
+        if not num_filters or any(int(f) < 1 for f in num_filters):
+            raise ValueError(f"num_filters must be a non-empty list of positive ints, got {list(num_filters)}")
+        for name, value in (("in_channels", in_channels), ("latent_dim", latent_dim),
+                            ("convs_per_block", convs_per_block), ("mask_channels", mask_channels)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if resolution is not None and (not isinstance(resolution, int) or resolution < 1):
+            raise ValueError(f"resolution must be a positive integer or None, got {resolution!r}")
+        if not log_sigma_bound > 0:
+            raise ValueError(f"log_sigma_bound must be positive, got {log_sigma_bound!r}")
+        self.config = {
+            "in_channels": in_channels,
+            "latent_dim": latent_dim,
+            "num_filters": [int(f) for f in num_filters],
+            "convs_per_block": convs_per_block,
+            "resolution": resolution,
+            "mask_channels": mask_channels,
+            "log_sigma_bound": float(log_sigma_bound),
+        }
+        common = dict(
+            latent_dim=latent_dim,
+            num_filters=self.config["num_filters"],
+            convs_per_block=convs_per_block,
+            log_sigma_bound=float(log_sigma_bound),
+        )
+        self.prior_net = ConvGaussianEncoder(in_channels, **common)
+        self.posterior_net = ConvGaussianEncoder(in_channels + mask_channels, **common)
+
+    @property
+    def latent_dim(self) -> int:
+        return self.config["latent_dim"]
+
+    def _resize(self, x: torch.Tensor) -> torch.Tensor:
+        size = self.config["resolution"]
+        if size is None or tuple(x.shape[-2:]) == (size, size):
+            return x
+        return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+
+    def _check_image(self, x: torch.Tensor) -> None:
+        expected = self.config["in_channels"]
+        if x.dim() != 4 or x.shape[1] != expected:
+            raise ValueError(
+                f"LatentHeads expects images of shape (B, {expected}, H, W), got {tuple(x.shape)}"
+            )
+
+    def prior(self, x: torch.Tensor) -> DiagonalGaussian:
+        """P(z|X) for images x (B, in_channels, H, W)."""
+        self._check_image(x)
+        return self.prior_net(self._resize(x))
+
+    def posterior(self, x: torch.Tensor, y: torch.Tensor) -> DiagonalGaussian:
+        """Q(z|X,Y) for images x (B, in_channels, H, W) and masks y (B, mask_channels, H', W')."""
+        self._check_image(x)
+        expected = self.config["mask_channels"]
+        if y.dim() != 4 or y.shape[0] != x.shape[0] or y.shape[1] != expected:
+            raise ValueError(
+                f"LatentHeads expects masks of shape ({x.shape[0]}, {expected}, H, W) for images "
+                f"{tuple(x.shape)}, got {tuple(y.shape)}"
+            )
+        y = self._resize(y.to(x.dtype))
+        return self.posterior_net(torch.cat([self._resize(x), y], dim=1))
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> LatentSample:
+        """Training (``y`` given): z ~ Q(z|X,Y) reparameterised, with KL(Q||P) (B,).
+        Without ``y``: z ~ P(z|X), kl None."""
+        prior = self.prior(x)
+        if y is None:
+            return LatentSample(z=prior.rsample(), prior=prior, posterior=None, kl=None)
+        posterior = self.posterior(x, y)
+        return LatentSample(z=posterior.rsample(), prior=prior, posterior=posterior, kl=posterior.kl(prior))
+
+    @staticmethod
+    def kl(posterior: DiagonalGaussian, prior: DiagonalGaussian) -> torch.Tensor:
+        """Analytic KL(Q || P), (B,)."""
+        return posterior.kl(prior)
+
+    def sample(self, x: torch.Tensor, n: int = 1, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n hypotheses per image from the prior: (B, n, C). Pass the result as ``z`` to an
+        `UncertaintyModel` to get B * n outputs (image-major) from one batched forward."""
+        if not isinstance(n, int) or n < 1:
+            raise ValueError(f"the number of samples n must be a positive integer, got {n!r}")
+        return self.prior(x).rsample(n, generator=generator)

@@ -1,0 +1,297 @@
+"""`UncertaintyModel`: a frozen backbone whose transformer blocks are followed by uncertainty adapters.
+
+Data flow (DESIGN.md section 3), for a backbone with blocks b_0 .. b_{L-1}:
+
+    x -> b_0 -> [p_0 = condition(x)] -> adapter_0(x, p_0, z) -> b_1 -> adapter_1(x, p_1, z) -> ...
+      -> adapter_{L-1}(x, p_{L-1}, z) + Recon(z) -> rest of the backbone (neck, norm, head, ...)
+
+The adapters run in forward hooks on the blocks, so the backbone keeps its own forward, its
+signature, its module names and its state-dict keys; `unload()` removes the hooks and gives the
+backbone back untouched. The latent sample z and the position variant p travel in a small
+per-call state that exists only while `UncertaintyModel.forward` runs.
+
+K hypotheses per image: pass z of shape (B, K, C). Block 0's output does not depend on z, so it
+is computed once per image and repeated K times (image-major) before the first adapter; the
+backbone returns B * K outputs.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import checkpoint as ckpt
+from .adapter import LatentReconstruction, PositionCondition, UncertaintyAdapter
+from .config import UncertaintyAdapterConfig
+from .targets import BlocksArg, infer_embed_dim, resolve_blocks
+
+FORMAT_VERSION = 1
+
+
+class _ForwardState:
+    """What the block hooks need during one forward call; empty outside of it."""
+
+    __slots__ = ("active", "z", "hypotheses", "p", "next_block")
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.active = False
+        self.z: torch.Tensor | None = None
+        self.hypotheses = 1
+        self.p: torch.Tensor | None = None
+        self.next_block = 0
+
+
+@dataclass(frozen=True)
+class InjectionPlan:
+    """Where and how wide: the resolved blocks of a backbone, before anything is changed."""
+
+    block_names: tuple[str, ...]
+    embed_dim: int
+
+
+def plan_injection(model: nn.Module, config: UncertaintyAdapterConfig, blocks: BlocksArg = None) -> InjectionPlan:
+    """Resolve the blocks and their width without modifying ``model``."""
+    names = resolve_blocks(model, blocks)
+    first = model.get_submodule(names[0])
+    embed_dim = config.embed_dim if config.embed_dim is not None else infer_embed_dim(model, first)
+    return InjectionPlan(tuple(names), embed_dim)
+
+
+class UncertaintyModel(nn.Module):
+    """A backbone with uncertainty adapters behind its transformer blocks.
+
+    Build it with `inject_uncertainty_adapters`. Call it like the backbone, plus ``z``:
+    ``model(*backbone_args, z=z, **backbone_kwargs)``.
+
+    Args:
+        base_model: the backbone; its blocks get forward hooks, nothing else changes.
+        config: the adapter configuration.
+        plan: the resolved blocks and their width (see `plan_injection`).
+        freeze_backbone: set ``requires_grad=False`` on every backbone parameter (restored by
+            `unload`).
+    """
+
+    def __init__(
+        self,
+        base_model: nn.Module,
+        config: UncertaintyAdapterConfig,
+        plan: InjectionPlan,
+        freeze_backbone: bool = True,
+    ) -> None:
+        super().__init__()
+        self.base_model = base_model
+        self.config = config
+        self.block_names = plan.block_names
+        self.embed_dim = plan.embed_dim
+        num_blocks = len(plan.block_names)
+        self.condition = PositionCondition(plan.embed_dim, num_blocks) if config.uses_position else None
+        self.adapters = nn.ModuleList(
+            UncertaintyAdapter(plan.embed_dim, config, num_blocks, is_last=index == num_blocks - 1)
+            for index in range(num_blocks)
+        )
+        self.recon = (
+            LatentReconstruction(config.latent_dim, config.mlp_hidden_dim, plan.embed_dim)
+            if config.uses_sample
+            else None
+        )
+        reference = next(iter(base_model.get_submodule(plan.block_names[0]).parameters()), None)
+        if reference is not None:
+            dtype = reference.dtype if reference.is_floating_point() else None
+            for module in self.adapter_modules():
+                module.to(device=reference.device, dtype=dtype)
+        self._frozen_flags = [param.requires_grad for param in base_model.parameters()]
+        if freeze_backbone:
+            base_model.requires_grad_(False)
+        self._state = _ForwardState()
+        self._hook_handles = [
+            base_model.get_submodule(name).register_forward_hook(
+                functools.partial(self._after_block, index), prepend=True
+            )
+            for index, name in enumerate(plan.block_names)
+        ]
+        self._unloaded = False
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self.block_names)
+
+    def adapter_modules(self) -> list[nn.Module]:
+        """The trainable parts: condition (if any), the adapters, Recon (if any)."""
+        return [m for m in (self.condition, self.adapters, self.recon) if m is not None]
+
+    # -- forward ---------------------------------------------------------------------------
+    def forward(self, *args: Any, z: torch.Tensor | None = None, **kwargs: Any) -> Any:
+        """Run the backbone with the adapters.
+
+        Args:
+            *args, **kwargs: whatever the backbone's forward takes (pixel values, flags, ...).
+            z: latent samples, (B, C) for one hypothesis per image, or (B, K, C) for K
+                hypotheses per image (the output then has batch B * K, image-major). Required
+                for interactions that read z ('cmsm', 'concat', 'sample'); for 'position' and
+                'none' it is optional and only its K (if 3-D) is used.
+
+        Returns:
+            Whatever the backbone returns.
+        """
+        if self._unloaded:
+            raise RuntimeError("this UncertaintyModel was unloaded; inject adapters again to use it")
+        state = self._state
+        if state.active:
+            raise RuntimeError("UncertaintyModel.forward was called again while it was running")
+        z_flat, hypotheses = self._prepare_z(z)
+        state.active, state.z, state.hypotheses = True, z_flat, hypotheses
+        try:
+            output = self.base_model(*args, **kwargs)
+            if state.next_block != self.num_blocks:
+                raise RuntimeError(
+                    f"only {state.next_block} of the {self.num_blocks} adapted blocks ran in the "
+                    f"backbone's forward; the uncertainty adapters need every block to run"
+                )
+            return output
+        finally:
+            state.reset()
+
+    def _prepare_z(self, z: torch.Tensor | None) -> tuple[torch.Tensor | None, int]:
+        latent_dim = self.config.latent_dim
+        if z is None:
+            if self.config.uses_sample:
+                raise ValueError(
+                    f"interaction {self.config.interaction!r} needs a latent sample: pass z of "
+                    f"shape (B, {latent_dim}) (e.g. LatentHeads(...)(images, masks).z in "
+                    f"training, LatentHeads(...).sample(images, K) at inference)"
+                )
+            return None, 1
+        if not isinstance(z, torch.Tensor) or z.dim() not in (2, 3) or z.shape[-1] != latent_dim:
+            shape = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
+            raise ValueError(
+                f"z must have shape (B, {latent_dim}) or (B, K, {latent_dim}) for K hypotheses "
+                f"per image, got {shape}"
+            )
+        hypotheses = z.shape[1] if z.dim() == 3 else 1
+        z_flat = z.reshape(-1, latent_dim)
+        dtype = self.adapters[0].up.weight.dtype
+        return z_flat.to(dtype=dtype), hypotheses
+
+    def _after_block(self, index: int, module: nn.Module, args: Any, output: Any) -> Any:
+        state = self._state
+        if not state.active:
+            raise RuntimeError(
+                f"adapted block {self.block_names[index]!r} ran outside UncertaintyModel.forward. "
+                f"Call the UncertaintyModel (not its base_model), or call unload() to get the "
+                f"plain backbone back. Activation checkpointing inside the backbone re-runs "
+                f"blocks during backward and is not supported; disable it in the backbone."
+            )
+        if index != state.next_block:
+            raise RuntimeError(
+                f"adapted block {index} ran when block {state.next_block} was expected; the "
+                f"blocks must run once each, in order"
+            )
+        state.next_block = index + 1
+        is_tuple = isinstance(output, (tuple, list))
+        hidden = output[0] if is_tuple else output
+        if index == 0:
+            hidden = self._start_chain(hidden)
+        hidden, state.p = self.adapters[index](hidden, state.p, state.z)
+        if index == self.num_blocks - 1 and self.recon is not None:
+            hidden = self.recon(hidden, state.z)
+        if is_tuple:
+            return type(output)([hidden, *output[1:]]) if isinstance(output, list) else (hidden, *output[1:])
+        return hidden
+
+    def _start_chain(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Block 0: p_0 from its output, then repeat both for K hypotheses per image."""
+        state = self._state
+        batch, k = hidden.shape[0], state.hypotheses
+        if state.z is not None and state.z.shape[0] != batch * k:
+            expected = f"({batch}, {self.config.latent_dim})" if k == 1 else f"({batch}, {k}, {self.config.latent_dim})"
+            raise ValueError(
+                f"z holds {state.z.shape[0] // k} images' samples but the backbone's batch is "
+                f"{batch}; pass z of shape {expected}"
+            )
+        p = self.condition(hidden) if self.condition is not None else None
+        if k > 1:
+            hidden = hidden.repeat_interleave(k, dim=0)
+            p = p.repeat_interleave(k, dim=0) if p is not None else None
+        state.p = p
+        return hidden
+
+    # -- user verbs ------------------------------------------------------------------------
+    def get_nb_trainable_parameters(self) -> tuple[int, int]:
+        """(trainable, total) parameter counts, each parameter counted once."""
+        seen: set[int] = set()
+        trainable = total = 0
+        for param in self.parameters():
+            if id(param) in seen:
+                continue
+            seen.add(id(param))
+            total += param.numel()
+            trainable += param.numel() if param.requires_grad else 0
+        return trainable, total
+
+    def print_trainable_parameters(self) -> None:
+        """Print 'trainable params: X || all params: Y || trainable%: Z' (as PEFT does)."""
+        trainable, total = self.get_nb_trainable_parameters()
+        print(
+            f"trainable params: {trainable:,d} || all params: {total:,d} || "
+            f"trainable%: {100 * trainable / max(total, 1):.4f}"
+        )
+
+    def adapter_state_dict(self) -> dict[str, torch.Tensor]:
+        """The adapter weights only (no backbone), keyed 'condition.*', 'adapters.i.*', 'recon.*'."""
+        return {name: tensor for name, tensor in self.state_dict().items() if not name.startswith("base_model.")}
+
+    def load_adapter_state_dict(self, tensors: dict[str, torch.Tensor], source: str = "the given weights") -> None:
+        """Copy adapter weights in, after checking names and shapes (strict)."""
+        own = self.adapter_state_dict()
+        ckpt.check_state_dict(own, tensors, source)
+        with torch.no_grad():
+            for name, tensor in own.items():
+                tensor.copy_(tensors[name])
+
+    def adapter_metadata(self) -> dict[str, Any]:
+        """What `save_adapters` writes to adapter_config.json (besides the weights' hash)."""
+        from . import __version__
+
+        return {
+            "format_version": FORMAT_VERSION,
+            "library": "uncertainty-adapters",
+            "library_version": __version__,
+            "backbone": type(self.base_model).__name__,
+            "block_names": list(self.block_names),
+            "embed_dim": self.embed_dim,
+            "num_blocks": self.num_blocks,
+            "config": self.config.to_dict(),
+        }
+
+    def save_adapters(self, path: str | Path) -> None:
+        """Write ``path/adapter_config.json`` and ``path/adapter_model.safetensors`` (adapter
+        weights only), each atomically."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        sha = ckpt.save_tensors_atomic(path / ckpt.WEIGHTS_NAME, self.adapter_state_dict(), {"format": "pt"})
+        ckpt.write_json_atomic(path / ckpt.CONFIG_NAME, {**self.adapter_metadata(), "weights_sha256": sha})
+
+    def unload(self) -> nn.Module:
+        """Remove the adapters and return the original backbone, with its parameters'
+        ``requires_grad`` flags as they were before injection."""
+        for handle in self._hook_handles:
+            handle.remove()
+        self._hook_handles = []
+        for param, flag in zip(self.base_model.parameters(), self._frozen_flags):
+            param.requires_grad_(flag)
+        self._unloaded = True
+        return self.base_model
+
+    def extra_repr(self) -> str:
+        return (
+            f"interaction={self.config.interaction!r}, latent_dim={self.config.latent_dim}, "
+            f"blocks={self.num_blocks}, embed_dim={self.embed_dim}"
+        )
