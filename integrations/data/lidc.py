@@ -1,0 +1,172 @@
+"""The ``lidc:PATH`` data: the preprocessed LIDC-IDRI pickle of the Probabilistic U-Net port.
+
+The pickle (stefanknegt/Probabilistic-Unet-Pytorch, ``data_lidc.pickle``) maps a key to
+``{"image": 128x128 float array in [0, 1], "masks": [4 rater masks, 128x128, 0/1 or 0/255],
+"series_uid": str}``. PATH is that file or, as in the port's loader, a folder whose
+``*.pickle`` files are merged. Pickles can run code when loaded: only load files you trust.
+
+Split (fixed, seeded by ``split_seed``; see splits.py), 80/20:
+
+- ``split_by="series"`` (default): whole CT series (``series_uid``) go to one side, so slices
+  of the same scan never appear in both train and test. This differs from the paper, which
+  reports an image-level split; the counts are then close to, not exactly, the paper's.
+- ``split_by="image"``: the paper's image-level split: with N = 15096, train =
+  floor(0.8 N) = 12076 images and test = the remaining 3020 cut to a multiple of
+  ``drop_last_multiple`` = 6 (its test loader dropped the last incomplete batch) = 3018.
+
+Entries without ``series_uid`` make ``split_by="series"`` fall back to the image split, with a
+warning. Test is cut drop-last style in both modes; ``drop_last_multiple=1`` keeps every image.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import DataError
+from .multi_rater import MultiRaterDataset
+from .splits import split_cases, split_groups
+from .transforms import binarize_mask, image_to_tensor, masks_to_tensor
+
+logger = logging.getLogger(__name__)
+
+SPLIT_BY = ("series", "image")
+
+
+def load_lidc_pickle(path: str | Path) -> dict[str, Any]:
+    """Load the LIDC pickle at ``path`` (a file, or a folder whose ``*.pickle`` files merge)."""
+    source = Path(path).expanduser()
+    spec = f"lidc:{path}"
+    if not source.exists():
+        raise DataError(f"{spec}: {source} does not exist; pass the LIDC pickle or its folder")
+    files = sorted(source.glob("*.pickle")) if source.is_dir() else [source]
+    if not files:
+        raise DataError(f"{spec}: {source} holds no *.pickle file; pass the LIDC pickle itself")
+    data: dict[str, Any] = {}
+    for file in files:
+        try:
+            with open(file, "rb") as handle:
+                loaded = pickle.load(handle)
+        except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, OSError) as error:
+            raise DataError(
+                f"{file}: not a readable pickle ({type(error).__name__}: {error}); pass the "
+                "preprocessed LIDC pickle of the Probabilistic U-Net PyTorch port"
+            ) from error
+        if not isinstance(loaded, Mapping):
+            raise DataError(
+                f"{file}: holds a {type(loaded).__name__}, expected a dict of entries with "
+                "'image', 'masks' and 'series_uid'"
+            )
+        data.update({str(key): value for key, value in loaded.items()})
+    if not data:
+        raise DataError(f"{spec}: the pickle holds no entries")
+    return data
+
+
+class LIDCDataset(MultiRaterDataset):
+    """LIDC-IDRI 128x128 lesion patches with 4 radiologists' masks.
+
+    Args:
+        path: the pickle file or a folder of ``*.pickle`` files.
+        image_size: side S of the returned images and masks (the data is 128).
+        split: ``"train"``, ``"test"`` or ``"all"`` (module docstring).
+        seed: seeds the choice of the rater mask ``mask``.
+        split_by: ``"series"`` (no leakage across the split) or ``"image"`` (the paper's).
+        split_seed: seeds the train/test permutation.
+        train_fraction: share of images in train.
+        drop_last_multiple: test keeps a multiple of this many images (paper: 3020 -> 3018).
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        image_size: int = 128,
+        split: str = "train",
+        seed: int = 0,
+        split_by: str = "series",
+        split_seed: int = 0,
+        train_fraction: float = 0.8,
+        drop_last_multiple: int = 6,
+    ) -> None:
+        super().__init__(image_size, seed)
+        if split_by not in SPLIT_BY:
+            raise DataError(
+                f"lidc: unknown split_by {split_by!r}; use one of {', '.join(SPLIT_BY)}"
+            )
+        self.path = Path(path).expanduser()
+        data = load_lidc_pickle(path)
+        keys = sorted(data)
+        self.num_raters = self._validate(data, keys)
+        series = [data[key].get("series_uid") for key in keys]
+        if split_by == "series" and any(uid is None for uid in series):
+            logger.warning(
+                "lidc:%s: some entries have no 'series_uid'; splitting by image instead of by "
+                "series, so slices of one scan may fall on both sides", path,
+            )
+            split_by = "image"
+        options = dict(
+            split_seed=split_seed,
+            train_fraction=train_fraction,
+            drop_last_multiple=drop_last_multiple,
+        )
+        if split_by == "series":
+            chosen = split_groups([str(uid) for uid in series], split, **options)
+        else:
+            chosen = split_cases(keys, split, **options)
+        if not chosen:
+            raise DataError(
+                f"lidc:{path}: the {split!r} split of {len(keys)} images is empty (test is cut "
+                f"to a multiple of drop_last_multiple={drop_last_multiple}); use more data or "
+                "drop_last_multiple=1"
+            )
+        self.case_ids = [keys[i] for i in chosen]
+        self.entries = [data[key] for key in self.case_ids]
+        logger.info(
+            "lidc:%s: %s split (by %s) has %d of %d images",
+            path, split, split_by, len(self), len(keys),
+        )
+
+    def _validate(self, data: dict[str, Any], keys: list[str]) -> int:
+        """Check every entry's fields and shapes; return the number of raters R."""
+        num_raters = None
+        for key in keys:
+            entry = data[key]
+            where = f"{self.path}: entry {key!r}"
+            if not isinstance(entry, Mapping) or "image" not in entry or "masks" not in entry:
+                raise DataError(f"{where} needs an 'image' array and a 'masks' list")
+            shape = np.shape(entry["image"])
+            if len(shape) != 2:
+                raise DataError(f"{where}: image has shape {shape}, expected (H, W)")
+            masks = entry["masks"]
+            count = len(masks)
+            if count == 0:
+                raise DataError(f"{where} has no rater masks; drop the entry or add its masks")
+            if num_raters is None:
+                num_raters = count
+            elif count != num_raters:
+                raise DataError(
+                    f"{where} has {count} rater masks but entry {keys[0]!r} has {num_raters}; "
+                    "every entry needs the same raters"
+                )
+            for rater, mask in enumerate(masks, start=1):
+                if np.shape(mask) != shape:
+                    raise DataError(
+                        f"{where}: rater {rater}'s mask has shape {np.shape(mask)} but the image "
+                        f"has {shape}; masks must match the image"
+                    )
+        return num_raters
+
+    def load_case(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        entry, where = self.entries[index], f"{self.path}: entry {self.case_ids[index]!r}"
+        image = image_to_tensor(np.asarray(entry["image"]), where)
+        masks = [
+            binarize_mask(np.asarray(mask), f"{where} rater {rater}")
+            for rater, mask in enumerate(entry["masks"], start=1)
+        ]
+        return image, masks_to_tensor(masks)
