@@ -1,0 +1,44 @@
+"""UA-SAM: segment-anything with uncertainty-aware adapters (the first integration).
+
+    from uncertainty_adapters.integrations.sam import build_uncertainty_sam, sample_point_prompts
+    model = build_uncertainty_sam("vit_b", image_size=1024, checkpoint="sam_vit_b_01ec64.pth")
+    out = model(images, sample_point_prompts(masks), masks)      # training: logits, kl
+    out = model(images, prompts, num_samples=4)                  # 4 hypotheses per image
+
+Parts: `spec` (SamSpec, SAM_SPECS), `build` (build_sam, build_uncertainty_sam), `checkpoint`
+(official-layout weights), `prompts` (point/box prompts from masks), `decoder` (batched
+single-mask decoding), `segment` (the plain SAM forward, batched and differentiable), `model`
+(UncertaintySam).
+"""
+
+from .build import build_sam, build_uncertainty_sam, check_image_size
+from .checkpoint import load_sam_weights, read_sam_checkpoint, sam_state_dict, save_sam_weights
+from .decoder import predict_single_masks
+from .model import UncertaintySam, UncertaintySamOutput
+from .prompts import PROMPT_MODES, Prompts, box_prompts, make_prompts, sample_point_prompts
+from .segment import decode_prompts, normalize_images, segment
+from .spec import SAM_SPECS, SamSpec, get_sam_spec
+
+__all__ = [
+    "PROMPT_MODES",
+    "SAM_SPECS",
+    "Prompts",
+    "SamSpec",
+    "UncertaintySam",
+    "UncertaintySamOutput",
+    "box_prompts",
+    "build_sam",
+    "build_uncertainty_sam",
+    "check_image_size",
+    "decode_prompts",
+    "get_sam_spec",
+    "load_sam_weights",
+    "make_prompts",
+    "normalize_images",
+    "predict_single_masks",
+    "read_sam_checkpoint",
+    "sam_state_dict",
+    "sample_point_prompts",
+    "save_sam_weights",
+    "segment",
+]

@@ -1,0 +1,218 @@
+"""`UncertaintySam`: UA-SAM, SAM with uncertainty-aware adapters in its image encoder (paper Fig. 1).
+
+One training step (DESIGN.md section 3): the posterior Q(z|X,Y) of the latent heads gives z and
+KL(Q||P); the frozen image encoder, with an adapter behind every block, encodes the image under
+z; SAM's prompt encoder and mask decoder turn the embedding and one point prompt into mask
+logits. The loss is paper Eq. 6 (`uncertainty_adapters.elbo_loss(logits, masks, kl)`).
+At inference z is drawn K times from the prior P(z|X): the K hypotheses of an image are one
+batched encoder forward (block 0 runs once per image) and one batched decoder call.
+
+    model = build_uncertainty_sam("vit_b", image_size=1024, checkpoint="sam_vit_b_01ec64.pth")
+    out = model(images, prompts, masks)           # training: logits (B, 1, S, S), kl (B,)
+    out = model(images, prompts, num_samples=4)   # inference: logits (B, 4, S, S)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import torch
+from segment_anything.modeling import ImageEncoderViT, Sam
+from torch import nn
+
+import uncertainty_adapters as ua
+from uncertainty_adapters import checkpoint as ckpt
+
+from .prompts import Prompts
+from .segment import decode_prompts, normalize_images
+
+
+@dataclass
+class UncertaintySamOutput:
+    """What `UncertaintySam.forward` returns.
+
+    Attributes:
+        logits: (B, K, S, S) mask logits, K hypotheses per image (K = 1 in training).
+        kl: (B,) KL(Q(z|X,Y) || P(z|X)) when masks were given (zeros for interactions without a
+            latent), else None.
+        z: (B, K, C) the latent samples used, or None for interactions without a latent.
+    """
+
+    logits: torch.Tensor
+    kl: torch.Tensor | None
+    z: torch.Tensor | None
+
+
+class UncertaintySam(nn.Module):
+    """UA-SAM: a frozen SAM whose image encoder carries uncertainty adapters, plus the latent heads.
+
+    Trainable by default: the adapters (with their condition and Recon) and the latent heads;
+    the mask decoder too with ``train_decoder=True``. The image encoder and prompt encoder are
+    frozen.
+
+    Args:
+        sam: a segment-anything `Sam` with its weights loaded (see `build_uncertainty_sam`). Its
+            image encoder is injected in place; its parts become this model's parts.
+        adapter_config: the adapters; None: the paper's (`ua.UncertaintyAdapterConfig()`).
+        train_decoder: let the mask decoder train (off in the paper).
+        latent_heads_kwargs: extra arguments of `ua.LatentHeads` (e.g. ``num_filters``); the
+            default resolution is min(128, image size). Unused for the interactions without a
+            latent ('position', 'none'), which have no latent heads.
+    """
+
+    def __init__(
+        self,
+        sam: Sam,
+        adapter_config: ua.UncertaintyAdapterConfig | None = None,
+        train_decoder: bool = False,
+        latent_heads_kwargs: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(getattr(sam, "image_encoder", None), ImageEncoderViT):
+            raise TypeError(
+                f"UncertaintySam expects a segment-anything Sam (e.g. build_sam('vit_b')), got {type(sam).__name__}"
+            )
+        adapter_config = adapter_config if adapter_config is not None else ua.UncertaintyAdapterConfig()
+        fixed = sorted({"in_channels", "latent_dim"} & set(latent_heads_kwargs or {}))
+        if fixed:
+            raise ValueError(
+                f"latent_heads_kwargs may not set {fixed}: the latent heads see RGB images and use "
+                f"adapter_config.latent_dim"
+            )
+        self.image_size = int(sam.image_encoder.img_size)
+        self.train_decoder = train_decoder
+        if adapter_config.uses_sample:
+            kwargs = {"resolution": min(128, self.image_size), **(latent_heads_kwargs or {})}
+            self.latent_heads = ua.LatentHeads(in_channels=3, latent_dim=adapter_config.latent_dim, **kwargs)
+        else:
+            self.latent_heads = None
+        self.encoder = ua.inject_uncertainty_adapters(sam.image_encoder, adapter_config)
+        self.prompt_encoder = sam.prompt_encoder.requires_grad_(False)
+        self.mask_decoder = sam.mask_decoder.requires_grad_(train_decoder)
+        self.register_buffer("pixel_mean", sam.pixel_mean.detach().clone().view(-1, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", sam.pixel_std.detach().clone().view(-1, 1, 1), persistent=False)
+
+    @property
+    def config(self) -> ua.UncertaintyAdapterConfig:
+        return self.encoder.config
+
+    @property
+    def image_encoder(self) -> ImageEncoderViT:
+        """SAM's image encoder itself (without adapters), e.g. for `save_sam_weights`."""
+        return self.encoder.base_model
+
+    # -- the two halves ------------------------------------------------------------------
+    def encode(self, images: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
+        """Image embeddings under latent samples.
+
+        Args:
+            images: (B, 3, S, S) float in [0, 1] (normalised here as SAM does, on the 0-255 scale).
+            z: (B, C), or (B, K, C) for K hypotheses per image (block 0 runs once per image);
+                None only for interactions that do not read z.
+
+        Returns:
+            (B * K, prompt_embed_dim, S / p, S / p), image-major (K = 1 for 2-D z).
+        """
+        self._check_images(images)
+        return self.encoder(normalize_images(images, self.pixel_mean, self.pixel_std), z=z)
+
+    def decode(self, embeddings: torch.Tensor, prompts: Prompts) -> torch.Tensor:
+        """Mask logits for N image embeddings with N prompt sets (embedding i with prompts i).
+
+        Args:
+            embeddings: (N, prompt_embed_dim, h, w) from `encode`.
+            prompts: `Prompts` with batch N, in pixels of the S x S input.
+
+        Returns:
+            (N, 1, S, S) mask logits (SAM's single-mask output, upsampled bilinearly).
+        """
+        return decode_prompts(self.prompt_encoder, self.mask_decoder, embeddings, prompts)
+
+    # -- the model -----------------------------------------------------------------------
+    def forward(
+        self,
+        images: torch.Tensor,
+        prompts: Prompts,
+        masks: torch.Tensor | None = None,
+        num_samples: int = 1,
+        generator: torch.Generator | None = None,
+    ) -> UncertaintySamOutput:
+        """Training (``masks`` given) or sampling (no ``masks``).
+
+        Args:
+            images: (B, 3, S, S) float in [0, 1].
+            prompts: `Prompts` with batch B, pixel coordinates of the S x S input.
+            masks: (B, 1, S, S) the rater mask Y: z ~ Q(z|X,Y) and KL(Q||P) are returned.
+                None: z ~ P(z|X), no KL.
+            num_samples: K hypotheses per image (one batched forward).
+            generator: random generator for the latent samples.
+
+        Returns:
+            `UncertaintySamOutput` with logits (B, K, S, S), kl (B,) or None, z (B, K, C) or None.
+        """
+        self._check_images(images)
+        if not isinstance(num_samples, int) or num_samples < 1:
+            raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
+        batch, k = images.shape[0], num_samples
+        if prompts.batch_size != batch:
+            raise ValueError(f"got {batch} images but {prompts.batch_size} prompt sets; give one prompt set per image")
+        z, kl = None, None
+        if self.latent_heads is not None:
+            prior = self.latent_heads.prior(images)
+            if masks is None:
+                z = prior.rsample(k, generator=generator)
+            else:
+                posterior = self.latent_heads.posterior(images, masks)
+                z, kl = posterior.rsample(k, generator=generator), posterior.kl(prior)
+        elif masks is not None:
+            kl = images.new_zeros(batch)
+        # Interactions without a latent read only K from a 3-D z.
+        encoder_z = z if z is not None else images.new_zeros(batch, k, self.config.latent_dim)
+        logits = self.decode(self.encode(images, encoder_z), prompts.repeat_interleave(k))
+        return UncertaintySamOutput(logits.view(batch, k, self.image_size, self.image_size), kl, z)
+
+    def _check_images(self, images: torch.Tensor) -> None:
+        s = self.image_size
+        if not isinstance(images, torch.Tensor) or images.dim() != 4 or tuple(images.shape[1:]) != (3, s, s):
+            shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+            raise ValueError(
+                f"images must be (B, 3, {s}, {s}) floats in [0, 1] for this model (image_size={s}), "
+                f"got {shape}; resize them to {s} x {s}, or build the model with your images' size"
+            )
+
+    # -- user verbs ----------------------------------------------------------------------
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """The weights that train: adapters ('encoder.condition/adapters/recon.*'), latent heads
+        ('latent_heads.*') and, with ``train_decoder``, the mask decoder ('mask_decoder.*')."""
+        tensors = {f"encoder.{name}": t for name, t in self.encoder.adapter_state_dict().items()}
+        if self.latent_heads is not None:
+            tensors.update({f"latent_heads.{name}": t for name, t in self.latent_heads.state_dict().items()})
+        if self.train_decoder:
+            tensors.update({f"mask_decoder.{name}": t for name, t in self.mask_decoder.state_dict().items()})
+        return tensors
+
+    def load_trainable_state_dict(self, tensors: Mapping[str, torch.Tensor], source: str = "the given weights") -> None:
+        """Copy in what `trainable_state_dict` returned, after a strict name and shape check.
+
+        Raises:
+            CheckpointMismatchError: names or shapes differ (listed); nothing is copied then.
+        """
+        own = self.trainable_state_dict()
+        ckpt.check_state_dict(own, tensors, source)
+        with torch.no_grad():
+            for name, tensor in own.items():
+                tensor.copy_(tensors[name])
+
+    def get_nb_trainable_parameters(self) -> tuple[int, int]:
+        """(trainable, total) parameter counts."""
+        params = list(self.parameters())
+        return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
+
+    def print_trainable_parameters(self) -> None:
+        """Print 'trainable params: X || all params: Y || trainable%: Z' (as PEFT does)."""
+        trainable, total = self.get_nb_trainable_parameters()
+        print(
+            f"trainable params: {trainable:,d} || all params: {total:,d} || "
+            f"trainable%: {100 * trainable / max(total, 1):.4f}"
+        )
