@@ -1,0 +1,126 @@
+"""`ua-sam`: train, evaluate and demo UA-SAM from the command line (DESIGN.md section 6).
+
+    ua-sam demo     [--out DIR]
+    ua-sam train    --data SPEC --preset NAME --out DIR [--interaction X] [--epochs N] [--seed S] ...
+    ua-sam evaluate --checkpoint DIR --data SPEC [--samples K] [--out DIR]
+
+Errors in what the user gave (a missing file, a bad data folder, a checkpoint that does not fit)
+end the command with one line on stderr and exit status 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from uncertainty_adapters.checkpoint import CheckpointMismatchError
+from uncertainty_adapters.config import INTERACTIONS
+from uncertainty_adapters.integrations.data import DATA_SPECS, DataError
+from uncertainty_adapters.integrations.sam.prompts import PROMPT_MODES
+
+from .pipeline.presets import PRESETS
+
+logger = logging.getLogger("ua-sam")
+
+DATA_HELP = "Data spec: " + ", ".join(DATA_SPECS) + " (see the README for the folder layouts)."
+
+
+def _add_training_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("overrides of the preset (default: the preset's value)")
+    group.add_argument("--interaction", choices=INTERACTIONS, help="How z enters the adapters (paper Table 2).")
+    group.add_argument("--epochs", type=int, help="Maximum epochs (early stopping may end sooner).")
+    group.add_argument("--batch-size", type=int, help="Images per step and process.")
+    group.add_argument("--lr", type=float, help="Adam learning rate.")
+    group.add_argument("--beta", type=float, help="Weight of KL(Q||P) in the loss (Eq. 6).")
+    group.add_argument("--latent-dim", type=int, help="Latent dimension C.")
+    group.add_argument("--image-size", type=int, help="Encoder input side in pixels.")
+    group.add_argument("--prompt", choices=PROMPT_MODES, help="Prompt type (paper: one point).")
+    group.add_argument("--samples", type=int, dest="eval_samples", help="K samples per image at evaluation.")
+    group.add_argument("--mixed-precision", choices=("no", "bf16", "fp16"), help="Accelerate mixed precision.")
+    group.add_argument("--grad-accum", type=int, help="Gradient accumulation steps.")
+    group.add_argument("--num-workers", type=int, help="DataLoader worker processes.")
+    group.add_argument("--patience", type=int, help="Early stopping patience in epochs.")
+    group.add_argument("--synthetic-cases", type=int, help="Cases in the synthetic data set (data 'synthetic').")
+    group.add_argument("--checkpoint-every", type=int, help="Steps between resumable checkpoints.")
+    group.add_argument("--train-decoder", action="store_true", default=None, help="Also train SAM's mask decoder.")
+    run = parser.add_argument_group("run")
+    run.add_argument("--seed", type=int, default=0, help="Seed of everything random (default 0).")
+    run.add_argument("--sam-checkpoint", help="Official SAM weights (e.g. sam_vit_b_01ec64.pth) for vit_* presets.")
+    run.add_argument("--resume", action="store_true", help="Continue the run in --out from its last checkpoint.")
+    run.add_argument("--overwrite", action="store_true", help="Delete an existing run in --out first.")
+    run.add_argument("--max-steps", type=int, help="Stop after this many optimizer steps (smoke runs).")
+    run.add_argument("--cpu", action="store_true", help="Run on the CPU even when a GPU is present.")
+    run.add_argument("--cache-dir", help="Where the pretrained demo backbone is cached.")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ua-sam",
+        description="Train and evaluate UA-SAM: SAM with uncertainty-aware adapters that samples "
+        "several plausible segmentations and an uncertainty map.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="Log more detail.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = commands.add_parser(
+        "demo",
+        help="Pretrain (or load) a small SAM backbone, train UA-SAM on synthetic lesions, evaluate.",
+        description="The whole method on the CPU in minutes: a small SAM-architecture backbone is "
+        "pretrained on crisp shapes (cached), frozen, and given uncertainty adapters trained on "
+        "synthetic ambiguous lesions; the test part is evaluated and a figure written.",
+    )
+    demo.add_argument("--out", default="ua-sam-demo", help="Output folder (default ./ua-sam-demo).")
+    _add_training_options(demo)
+
+    train = commands.add_parser("train", help="Train UA-SAM on a data spec with a preset, then evaluate.")
+    train.add_argument("--data", required=True, help=DATA_HELP)
+    train.add_argument("--preset", required=True, choices=sorted(PRESETS), help="Named settings (paper-lidc, paper-refuge2, demo).")
+    train.add_argument("--out", required=True, help="Output folder for weights, logs, metrics.json and the figure.")
+    _add_training_options(train)
+
+    evaluate = commands.add_parser("evaluate", help="Evaluate a trained run on a data spec.")
+    evaluate.add_argument("--checkpoint", required=True, help="The --out folder of 'ua-sam train' or 'ua-sam demo'.")
+    evaluate.add_argument("--data", required=True, help=DATA_HELP)
+    evaluate.add_argument("--samples", type=int, help="K samples per image (default: the run's preset).")
+    evaluate.add_argument("--split", default="test", choices=("train", "test", "all"), help="Which part of the data (default test).")
+    evaluate.add_argument("--out", help="Where to write metrics.json and the figure (default: --checkpoint).")
+    evaluate.add_argument("--batch-size", type=int, default=8, help="Images per forward (default 8).")
+    evaluate.add_argument("--seed", type=int, default=0, help="Seed of prompts and samples (default 0).")
+    evaluate.add_argument("--cpu", action="store_true", help="Run on the CPU even when a GPU is present.")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+    from .pipeline import commands  # heavy imports only after argument parsing
+
+    try:
+        if args.command in ("demo", "train") and args.overwrite and not args.resume:
+            shutil.rmtree(Path(args.out), ignore_errors=True)
+        if args.command == "demo":
+            commands.run_demo(args)
+        elif args.command == "train":
+            commands.run_train(args)
+        else:
+            commands.run_evaluate(args)
+    except (DataError, CheckpointMismatchError, FileNotFoundError, FileExistsError, ValueError) as error:
+        if args.verbose:
+            raise
+        print(f"ua-sam {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except commands.TrainingDiverged as error:
+        print(f"ua-sam {args.command}: error: {error}", file=sys.stderr)
+        return 3
+    except KeyboardInterrupt:
+        print(f"ua-sam {args.command}: interrupted; resume with --resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

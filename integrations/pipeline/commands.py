@@ -1,0 +1,117 @@
+"""What each `ua-sam` sub-command does, given its parsed arguments (the CLI only parses)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import PartialState
+
+from uncertainty_adapters.integrations.data import build_dataset
+
+from . import run_dir
+from .demo_backbone import ensure_demo_backbone
+from .evaluation import evaluate, format_table, write_metrics
+from .figures import save_cases_figure
+from .presets import Preset, get_preset
+from .trainer import TrainingDiverged, TrainJob, check_out_dir, dataset_kwargs_for, train
+
+__all__ = ["TrainingDiverged", "run_demo", "run_evaluate", "run_train"]
+
+logger = logging.getLogger("ua-sam")
+
+_OVERRIDES = (
+    "interaction", "epochs", "batch_size", "lr", "beta", "latent_dim", "image_size", "prompt",
+    "eval_samples", "mixed_precision", "grad_accum", "num_workers", "patience", "train_decoder",
+    "synthetic_cases", "checkpoint_every",
+)
+
+
+def _command_line() -> str:
+    return "ua-sam " + " ".join(shlex.quote(arg) for arg in sys.argv[1:])
+
+
+def _preset_from(args: argparse.Namespace, name: str) -> Preset:
+    return get_preset(name).replace(**{key: getattr(args, key, None) for key in _OVERRIDES})
+
+
+def _device(cpu: bool) -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() and not cpu else "cpu")
+
+
+def _report(out: Path, model, dataset, preset: Preset, context: dict[str, Any], seed: int, cpu: bool,
+            samples: int | None = None, batch_size: int = 8) -> dict[str, Any]:
+    """Evaluate, write metrics.json and figure.png into ``out``, print the table."""
+    k = preset.eval_samples if samples is None else samples
+    model = model.to(_device(cpu))
+    result = evaluate(model, dataset, num_samples=k, batch_size=batch_size, prompt=preset.prompt, seed=seed)
+    summary = write_metrics(out / "metrics.json", result, context)
+    figure = save_cases_figure(
+        result.examples[:4], out / "figure.png",
+        title=f"UA-SAM ({preset.name}, {context['data']}): raters vs {k} samples from the prior",
+    )
+    print(format_table(summary, title=f"UA-SAM on {context['data']} ({context.get('split', 'test')} part)"))
+    print(f"metrics: {out / 'metrics.json'}\nfigure:  {figure}")
+    return summary
+
+
+def _train_and_report(args: argparse.Namespace, preset: Preset, data: str) -> dict[str, Any]:
+    out = Path(args.out)
+    # Check the data and the output folder before anything slow (e.g. pretraining the demo backbone).
+    build_dataset(data, preset.image_size, split="train", seed=args.seed, **dataset_kwargs_for(preset, data, {}))
+    check_out_dir(out, args.resume)
+    backbone, meta, copy = None, {}, False
+    if args.sam_checkpoint:
+        backbone = Path(args.sam_checkpoint)
+        if not backbone.is_file():
+            raise FileNotFoundError(f"--sam-checkpoint {backbone} does not exist")
+        meta["backbone_source"] = "user checkpoint"
+    elif preset.sam == "demo":
+        backbone, info = ensure_demo_backbone(preset.image_size, cache_dir=args.cache_dir, cpu=args.cpu)
+        meta["backbone_source"] = info
+        copy = True
+    else:
+        logger.warning(
+            "no --sam-checkpoint: the %s backbone is randomly initialised, so the results say nothing "
+            "about UA-SAM (fine for timing and smoke runs only)", preset.sam,
+        )
+        meta["backbone_source"] = "random initialisation (no --sam-checkpoint)"
+    job = TrainJob(preset=preset, data=data, out=out, seed=args.seed, sam_checkpoint=args.sam_checkpoint,
+                   resume=args.resume, max_steps=args.max_steps, cpu=args.cpu)
+    result = train(job, backbone=backbone, meta={**meta, "command": _command_line()}, copy_backbone=copy)
+    logger.info("trained %d steps in %.0f s%s", result.progress.step, result.seconds,
+                " (early stopping)" if result.stopped_early else "")
+    if not PartialState().is_main_process:
+        return {}  # under `accelerate launch`, the main process evaluates the test part
+    model, run_meta = run_dir.load_run(out, device=_device(args.cpu))
+    test = build_dataset(data, preset.image_size, split="test", seed=args.seed, **run_meta["dataset_kwargs"])
+    context = {"data": data, "split": "test", "preset": preset.name, "checkpoint": str(out),
+               "command": _command_line(), "train_seconds": round(result.seconds, 1)}
+    return _report(out, model, test, preset, context, args.seed, args.cpu)
+
+
+def run_train(args: argparse.Namespace) -> dict[str, Any]:
+    return _train_and_report(args, _preset_from(args, args.preset), args.data)
+
+
+def run_demo(args: argparse.Namespace) -> dict[str, Any]:
+    return _train_and_report(args, _preset_from(args, "demo"), "synthetic")
+
+
+def run_evaluate(args: argparse.Namespace) -> dict[str, Any]:
+    checkpoint = Path(args.checkpoint)
+    model, meta = run_dir.load_run(checkpoint, device=_device(args.cpu))
+    preset = Preset(**meta["preset"])
+    kwargs = meta["dataset_kwargs"] if args.data == meta["data"] else {}
+    dataset = build_dataset(args.data, preset.image_size, split=args.split, seed=args.seed, **kwargs)
+    out = Path(args.out) if args.out else checkpoint
+    out.mkdir(parents=True, exist_ok=True)
+    context = {"data": args.data, "split": args.split, "preset": preset.name, "checkpoint": str(checkpoint),
+               "command": _command_line()}
+    return _report(out, model, dataset, preset, context, args.seed, args.cpu,
+                   samples=args.samples, batch_size=args.batch_size)

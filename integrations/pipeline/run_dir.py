@@ -1,0 +1,106 @@
+"""The output folder of `ua-sam train` / `ua-sam demo`, and rebuilding a model from it.
+
+    DIR/run.json                  what was trained: preset, SAM architecture, backbone, data, seed
+    DIR/adapters/                 adapter_config.json + adapter_model.safetensors (ua.save_adapters)
+    DIR/latent_heads.safetensors  prior and posterior nets (not for interactions without a latent)
+    DIR/mask_decoder.safetensors  only with --train-decoder
+    DIR/backbone.safetensors      the frozen SAM weights, when they are small (the demo backbone);
+                                  otherwise run.json records the checkpoint path it was built from
+
+`ua-sam evaluate --checkpoint DIR` and `ua-sam predict --checkpoint DIR` read this folder.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import uncertainty_adapters as ua
+from uncertainty_adapters import checkpoint as ckpt
+from uncertainty_adapters.integrations.sam import UncertaintySam, build_uncertainty_sam
+
+RUN_CONFIG = "run.json"
+ADAPTERS = "adapters"
+LATENT_HEADS = "latent_heads.safetensors"
+MASK_DECODER = "mask_decoder.safetensors"
+BACKBONE = "backbone.safetensors"
+FORMAT_VERSION = 1
+
+
+def save_run(directory: str | Path, model: UncertaintySam, meta: dict[str, Any]) -> None:
+    """Write the trained parts of ``model`` and ``run.json`` (``meta`` plus model facts)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    model.encoder.save_adapters(directory / ADAPTERS)
+    if model.latent_heads is not None:
+        ckpt.save_tensors_atomic(directory / LATENT_HEADS, model.latent_heads.state_dict())
+    if meta.get("train_decoder"):
+        ckpt.save_tensors_atomic(directory / MASK_DECODER, model.mask_decoder.state_dict())
+    ckpt.write_json_atomic(
+        directory / RUN_CONFIG,
+        {
+            **meta,
+            "format_version": FORMAT_VERSION,
+            "latent_heads": model.latent_heads.config if model.latent_heads is not None else None,
+            "saved": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "library_version": ua.__version__,
+        },
+    )
+
+
+def read_run_config(directory: str | Path) -> dict[str, Any]:
+    directory = Path(directory)
+    if not (directory / RUN_CONFIG).is_file():
+        raise FileNotFoundError(
+            f"{directory} is not a UA-SAM run folder (no {RUN_CONFIG}); pass the --out folder of "
+            f"'ua-sam train' or 'ua-sam demo'"
+        )
+    meta = ckpt.read_json(directory / RUN_CONFIG)
+    if meta.get("format_version", 0) > FORMAT_VERSION:
+        raise ckpt.CheckpointMismatchError(
+            f"{directory} was written by a newer uncertainty-adapters; upgrade the package to read it"
+        )
+    return meta
+
+
+def backbone_path(directory: Path, meta: dict[str, Any]) -> Path | None:
+    """The SAM weights the run was built on: DIR/backbone.safetensors, a recorded path, or None."""
+    recorded = meta.get("backbone")
+    if recorded is None:
+        return None
+    path = Path(recorded)
+    path = path if path.is_absolute() else directory / path
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"the run in {directory} was trained on the SAM weights {path}, which no longer exist; "
+            f"put the file back (or edit 'backbone' in {directory / RUN_CONFIG})"
+        )
+    return path
+
+
+def load_run(directory: str | Path, device: str | torch.device = "cpu") -> tuple[UncertaintySam, dict[str, Any]]:
+    """Rebuild the trained UA-SAM of a run folder, on ``device``, in eval mode."""
+    directory = Path(directory)
+    meta = read_run_config(directory)
+    adapter_meta = ckpt.read_json(directory / ADAPTERS / ckpt.CONFIG_NAME)
+    model = build_uncertainty_sam(
+        meta["sam"],
+        image_size=meta["image_size"],
+        checkpoint=backbone_path(directory, meta),
+        adapter_config=ua.UncertaintyAdapterConfig.from_dict(adapter_meta["config"]),
+        train_decoder=bool(meta.get("train_decoder")),
+        latent_heads_kwargs={k: v for k, v in (meta["latent_heads"] or {}).items() if k not in ("in_channels", "latent_dim")},
+    )
+    ua.load_adapters(model.encoder, directory / ADAPTERS)
+    if model.latent_heads is not None:
+        heads = ckpt.load_tensors(directory / LATENT_HEADS)
+        ckpt.check_state_dict(model.latent_heads.state_dict(), heads, str(directory / LATENT_HEADS))
+        model.latent_heads.load_state_dict(heads)
+    if meta.get("train_decoder"):
+        decoder = ckpt.load_tensors(directory / MASK_DECODER)
+        ckpt.check_state_dict(model.mask_decoder.state_dict(), decoder, str(directory / MASK_DECODER))
+        model.mask_decoder.load_state_dict(decoder)
+    return model.to(device).eval(), meta

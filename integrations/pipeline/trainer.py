@@ -1,0 +1,381 @@
+"""Training UA-SAM with Accelerate: one script for the CPU, one GPU and many (``accelerate launch``).
+
+The loop is the paper's (section 3.2): a rater mask drawn at random per image and epoch, one
+point prompt sampled from it, z ~ Q(z|X,Y), loss = DiceCE + beta * KL(Q||P) (Eq. 6), Adam,
+StepLR per epoch, early stopping on the validation loss. Around it: mixed precision and gradient
+accumulation from Accelerate, a tqdm bar, CSV (and TensorBoard, when installed) logs, atomic
+resumable checkpoints of the trainable weights, exact resume, and a stop with a clear message
+when the loss turns NaN/inf (the last good checkpoint stays).
+
+Data: the spec's train part is split again into train and validation by a seeded rule (the
+last ``val_fraction`` of a seeded permutation); the test part is only used at the end.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DataLoaderConfiguration
+from torch.utils.data import DataLoader, Subset
+from tqdm.auto import tqdm
+
+import uncertainty_adapters as ua
+from uncertainty_adapters import checkpoint as ckpt
+from uncertainty_adapters.integrations.data import build_dataset
+from uncertainty_adapters.integrations.sam import UncertaintySam, build_uncertainty_sam
+from uncertainty_adapters.integrations.sam.prompts import make_prompts
+
+from . import run_dir
+from .presets import Preset
+from .seeding import derive_seed, generator_for, seed_everything_for
+from .training_state import Progress, load_latest_checkpoint, save_training_checkpoint
+
+logger = logging.getLogger(__name__)
+
+_TRAIN_STREAM, _VAL_STREAM, _SPLIT_STREAM = 0x7A1, 0x7A2, 0x7A3
+BEST_WEIGHTS = "best_trainable.safetensors"
+LOG_CSV = "train_log.csv"
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class TrainJob:
+    """One training run: the preset plus what the command line adds."""
+
+    preset: Preset
+    data: str
+    out: Path
+    seed: int = 0
+    sam_checkpoint: str | None = None
+    resume: bool = False
+    max_steps: int | None = None
+    cpu: bool = False
+    dataset_kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    progress: Progress
+    stopped_early: bool
+    seconds: float
+
+
+def train_val_split(num_items: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Indices of the train part: a permutation seeded by ``seed``; its last
+    ceil(val_fraction * n) items (at least 1 when n > 1 and val_fraction > 0) validate."""
+    order = torch.randperm(num_items, generator=torch.Generator().manual_seed(derive_seed(seed, _SPLIT_STREAM))).tolist()
+    n_val = min(num_items - 1, math.ceil(val_fraction * num_items)) if val_fraction > 0 else 0
+    return sorted(order[: num_items - n_val]), sorted(order[num_items - n_val :])
+
+
+def dataset_kwargs_for(preset: Preset, data: str, extra: dict[str, Any]) -> dict[str, Any]:
+    kwargs = dict(extra)
+    if data.strip() == "synthetic":
+        kwargs.setdefault("length", preset.synthetic_cases)
+    return kwargs
+
+
+def build_model(job: TrainJob, backbone: Path | None) -> UncertaintySam:
+    preset = job.preset
+    return build_uncertainty_sam(
+        preset.sam,
+        image_size=preset.image_size,
+        checkpoint=backbone,
+        adapter_config=ua.UncertaintyAdapterConfig(latent_dim=preset.latent_dim, interaction=preset.interaction),
+        train_decoder=preset.train_decoder,
+        latent_heads_kwargs={"resolution": min(preset.latent_resolution, preset.image_size)},
+    )
+
+
+def check_out_dir(out: Path, resume: bool) -> None:
+    """Refuse to train into a file, or over an existing run unless resuming."""
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"--out {out} is a file; give a folder")
+    has_run = (out / "checkpoints").exists() or (out / run_dir.RUN_CONFIG).exists()
+    if has_run and not resume:
+        raise FileExistsError(
+            f"{out} already holds a training run; pass --resume to continue it, or choose another --out"
+        )
+
+
+def _validation_loss(model, loader, loss_fn, preset: Preset, seed: int, accelerator: Accelerator) -> float:
+    """Mean ELBO over the validation part (posterior z, seeded prompts): early stopping's score."""
+    model.eval()
+    total = torch.zeros((), device=accelerator.device)
+    count = torch.zeros((), device=accelerator.device)
+    with torch.no_grad():
+        for index, batch in enumerate(loader):
+            seed_everything_for(seed, _VAL_STREAM, index, accelerator.process_index)
+            generator = generator_for(accelerator.device, seed, _VAL_STREAM, index, accelerator.process_index)
+            mask = batch["mask"]
+            prompts = make_prompts(mask, preset.prompt, generator, batch["masks"].amax(1, keepdim=True), preset.box_jitter)
+            output = model(batch["image"], prompts, masks=mask)
+            terms = loss_fn(output.logits.float(), mask, output.kl)
+            total += terms.loss.detach() * mask.shape[0]
+            count += mask.shape[0]
+    model.train()
+    total, count = accelerator.reduce(total, "sum"), accelerator.reduce(count, "sum")
+    return float(total / count.clamp_min(1))
+
+
+def train(job: TrainJob, backbone: Path | None = None, meta: dict[str, Any] | None = None,
+          copy_backbone: bool = False) -> TrainResult:
+    """Train UA-SAM; write the run folder (see run_dir.py) to ``job.out``.
+
+    Args:
+        job: what to train.
+        backbone: SAM weights to build on (a .pth in the official layout or .safetensors);
+            None for a randomly initialised backbone (meaningless results, for smoke runs).
+        meta: extra facts recorded in run.json (e.g. how the backbone was obtained).
+        copy_backbone: copy ``backbone`` into the run folder (small backbones: the demo's),
+            so the folder is self-contained; otherwise run.json records its path.
+    """
+    started = time.time()
+    check_out_dir(job.out, job.resume)
+    loop = _TrainingLoop(job, backbone)
+    if job.resume:
+        loop.resume()
+    loop.run()
+    loop.finish(backbone, meta or {}, copy_backbone)
+    return TrainResult(job.out, loop.progress, loop.stopped_early, time.time() - started)
+
+
+class _TrainingLoop:
+    """The state of one training run and the steps of its loop."""
+
+    def __init__(self, job: TrainJob, backbone: Path | None) -> None:
+        self.job, self.preset = job, job.preset
+        preset = self.preset
+        self.accelerator = accelerator = Accelerator(
+            cpu=job.cpu,
+            mixed_precision=preset.mixed_precision,
+            gradient_accumulation_steps=preset.grad_accum,
+            dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+        )
+        seed_everything_for(job.seed)
+        model = build_model(job, backbone)
+        self.dataset_kwargs = dataset_kwargs_for(preset, job.data, job.dataset_kwargs)
+        self.train_part = build_dataset(job.data, preset.image_size, split="train", seed=job.seed, **self.dataset_kwargs)
+        train_idx, val_idx = train_val_split(len(self.train_part), preset.val_fraction, job.seed)
+        if len(train_idx) < preset.batch_size:
+            raise ValueError(
+                f"the training part has {len(train_idx)} images, fewer than one batch of "
+                f"{preset.batch_size}; lower --batch-size or add data"
+            )
+        self.split = {"train": len(train_idx), "validation": len(val_idx)}
+        train_loader = DataLoader(
+            Subset(self.train_part, train_idx), batch_size=preset.batch_size, shuffle=True, drop_last=True,
+            num_workers=preset.num_workers,
+            generator=torch.Generator().manual_seed(derive_seed(job.seed, _TRAIN_STREAM)),
+        )
+        val_loader = DataLoader(Subset(self.train_part, val_idx), batch_size=preset.batch_size, num_workers=preset.num_workers)
+        optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=preset.lr)
+        # Stepped once per epoch by hand, so it is not handed to accelerator.prepare.
+        self.scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=preset.lr_step_epochs, gamma=preset.lr_gamma)
+        self.loss_fn = ua.ElboLoss(beta=preset.beta, validate=False)
+        self.model, self.optimizer, self.train_loader, self.val_loader = accelerator.prepare(
+            model, optimizer, train_loader, val_loader
+        )
+        self.unwrapped: UncertaintySam = accelerator.unwrap_model(self.model)
+        self.checkpoints = job.out / "checkpoints"
+        self.progress = Progress()
+        self.stopped_early = False
+        self.running = torch.zeros(3, device=accelerator.device)  # loss sum, KL sum, batches since last log
+        job.out.mkdir(parents=True, exist_ok=True)
+        self.log = _CsvLog(job.out / LOG_CSV, enabled=accelerator.is_main_process)
+        self.tracker = _tensorboard(job.out, accelerator.is_main_process)
+
+    # -- resume / checkpoints ----------------------------------------------------------------
+    def resume(self) -> None:
+        loaded = load_latest_checkpoint(self.checkpoints)
+        if loaded is None:
+            raise FileNotFoundError(f"--resume: {self.checkpoints} holds no checkpoint to resume from")
+        self.unwrapped.load_trainable_state_dict(loaded.trainable)
+        self.optimizer.load_state_dict(loaded.states["optimizer"])
+        self.scheduler.load_state_dict(loaded.states["scheduler"])
+        self.progress = loaded.progress
+        logger.info("resuming from %s (epoch %d, step %d)", loaded.path, self.progress.epoch, self.progress.step)
+
+    def save_checkpoint(self) -> None:
+        if self.accelerator.is_main_process:
+            save_training_checkpoint(
+                self.checkpoints,
+                self.unwrapped.trainable_state_dict(),
+                {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()},
+                self.progress,
+            )
+        self.accelerator.wait_for_everyone()
+
+    # -- the loop ----------------------------------------------------------------------------
+    def run(self) -> None:
+        preset, progress = self.preset, self.progress
+        steps = len(self.train_loader) // preset.grad_accum * preset.epochs
+        total = steps if self.job.max_steps is None else min(steps, self.job.max_steps)
+        self.bar = tqdm(total=total, initial=progress.step, desc="UA-SAM", disable=not self.accelerator.is_main_process)
+        self.model.train()
+        while progress.epoch < preset.epochs and not _done(progress, self.job):
+            if not self.run_epoch():
+                break  # max_steps reached mid-epoch
+            if self.end_epoch():
+                break  # early stopping
+        self.bar.close()
+        self.save_checkpoint()
+
+    def run_epoch(self) -> bool:
+        """Train the rest of the current epoch; False if max_steps ended it early."""
+        job, preset, progress, accelerator = self.job, self.preset, self.progress, self.accelerator
+        self.train_part.set_epoch(progress.epoch)
+        self.train_loader.set_epoch(progress.epoch)
+        for batch in accelerator.skip_first_batches(self.train_loader, progress.batches_into_epoch):
+            global_batch = progress.epoch * len(self.train_loader) + progress.batches_into_epoch
+            rank = accelerator.process_index
+            seed_everything_for(job.seed, _TRAIN_STREAM, global_batch, rank)
+            generator = generator_for(accelerator.device, job.seed, _TRAIN_STREAM, global_batch, rank)
+            with accelerator.accumulate(self.model):
+                mask = batch["mask"]
+                union = batch["masks"].amax(1, keepdim=True)
+                prompts = make_prompts(mask, preset.prompt, generator, union, preset.box_jitter)
+                output = self.model(batch["image"], prompts, masks=mask)
+                terms = self.loss_fn(output.logits.float(), mask, output.kl)
+                accelerator.backward(terms.loss)
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+            progress.batches_into_epoch += 1
+            self.running += torch.stack([terms.loss.detach(), terms.kl.detach(), torch.ones_like(terms.kl)])
+            if not accelerator.sync_gradients:
+                continue
+            progress.step += 1
+            self.bar.update(1)
+            checkpoint_now = progress.step % preset.checkpoint_every == 0
+            if progress.step % preset.log_every == 0 or checkpoint_now or _done(progress, job):
+                self.log_and_check()
+            if checkpoint_now:
+                self.save_checkpoint()
+            if _done(progress, job):
+                return False
+        return True
+
+    def log_and_check(self) -> None:
+        """Log the mean loss since the last log; stop if it is not finite (one sync per log)."""
+        loss_sum, kl_sum, count = self.accelerator.reduce(self.running, "sum").tolist()
+        self.running.zero_()
+        loss, kl = loss_sum / max(count, 1), kl_sum / max(count, 1)
+        progress = self.progress
+        if not (math.isfinite(loss) and math.isfinite(kl)):
+            raise TrainingDiverged(
+                f"the loss became {loss} (KL {kl}) by step {progress.step}; training stopped. The last "
+                f"good checkpoint is in {self.checkpoints}: resume with --resume and a lower --lr, or "
+                f"another --mixed-precision"
+            )
+        self.bar.set_postfix(loss=f"{loss:.4f}", kl=f"{kl:.3f}", epoch=progress.epoch)
+        row = {"step": progress.step, "epoch": progress.epoch, "loss": loss, "kl": kl, "lr": self.scheduler.get_last_lr()[0]}
+        self.log.write(row)
+        if self.tracker is not None:
+            for key in ("loss", "kl", "lr"):
+                self.tracker.add_scalar(f"train/{key}", row[key], progress.step)
+
+    def end_epoch(self) -> bool:
+        """Validate, step the LR, keep the best weights, checkpoint; True to stop early."""
+        progress, preset = self.progress, self.preset
+        progress.epoch += 1
+        progress.batches_into_epoch = 0
+        self.scheduler.step()
+        if self.split["validation"]:
+            val_loss = _validation_loss(self.model, self.val_loader, self.loss_fn, preset, self.job.seed, self.accelerator)
+            improved = progress.best_val_loss is None or val_loss < progress.best_val_loss
+        else:  # nothing to validate on: keep the latest weights, never stop early
+            val_loss, improved = float("nan"), True
+        if improved:
+            progress.best_val_loss, progress.epochs_without_improvement = val_loss, 0
+            if self.accelerator.is_main_process:
+                ckpt.save_tensors_atomic(self.job.out / BEST_WEIGHTS, self.unwrapped.trainable_state_dict())
+        else:
+            progress.epochs_without_improvement += 1
+        self.log.write({"step": progress.step, "epoch": progress.epoch, "val_loss": val_loss})
+        if self.tracker is not None:
+            self.tracker.add_scalar("val/loss", val_loss, progress.step)
+        logger.info("epoch %d: validation loss %.4f%s", progress.epoch, val_loss, " (best)" if improved else "")
+        self.save_checkpoint()
+        self.stopped_early = progress.epochs_without_improvement >= preset.patience
+        if self.stopped_early:
+            logger.info("early stopping: no validation improvement in %d epochs", preset.patience)
+        return self.stopped_early
+
+    def finish(self, backbone: Path | None, meta: dict[str, Any], copy_backbone: bool) -> None:
+        """Restore the best weights and write the run folder."""
+        out, accelerator = self.job.out, self.accelerator
+        if self.tracker is not None:
+            self.tracker.close()
+        if (out / BEST_WEIGHTS).is_file():
+            self.unwrapped.load_trainable_state_dict(ckpt.load_tensors(out / BEST_WEIGHTS, device=accelerator.device))
+        if accelerator.is_main_process:
+            recorded = None
+            if backbone is not None and copy_backbone:
+                shutil.copyfile(backbone, out / run_dir.BACKBONE)
+                recorded = run_dir.BACKBONE
+            elif backbone is not None:
+                recorded = str(Path(backbone).resolve())
+            run_dir.save_run(
+                out,
+                self.unwrapped,
+                {
+                    **meta,
+                    "backbone": recorded,
+                    "preset": self.preset.to_dict(),
+                    "sam": self.preset.sam,
+                    "image_size": self.preset.image_size,
+                    "train_decoder": self.preset.train_decoder,
+                    "data": self.job.data,
+                    "dataset_kwargs": self.dataset_kwargs,
+                    "seed": self.job.seed,
+                    "split": self.split,
+                    "progress": dict(self.progress.__dict__),
+                    "stopped_early": self.stopped_early,
+                },
+            )
+        accelerator.wait_for_everyone()
+
+
+def _done(progress: Progress, job: TrainJob) -> bool:
+    return job.max_steps is not None and progress.step >= job.max_steps
+
+
+class _CsvLog:
+    """Append rows to a CSV file whose header grows as new columns appear."""
+
+    def __init__(self, path: Path, enabled: bool) -> None:
+        self.path, self.enabled = path, enabled
+        self.fields = ["step", "epoch", "loss", "kl", "lr", "val_loss"]
+
+    def write(self, row: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        new = not self.path.exists()
+        with open(self.path, "a", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=self.fields)
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+
+
+def _tensorboard(out: Path, enabled: bool):
+    if not enabled:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(log_dir=str(out / "tensorboard"))

@@ -1,0 +1,38 @@
+"""Small runs of the UA-SAM pipeline: the demo architecture at 64 px on a few synthetic cases."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from uncertainty_adapters.integrations.pipeline.presets import get_preset
+from uncertainty_adapters.integrations.pipeline.trainer import TrainJob
+from uncertainty_adapters.integrations.sam import build_sam, save_sam_weights
+
+SIZE = 64
+
+
+def small_preset(**overrides):
+    """The demo preset shrunk to seconds: 64 px, 40 synthetic cases (28 train, 4 val, 8 test)."""
+    settings = dict(image_size=SIZE, batch_size=4, epochs=2, synthetic_cases=40, log_every=1,
+                    checkpoint_every=2, eval_samples=2, latent_resolution=32)
+    settings.update(overrides)
+    return get_preset("demo").replace(**settings)
+
+
+@pytest.fixture(scope="session")
+def backbone_file(tmp_path_factory) -> Path:
+    """A demo-architecture SAM checkpoint at 64 px (random weights), in SAM's layout."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("backbone") / "sam-demo-64.safetensors"
+    save_sam_weights(build_sam("demo", image_size=SIZE), path)
+    return path
+
+
+def job(out: Path, **preset_overrides) -> TrainJob:
+    max_steps = preset_overrides.pop("max_steps", None)
+    resume = preset_overrides.pop("resume", False)
+    return TrainJob(preset=small_preset(**preset_overrides), data="synthetic", out=out, seed=0,
+                    max_steps=max_steps, resume=resume, cpu=True)

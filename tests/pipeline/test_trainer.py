@@ -1,0 +1,81 @@
+"""The Accelerate training loop: what trains, exact resume, divergence, output folder."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from uncertainty_adapters.checkpoint import load_tensors
+from uncertainty_adapters.integrations.pipeline import run_dir
+from uncertainty_adapters.integrations.pipeline.trainer import TrainingDiverged, train, train_val_split
+from uncertainty_adapters.integrations.pipeline.training_state import load_latest_checkpoint
+from uncertainty_adapters.integrations.sam import build_sam, sam_state_dict
+
+from .conftest import SIZE, job
+
+
+def test_training_moves_only_the_trainable_weights(tmp_path, backbone_file):
+    train(job(tmp_path / "run", max_steps=1, epochs=1), backbone=backbone_file)
+    model, _ = run_dir.load_run(tmp_path / "run")
+    frozen = load_tensors(backbone_file)
+    current = sam_state_dict(build_sam("demo", SIZE))  # keys of the SAM layout
+    encoder = model.image_encoder.state_dict()
+    for name in current:
+        if name.startswith("image_encoder."):
+            assert torch.equal(encoder[name[len("image_encoder."):]], frozen[name]), name
+    for name, tensor in model.mask_decoder.state_dict().items():
+        assert torch.equal(tensor, frozen[f"mask_decoder.{name}"]), name
+    moved = [name for name, t in model.encoder.adapter_state_dict().items() if name.endswith("up.weight") and t.abs().sum() > 0]
+    assert moved, "the zero-initialised up-projections should have moved after one step"
+
+
+@pytest.mark.parametrize("first, total", [(3, 5), (5, 9)])  # resume mid-epoch, and across an epoch end
+def test_resumed_run_equals_an_uninterrupted_one(tmp_path, backbone_file, first, total):
+    train(job(tmp_path / "straight", max_steps=total, checkpoint_every=1000), backbone=backbone_file)
+    train(job(tmp_path / "split", max_steps=first, checkpoint_every=1000), backbone=backbone_file)
+    train(job(tmp_path / "split", max_steps=total, checkpoint_every=1000, resume=True), backbone=backbone_file)
+    straight = load_latest_checkpoint(tmp_path / "straight" / "checkpoints")
+    resumed = load_latest_checkpoint(tmp_path / "split" / "checkpoints")
+    assert straight.progress == resumed.progress
+    assert straight.trainable.keys() == resumed.trainable.keys()
+    for name, tensor in straight.trainable.items():
+        assert torch.equal(tensor, resumed.trainable[name]), name
+
+
+def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, backbone_file, monkeypatch):
+    from uncertainty_adapters.integrations.sam import UncertaintySam
+
+    real_forward = UncertaintySam.forward
+    calls = {"n": 0}
+
+    def poisoned(self, *args, **kwargs):
+        output = real_forward(self, *args, **kwargs)
+        calls["n"] += 1
+        if self.training and calls["n"] >= 3:
+            output.logits = output.logits * float("nan")
+        return output
+
+    monkeypatch.setattr(UncertaintySam, "forward", poisoned)
+    with pytest.raises(TrainingDiverged, match="the loss became nan"):
+        train(job(tmp_path / "run", max_steps=6, checkpoint_every=2), backbone=backbone_file)
+    latest = load_latest_checkpoint(tmp_path / "run" / "checkpoints")
+    assert latest.progress.step == 2
+    assert all(torch.isfinite(t).all() for t in latest.trainable.values())
+
+
+def test_an_existing_run_is_not_overwritten_without_resume(tmp_path, backbone_file):
+    train(job(tmp_path / "run", max_steps=1), backbone=backbone_file)
+    with pytest.raises(FileExistsError, match="pass --resume"):
+        train(job(tmp_path / "run", max_steps=1), backbone=backbone_file)
+
+
+def test_resume_without_a_checkpoint_is_a_clear_error(tmp_path, backbone_file):
+    with pytest.raises(FileNotFoundError, match="no checkpoint to resume from"):
+        train(job(tmp_path / "empty", max_steps=1, resume=True), backbone=backbone_file)
+
+
+def test_validation_split_is_seeded_disjoint_and_complete():
+    train_idx, val_idx = train_val_split(50, 0.1, seed=3)
+    assert len(val_idx) == 5 and not set(train_idx) & set(val_idx)
+    assert sorted(train_idx + val_idx) == list(range(50))
+    assert train_val_split(50, 0.1, seed=3) == (train_idx, val_idx)
