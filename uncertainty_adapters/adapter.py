@@ -50,6 +50,13 @@ class UncertaintyAdapter(nn.Module):
         config: the adapter configuration (bottleneck ratio, interaction, latent dim, ...).
         num_adapters: L, the number of adapters (length of the position variant).
         is_last: whether this is the last adapter (it emits no p_{i+1}).
+
+    Example:
+        >>> adapter = UncertaintyAdapter(32, UncertaintyAdapterConfig(latent_dim=6), num_adapters=4, is_last=False)
+        >>> x, p, z = torch.randn(2, 17, 32), torch.randn(2, 4), torch.randn(2, 6)  # (B, N, D), (B, L), (B, C)
+        >>> out, p_next = adapter(x, p, z)
+        >>> out.shape, p_next.shape, torch.equal(out, x)  # the identity until trained
+        (torch.Size([2, 17, 32]), torch.Size([2, 4]), True)
     """
 
     def __init__(
@@ -96,7 +103,13 @@ class PositionCondition(nn.Module):
     """p_0 = Linear(LayerNorm(mean over tokens of the first block's output)), per sample.
 
     Args:
-        embed_dim: D. num_adapters: L, the length of the position variant.
+        embed_dim: D, the width of the first block's output tokens.
+        num_adapters: L, the length of the position variant.
+
+    Example:
+        >>> condition = PositionCondition(embed_dim=32, num_adapters=4)
+        >>> condition(torch.randn(2, 17, 32)).shape  # tokens (B, N, D) or (B, H, W, D) -> p_0 (B, L)
+        torch.Size([2, 4])
     """
 
     def __init__(self, embed_dim: int, num_adapters: int) -> None:
@@ -114,7 +127,16 @@ class LatentReconstruction(nn.Module):
     """Recon(z): the latent sample mapped to the embedding width, added after the last block.
 
     Args:
-        latent_dim: C. hidden_dim: MLP width. embed_dim: D. The last layer starts at zero.
+        latent_dim: C, the width of z.
+        hidden_dim: hidden width of the MLP.
+        embed_dim: D, the width of the last block's output tokens (the MLP's last layer starts
+            at zero).
+
+    Example:
+        >>> recon = LatentReconstruction(latent_dim=6, hidden_dim=64, embed_dim=32)
+        >>> x = torch.randn(2, 8, 8, 32)  # tokens (B, H, W, D)
+        >>> recon(x, torch.randn(2, 6)).shape, torch.equal(recon(x, torch.randn(2, 6)), x)  # identity until trained
+        (torch.Size([2, 8, 8, 32]), True)
     """
 
     def __init__(self, latent_dim: int, hidden_dim: int, embed_dim: int) -> None:

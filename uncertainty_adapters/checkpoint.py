@@ -23,7 +23,21 @@ WEIGHTS_NAME = "adapter_model.safetensors"
 
 
 class CheckpointMismatchError(ValueError):
-    """Saved weights or config do not fit the model they are loaded into."""
+    """Saved weights or config do not fit the model they are loaded into.
+
+    Raised by `load_adapters` (and `UncertaintyModel.load_adapter_state_dict`) before any weight
+    is changed; the message names what differs: the blocks, the embedding width, the
+    configuration fields, the missing, unexpected or wrongly shaped tensors, or a weights file
+    that does not belong to its adapter_config.json. A subclass of ValueError.
+
+    Example:
+        >>> import uncertainty_adapters as ua
+        >>> try:  # doctest: +SKIP
+        ...     model = ua.load_adapters(backbone, "run/adapters")
+        ... except ua.CheckpointMismatchError as error:
+        ...     print(error)
+        the adapters in run/adapters do not fit this model: number of blocks: saved 12, model 4
+    """
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

@@ -58,7 +58,16 @@ class CMSM(nn.Module):
     f = ReLU(z') * w12(p'),  p_{i+1} = MLP(w12(p')).
 
     Args:
-        num_adapters: L. latent_dim: C. hidden_dim: MLP width. emits_next: see PositionFeature.
+        num_adapters: L, the length of the position variant (the number of adapters).
+        latent_dim: C, the width of z and of the modified sample.
+        hidden_dim: hidden width of the MLPs of Eq. 1 and 5.
+        emits_next: whether to compute p_{i+1} (False for the last adapter).
+
+    Example:
+        >>> cmsm = CMSM(num_adapters=12, latent_dim=6, hidden_dim=64, emits_next=True)
+        >>> f, p_next = cmsm(torch.randn(2, 12), torch.randn(2, 6))  # p_i (B, L), z (B, C)
+        >>> f.shape, p_next.shape  # f (B, C), p_{i+1} (B, L)
+        (torch.Size([2, 6]), torch.Size([2, 12]))
     """
 
     def __init__(self, num_adapters: int, latent_dim: int, hidden_dim: int, emits_next: bool) -> None:

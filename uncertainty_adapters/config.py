@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+#: The valid values of ``UncertaintyAdapterConfig.interaction`` (paper Table 2): "cmsm" (the
+#: method), "concat" (WMS), "sample" (z only), "position" (p only), "none" (plain adapters).
 INTERACTIONS = ("cmsm", "concat", "sample", "position", "none")
 ACTIVATIONS = ("relu", "gelu")
 
@@ -26,8 +28,22 @@ USES_POSITION = frozenset({"cmsm", "concat", "position"})
 class UncertaintyAdapterConfig:
     """What to inject behind each transformer block, and how z enters.
 
+    Args (the full help text of each field is in its ``dataclasses.fields(...)[i].metadata``):
+        latent_dim: C, the width of the latent sample z (paper: 6).
+        bottleneck_ratio: adapter bottleneck width as a fraction of the embedding width D (0.25).
+        interaction: how z enters each adapter, one of `INTERACTIONS`: "cmsm" (default),
+            "concat", "sample", "position", "none".
+        mlp_hidden_dim: hidden width of the small MLPs on p and z (64).
+        activation: "relu" (paper) or "gelu", after the down-projection.
+        embed_dim: D; None reads it from the backbone's first block when injecting.
+
+    Raises:
+        ValueError: a field is out of range or unknown; the message names it and the valid values.
+
     Example:
         >>> cfg = UncertaintyAdapterConfig(latent_dim=6, interaction="cmsm")
+        >>> cfg.bottleneck_dim(768), cfg.uses_sample, cfg.uses_position
+        (192, True, True)
         >>> UncertaintyAdapterConfig.from_dict(cfg.to_dict()) == cfg
         True
     """
@@ -110,6 +126,7 @@ class UncertaintyAdapterConfig:
         return max(1, int(embed_dim * self.bottleneck_ratio))
 
     def to_dict(self) -> dict[str, Any]:
+        """The fields as a plain, JSON-ready dict (what adapter_config.json stores)."""
         return dataclasses.asdict(self)
 
     @classmethod

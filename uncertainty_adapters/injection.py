@@ -65,6 +65,23 @@ def load_adapters(model: nn.Module, path: str | Path, freeze_backbone: bool = Tr
         model: a plain backbone (adapters are injected as saved), or an `UncertaintyModel`
             with the same configuration (its adapter weights are replaced).
         path: the directory holding adapter_config.json and adapter_model.safetensors.
+        freeze_backbone: as in `inject_uncertainty_adapters` (only when ``model`` is a plain
+            backbone).
+
+    Returns:
+        The `UncertaintyModel` (a new one around ``model``, or ``model`` itself when it was one).
+        The blocks are found from the saved block names, so ``blocks=`` is never needed.
+
+    Example:
+        >>> import tempfile, timm
+        >>> def make_vit():
+        ...     return timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=8, depth=2)
+        >>> model = inject_uncertainty_adapters(make_vit(), UncertaintyAdapterConfig(latent_dim=6))
+        >>> path = tempfile.mkdtemp()
+        >>> model.save_adapters(path)  # adapter_config.json + adapter_model.safetensors
+        >>> restored = load_adapters(make_vit(), path)  # give it the same pretrained weights in practice
+        >>> restored.block_names == model.block_names, restored.config == model.config
+        (True, True)
 
     Raises:
         CheckpointMismatchError: the files do not fit the model (different blocks, width,

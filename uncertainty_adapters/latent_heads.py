@@ -22,7 +22,17 @@ from torch import nn
 
 @dataclass
 class DiagonalGaussian:
-    """N(mean, diag(exp(log_sigma))^2), batched: ``mean`` and ``log_sigma`` are (B, C)."""
+    """N(mean, diag(exp(log_sigma))^2), batched: ``mean`` and ``log_sigma`` are (B, C).
+
+    What `LatentHeads.prior` and `LatentHeads.posterior` return.
+
+    Example:
+        >>> q = DiagonalGaussian(mean=torch.zeros(2, 6), log_sigma=torch.zeros(2, 6))
+        >>> q.rsample().shape, q.rsample(4).shape  # (B, C), and (B, n, C) for n samples each
+        (torch.Size([2, 6]), torch.Size([2, 4, 6]))
+        >>> q.kl(DiagonalGaussian(torch.ones(2, 6), torch.zeros(2, 6)))  # KL(q || p), (B,)
+        tensor([3., 3.])
+    """
 
     mean: torch.Tensor
     log_sigma: torch.Tensor
@@ -97,7 +107,20 @@ class ConvGaussianEncoder(nn.Module):
 
 @dataclass
 class LatentSample:
-    """What `LatentHeads.forward` returns: z (B, C), and KL(Q||P) (B,) when a mask was given."""
+    """What `LatentHeads.forward` returns: z (B, C), and KL(Q||P) (B,) when a mask was given.
+
+    Attributes:
+        z: the latent sample (B, C): from Q(z|X,Y) when a mask was given, else from P(z|X).
+        prior: P(z|X) (`DiagonalGaussian`).
+        posterior: Q(z|X,Y), or None without a mask.
+        kl: KL(Q||P) per image (B,), or None without a mask; the ELBO's second term.
+
+    Example:
+        >>> heads = LatentHeads(in_channels=3, latent_dim=6, num_filters=(8,), resolution=16)
+        >>> out = heads(torch.rand(2, 3, 32, 32), torch.ones(2, 1, 32, 32))
+        >>> out.z.shape, out.kl.shape, out.posterior is not None
+        (torch.Size([2, 6]), torch.Size([2]), True)
+    """
 
     z: torch.Tensor
     prior: DiagonalGaussian

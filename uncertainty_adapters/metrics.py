@@ -11,6 +11,16 @@ Every metric takes binary masks (bool, or numbers in {0, 1}) shaped (B, K, H, W)
 (B, R, H, W) for raters, and returns one float32 value per image on the input's device, or their
 mean or sum with ``reduction="mean"`` / ``"sum"``. Two empty masks agree perfectly: IoU(empty,
 empty) = 1 and Dice(empty, empty) = 1.
+
+Example:
+    >>> import torch
+    >>> import uncertainty_adapters as ua
+    >>> samples = torch.rand(2, 4, 32, 32) > 0.5  # K = 4 sampled masks for each of 2 images
+    >>> raters = torch.rand(2, 3, 32, 32) > 0.5  # R = 3 rater masks for each image
+    >>> ua.metrics.dice(samples, raters).shape  # one value per image
+    torch.Size([2])
+    >>> ua.metrics.ged(samples, raters, reduction="mean").shape  # or their mean
+    torch.Size([])
 """
 
 from __future__ import annotations

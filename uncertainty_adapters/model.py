@@ -13,6 +13,12 @@ per-call state that exists only while `UncertaintyModel.forward` runs.
 K hypotheses per image: pass z of shape (B, K, C). Block 0's output does not depend on z, so it
 is computed once per image and repeated K times (image-major) before the first adapter; the
 backbone returns B * K outputs.
+
+Activation checkpointing (`gradient_checkpointing_enable`): each block's forward runs together
+with its adapter inside ``torch.utils.checkpoint.checkpoint`` (non-reentrant), with p and z passed
+as explicit inputs, so that the recomputation during backward does not depend on the per-call
+state. The backbone's own checkpointing cannot be used: it re-runs the blocks outside the
+forward call, without the adapters' inputs.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from . import checkpoint as ckpt
 from .adapter import LatentReconstruction, PositionCondition, UncertaintyAdapter
@@ -36,7 +43,7 @@ FORMAT_VERSION = 1
 class _ForwardState:
     """What the block hooks need during one forward call; empty outside of it."""
 
-    __slots__ = ("active", "z", "hypotheses", "p", "next_block")
+    __slots__ = ("active", "z", "hypotheses", "p", "layout", "next_block")
 
     def __init__(self) -> None:
         self.reset()
@@ -46,7 +53,21 @@ class _ForwardState:
         self.z: torch.Tensor | None = None
         self.hypotheses = 1
         self.p: torch.Tensor | None = None
+        self.layout: tuple[int, ...] | None = None  # memory order of block 0's tokens
         self.next_block = 0
+
+
+def _memory_order(tensor: torch.Tensor) -> tuple[int, ...]:
+    """The dims of ``tensor`` from outermost to innermost in memory (stable for ties)."""
+    return tuple(sorted(range(tensor.dim()), key=lambda dim: tensor.stride(dim), reverse=True))
+
+
+def _with_memory_order(tensor: torch.Tensor, order: tuple[int, ...] | None) -> torch.Tensor:
+    """``tensor`` (same values) laid out in memory in ``order`` (see `_memory_order`)."""
+    if order is None or order == tuple(range(tensor.dim())) or _memory_order(tensor) == order:
+        return tensor
+    inverse = sorted(range(len(order)), key=order.__getitem__)
+    return tensor.permute(order).contiguous().permute(inverse)
 
 
 @dataclass(frozen=True)
@@ -69,7 +90,9 @@ class UncertaintyModel(nn.Module):
     """A backbone with uncertainty adapters behind its transformer blocks.
 
     Build it with `inject_uncertainty_adapters`. Call it like the backbone, plus ``z``:
-    ``model(*backbone_args, z=z, **backbone_kwargs)``.
+    ``model(*backbone_args, z=z, **backbone_kwargs)``, with z of shape (B, C) for one
+    hypothesis per image or (B, K, C) for K (the backbone then returns B * K results,
+    image-major). The user verbs: `print_trainable_parameters`, `save_adapters`, `unload`.
 
     Args:
         base_model: the backbone; its blocks get forward hooks, nothing else changes.
@@ -77,6 +100,18 @@ class UncertaintyModel(nn.Module):
         plan: the resolved blocks and their width (see `plan_injection`).
         freeze_backbone: set ``requires_grad=False`` on every backbone parameter (restored by
             `unload`).
+
+    Example:
+        >>> import timm
+        >>> from uncertainty_adapters import inject_uncertainty_adapters
+        >>> vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=8,
+        ...                         depth=4, num_classes=0, global_pool="")
+        >>> model = inject_uncertainty_adapters(vit, UncertaintyAdapterConfig(latent_dim=6))
+        >>> model.num_blocks, model.embed_dim
+        (4, 192)
+        >>> model(torch.rand(2, 3, 32, 32), z=torch.randn(2, 4, 6)).shape  # K = 4: (B * K, N, D)
+        torch.Size([8, 17, 192])
+        >>> base = model.unload()  # the plain timm model again
     """
 
     def __init__(
@@ -111,6 +146,8 @@ class UncertaintyModel(nn.Module):
         if freeze_backbone:
             base_model.requires_grad_(False)
         self._state = _ForwardState()
+        self._checkpointing = False
+        self._saved_forwards: list[Any] = []
         self._hook_handles = [
             base_model.get_submodule(name).register_forward_hook(
                 functools.partial(self._after_block, index), prepend=True
@@ -180,14 +217,16 @@ class UncertaintyModel(nn.Module):
         dtype = self.adapters[0].up.weight.dtype
         return z_flat.to(dtype=dtype), hypotheses
 
-    def _after_block(self, index: int, module: nn.Module, args: Any, output: Any) -> Any:
+    def _enter_block(self, index: int) -> _ForwardState:
+        """Check that block ``index`` runs inside `forward` and in order; count it."""
         state = self._state
         if not state.active:
             raise RuntimeError(
                 f"adapted block {self.block_names[index]!r} ran outside UncertaintyModel.forward. "
                 f"Call the UncertaintyModel (not its base_model), or call unload() to get the "
-                f"plain backbone back. Activation checkpointing inside the backbone re-runs "
-                f"blocks during backward and is not supported; disable it in the backbone."
+                f"plain backbone back. The backbone's own activation checkpointing re-runs blocks "
+                f"during backward and is not supported; disable it in the backbone and use "
+                f"UncertaintyModel.gradient_checkpointing_enable() instead."
             )
         if index != state.next_block:
             raise RuntimeError(
@@ -195,33 +234,123 @@ class UncertaintyModel(nn.Module):
                 f"blocks must run once each, in order"
             )
         state.next_block = index + 1
+        return state
+
+    def _after_block(self, index: int, module: nn.Module, args: Any, output: Any) -> Any:
+        if self._checkpointing:
+            return None  # the block's checkpointed forward has applied the adapter already
+        state = self._enter_block(index)
+        output, state.p, state.layout = self._adapt(index, output, state.p, state.z, state.hypotheses, state.layout)
+        return output
+
+    def _checkpointed_block(self, index: int, block_forward: Any, *args: Any, **kwargs: Any) -> Any:
+        """Block ``index``'s forward while checkpointing: the block and its adapter, recomputed
+        together during backward from (p, z, the block's inputs)."""
+        state = self._enter_block(index)
+        hypotheses, layout = state.hypotheses, state.layout
+
+        def block_and_adapter(p: torch.Tensor | None, z: torch.Tensor | None, *args: Any, **kwargs: Any) -> Any:
+            return self._adapt(index, block_forward(*args, **kwargs), p, z, hypotheses, layout)
+
+        if torch.is_grad_enabled():
+            output, state.p, state.layout = checkpoint(
+                block_and_adapter, state.p, state.z, *args, use_reentrant=False, **kwargs
+            )
+        else:
+            output, state.p, state.layout = block_and_adapter(state.p, state.z, *args, **kwargs)
+        return output
+
+    def _adapt(
+        self,
+        index: int,
+        output: Any,
+        p: torch.Tensor | None,
+        z: torch.Tensor | None,
+        hypotheses: int,
+        layout: tuple[int, ...] | None,
+    ) -> tuple[Any, torch.Tensor | None, tuple[int, ...] | None]:
+        """Block ``index``'s output (a tensor, or a tuple/list whose first item is the tokens)
+        through adapter ``index`` (and, behind the last block, Recon).
+
+        Returns (output, p_{i+1}, the memory layout of block 0's tokens). A function of its
+        arguments only, so that checkpointing can recompute it.
+        """
         is_tuple = isinstance(output, (tuple, list))
         hidden = output[0] if is_tuple else output
         if index == 0:
-            hidden = self._start_chain(hidden)
-        hidden, state.p = self.adapters[index](hidden, state.p, state.z)
-        if index == self.num_blocks - 1 and self.recon is not None:
-            hidden = self.recon(hidden, state.z)
+            hidden, p, layout = self._start_chain(hidden, z, hypotheses)
+        hidden, p = self.adapters[index](hidden, p, z)
+        if index == self.num_blocks - 1:
+            if self.recon is not None:
+                hidden = self.recon(hidden, z)
+            hidden = _with_memory_order(hidden, layout)
         if is_tuple:
-            return type(output)([hidden, *output[1:]]) if isinstance(output, list) else (hidden, *output[1:])
-        return hidden
+            output = type(output)([hidden, *output[1:]]) if isinstance(output, list) else (hidden, *output[1:])
+            return output, p, layout
+        return hidden, p, layout
 
-    def _start_chain(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Block 0: p_0 from its output, then repeat both for K hypotheses per image."""
-        state = self._state
-        batch, k = hidden.shape[0], state.hypotheses
-        if state.z is not None and state.z.shape[0] != batch * k:
+    def _start_chain(
+        self, hidden: torch.Tensor, z: torch.Tensor | None, k: int
+    ) -> tuple[torch.Tensor, torch.Tensor | None, tuple[int, ...]]:
+        """Block 0: p_0 from its output, then repeat both for K hypotheses per image.
+
+        The tokens continue in row-major memory; the returned layout (block 0's own memory
+        order) is restored behind the last block. segment-anything's tokens are a permuted view
+        of its channels-first patch embedding: left so, every adapter matmul and residual add
+        of the chain runs on strided memory (about half of the adapters' cost on a CPU).
+        """
+        batch = hidden.shape[0]
+        if z is not None and z.shape[0] != batch * k:
             expected = f"({batch}, {self.config.latent_dim})" if k == 1 else f"({batch}, {k}, {self.config.latent_dim})"
             raise ValueError(
-                f"z holds {state.z.shape[0] // k} images' samples but the backbone's batch is "
+                f"z holds {z.shape[0] // k} images' samples but the backbone's batch is "
                 f"{batch}; pass z of shape {expected}"
             )
+        layout = _memory_order(hidden)
+        hidden = hidden.contiguous()
         p = self.condition(hidden) if self.condition is not None else None
         if k > 1:
             hidden = hidden.repeat_interleave(k, dim=0)
             p = p.repeat_interleave(k, dim=0) if p is not None else None
-        state.p = p
-        return hidden
+        return hidden, p, layout
+
+    # -- activation checkpointing ----------------------------------------------------------
+    @property
+    def is_gradient_checkpointing(self) -> bool:
+        """Whether `gradient_checkpointing_enable` is in effect."""
+        return self._checkpointing
+
+    def gradient_checkpointing_enable(self) -> None:
+        """Trade compute for memory in training: store only each block's inputs (tokens, p, z)
+        and recompute the block with its adapter during backward (non-reentrant
+        ``torch.utils.checkpoint``). Outputs and gradients are unchanged; one extra forward of
+        the backbone per backward. No effect under ``torch.no_grad()``.
+
+        Enable it here, not in the backbone (whose checkpointing is refused: see the module
+        docstring)."""
+        if self._unloaded:
+            raise RuntimeError("this UncertaintyModel was unloaded; inject adapters again to use it")
+        if self._checkpointing:
+            return
+        self._saved_forwards = []
+        for index, name in enumerate(self.block_names):
+            block = self.base_model.get_submodule(name)
+            self._saved_forwards.append(block.__dict__.get("forward"))
+            block.forward = functools.partial(self._checkpointed_block, index, block.forward)
+        self._checkpointing = True
+
+    def gradient_checkpointing_disable(self) -> None:
+        """Store activations again (the default); restores the blocks' own forwards."""
+        if not self._checkpointing:
+            return
+        for name, saved in zip(self.block_names, self._saved_forwards):
+            block = self.base_model.get_submodule(name)
+            if saved is None:
+                del block.forward
+            else:
+                block.forward = saved
+        self._saved_forwards = []
+        self._checkpointing = False
 
     # -- user verbs ------------------------------------------------------------------------
     def get_nb_trainable_parameters(self) -> tuple[int, int]:
@@ -282,6 +411,7 @@ class UncertaintyModel(nn.Module):
     def unload(self) -> nn.Module:
         """Remove the adapters and return the original backbone, with its parameters'
         ``requires_grad`` flags as they were before injection."""
+        self.gradient_checkpointing_disable()
         for handle in self._hook_handles:
             handle.remove()
         self._hook_handles = []

@@ -5,6 +5,10 @@ The model is made of segment-anything's own modules (ImageEncoderViT, PromptEnco
 MaskDecoder, TwoWayTransformer), wired as its ``build_sam.py`` wires them, with two choices
 left open: the spec (`spec.py`) and the encoder's input size. The prompt encoder's embedding
 grid follows the input size, so prompts are given in pixels of the encoder's input.
+
+The image encoder's attention runs through PyTorch's scaled_dot_product_attention by default
+(`attention.py`: the same function within float rounding; on a CPU faster at inference and as
+fast in training, see benchmarks/RESULTS.md); ``sdpa_attention=False`` keeps segment-anything's.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from torch import nn
 
 import uncertainty_adapters as ua
 
+from .attention import use_sdpa_attention
 from .checkpoint import load_sam_weights
 from .model import UncertaintySam
 from .spec import SamSpec, get_sam_spec
@@ -39,13 +44,16 @@ def check_image_size(spec: SamSpec, image_size: int) -> None:
         )
 
 
-def build_sam(spec_or_name: SamSpec | str, image_size: int | None = None) -> Sam:
+def build_sam(spec_or_name: SamSpec | str, image_size: int | None = None, sdpa_attention: bool = True) -> Sam:
     """A randomly initialised segment-anything `Sam` (eval mode, as segment-anything builds it).
 
     Args:
         spec_or_name: a `SamSpec`, or a registered name ('vit_b', 'vit_l', 'vit_h', 'demo').
         image_size: side S of the square encoder input; None: the spec's ``image_size`` (1024
             for the official variants). Must be divisible by the patch size.
+        sdpa_attention: run the image encoder's attention through
+            ``F.scaled_dot_product_attention`` (`use_sdpa_attention`); False: segment-anything's
+            own attention. Same parameters and state-dict keys either way.
 
     Returns:
         A `Sam` whose image encoder maps (B, 3, S, S) to (B, prompt_embed_dim, S/p, S/p)
@@ -92,6 +100,8 @@ def build_sam(spec_or_name: SamSpec | str, image_size: int | None = None) -> Sam
         pixel_mean=list(PIXEL_MEAN),
         pixel_std=list(PIXEL_STD),
     )
+    if sdpa_attention:
+        use_sdpa_attention(sam)
     return sam.eval()
 
 
@@ -102,6 +112,8 @@ def build_uncertainty_sam(
     adapter_config: ua.UncertaintyAdapterConfig | None = None,
     train_decoder: bool = False,
     latent_heads_kwargs: Mapping[str, Any] | None = None,
+    sdpa_attention: bool = True,
+    gradient_checkpointing: bool = False,
 ) -> UncertaintySam:
     """UA-SAM: build SAM, load its weights, then inject the uncertainty adapters.
 
@@ -114,12 +126,19 @@ def build_uncertainty_sam(
         adapter_config: None: the paper's configuration.
         train_decoder: let the mask decoder train too (off in the paper).
         latent_heads_kwargs: extra arguments of `ua.LatentHeads`.
+        sdpa_attention: see `build_sam`.
+        gradient_checkpointing: recompute each encoder block with its adapter during backward
+            instead of storing its activations (`UncertaintyModel.gradient_checkpointing_enable`):
+            less memory for vit_l / vit_h training, one more encoder forward per step.
 
     Returns:
         An `UncertaintySam` in eval mode; only adapters and latent heads (and the decoder with
         ``train_decoder``) require grad.
     """
-    sam = build_sam(spec, image_size)
+    sam = build_sam(spec, image_size, sdpa_attention=sdpa_attention)
     if checkpoint is not None:
         load_sam_weights(sam, checkpoint, spec_name=spec if isinstance(spec, str) else None)
-    return UncertaintySam(sam, adapter_config, train_decoder, latent_heads_kwargs).eval()
+    model = UncertaintySam(sam, adapter_config, train_decoder, latent_heads_kwargs)
+    if gradient_checkpointing:
+        model.encoder.gradient_checkpointing_enable()
+    return model.eval()

@@ -1,0 +1,109 @@
+"""The benchmarks still run: every function of the suite and every script, once, at tiny sizes.
+
+The timings themselves are not checked (a busy CI machine would make that flaky); what is
+checked is that each workload runs and that the scripts report the keys RESULTS.md quotes.
+The paper-budget check is exact: UA-SAM vit_b at the paper's configuration trains at most the
+paper's 8.08M parameters.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks import gpu_check, overhead, param_count, speedups, test_throughput  # noqa: E402
+from benchmarks.workloads import TINY, Workloads  # noqa: E402
+
+
+class _CallOnce:
+    """Stands in for pytest-benchmark's fixture: runs the benchmarked function once."""
+
+    def __init__(self) -> None:
+        self.group, self.extra_info, self.calls = None, {}, 0
+
+    def pedantic(self, fn, rounds: int, iterations: int, warmup_rounds: int = 0):
+        self.calls += 1
+        return fn()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models on a shared machine: one thread is many times faster than two (no spinning
+    while another process holds the second core). Restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def work() -> Workloads:
+    return Workloads(TINY)
+
+
+def test_every_throughput_benchmark_runs_once(work):
+    suite = [
+        (test_throughput.test_encoder_forward, {"adapted": False}),
+        (test_throughput.test_encoder_forward, {"adapted": True}),
+        (test_throughput.test_sampling_batched, {"k": 4}),
+        (test_throughput.test_sampling_k4_as_separate_forwards, {}),
+        (test_throughput.test_training_step, {"checkpointing": False}),
+        (test_throughput.test_training_step, {"checkpointing": True}),
+        (test_throughput.test_latent_heads, {"low_resolution": True}),
+        (test_throughput.test_latent_heads, {"low_resolution": False}),
+    ]
+    for function, kwargs in suite:
+        benchmark = _CallOnce()
+        function(benchmark, work, 1, **kwargs)
+        assert benchmark.calls == 1 and benchmark.group
+
+
+def test_overhead_reports_the_ratio_of_the_two_encoders(work):
+    result = overhead.measure(TINY, rounds=1, warmup=0)
+    assert result["overhead_ratio"] > 0 and result["t_ua_s"] > 0 and result["t_plain_s"] > 0
+    assert {"target", "meets_target", "config", "overhead_ratio_cpu_time"} <= set(result)
+
+
+def test_every_speedup_comparison_runs(work, monkeypatch):
+    monkeypatch.setattr(speedups, "_peak_memory", lambda work, checkpointed: None)  # a subprocess each
+    results = {name: compare(work, 1) for name, compare in speedups.COMPARISONS.items()}
+    assert all(result["what"] for result in results.values())
+    assert all(result["ratio"] > 0 for name, result in results.items() if name != "sdpa_paper_shapes")
+    assert set(results["sdpa_paper_shapes"]) == {"what", "windows", "global"}
+    # K hypotheses share block 0: it sees the images, block 1 sees images * K.
+    assert results["k_batched"]["block_batches_at_k4"] == {"images": 1, "hypotheses": 4, "block0": 1, "block1": 4}
+
+
+def test_ua_sam_paper_config_trains_at_most_the_papers_8_08m_parameters():
+    rows = {row["name"]: row for row in param_count.rows_for("vit_b")}
+    paper = rows["ua-sam-vit_b-paper"]
+    assert paper["trainable"] <= param_count.PAPER_TRAINABLE
+    assert sum(paper["breakdown"].values()) == paper["trainable"]
+    parts = {"adapters", "cmsm", "reconstruct_eq4", "recon", "condition", "prior", "posterior"}
+    assert set(paper["breakdown"]) == parts
+    names = {"full-finetune-vit_b", "mask-decoder-vit_b", "adapters-vit_b", "lora-r96-vit_b", "ua-sam-vit_b-paper"}
+    assert set(rows) == names
+    lora, adapters = rows["lora-r96-vit_b"]["trainable"], rows["adapters-vit_b"]["trainable"]
+    assert abs(lora - adapters) / adapters < 0.005  # the rank is chosen for a matching budget
+
+
+def test_param_count_json_is_a_list_of_rows(capsys):
+    param_count.main(["--json", "--variants", "vit_b"])
+    rows = json.loads(capsys.readouterr().out)
+    assert all(set(row) >= {"name", "trainable", "total", "breakdown"} for row in rows)
+
+
+def test_gpu_check_cpu_smoke_writes_json_and_text(tmp_path, capsys):
+    gpu_check.main(["--cpu-smoke", "--out", str(tmp_path)])
+    results = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert results["mode"].startswith("cpu-smoke")
+    assert {"training", "sampling_k4", "plain_encoder", "ua_encoder"} <= set(results)
+    assert (tmp_path / "gpu_check.txt").read_text().startswith("UA-SAM GPU check")
