@@ -3,6 +3,7 @@
     ua-sam demo     [--out DIR]
     ua-sam train    --data SPEC --preset NAME --out DIR [--interaction X] [--epochs N] [--seed S] ...
     ua-sam evaluate --checkpoint DIR --data SPEC [--samples K] [--out DIR]
+    ua-sam predict  --checkpoint DIR --image FILE (--point X,Y | --box X0,Y0,X1,Y1) [--samples K] --out DIR
 
 Errors in what the user gave (a missing file, a bad data folder, a checkpoint that does not fit)
 end the command with one line on stderr and exit status 2, without a traceback.
@@ -22,6 +23,7 @@ from uncertainty_adapters.config import INTERACTIONS
 from uncertainty_adapters.integrations.data import DATA_SPECS, DataError
 from uncertainty_adapters.integrations.sam.prompts import PROMPT_MODES
 
+from .pipeline.predict import add_predict_parser
 from .pipeline.presets import PRESETS
 
 logger = logging.getLogger("ua-sam")
@@ -91,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--batch-size", type=int, default=8, help="Images per forward (default 8).")
     evaluate.add_argument("--seed", type=int, default=0, help="Seed of prompts and samples (default 0).")
     evaluate.add_argument("--cpu", action="store_true", help="Run on the CPU even when a GPU is present.")
+
+    add_predict_parser(commands)
     return parser
 
 
@@ -106,6 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             commands.run_demo(args)
         elif args.command == "train":
             commands.run_train(args)
+        elif args.command == "predict":
+            commands.run_predict(args)
         else:
             commands.run_evaluate(args)
     except (DataError, CheckpointMismatchError, FileNotFoundError, FileExistsError, ValueError) as error:

@@ -18,10 +18,11 @@ from . import run_dir
 from .demo_backbone import ensure_demo_backbone
 from .evaluation import evaluate, format_table, write_metrics
 from .figures import save_cases_figure
+from .predict import run_predict
 from .presets import Preset, get_preset
 from .trainer import TrainingDiverged, TrainJob, check_out_dir, dataset_kwargs_for, train
 
-__all__ = ["TrainingDiverged", "run_demo", "run_evaluate", "run_train"]
+__all__ = ["TrainingDiverged", "run_demo", "run_evaluate", "run_predict", "run_train"]
 
 logger = logging.getLogger("ua-sam")
 

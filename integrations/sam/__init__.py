@@ -5,16 +5,19 @@
     out = model(images, sample_point_prompts(masks), masks)      # training: logits, kl
     out = model(images, prompts, num_samples=4)                  # 4 hypotheses per image
 
-Parts: `spec` (SamSpec, SAM_SPECS), `build` (build_sam, build_uncertainty_sam), `checkpoint`
+Parts: `spec` (SamSpec, SAM_SPECS), `build` (build_sam, build_uncertainty_sam), `attention`
+(SAM attention through scaled_dot_product_attention, `use_sdpa_attention`), `checkpoint`
 (official-layout weights), `prompts` (point/box prompts from masks), `decoder` (batched
 single-mask decoding), `segment` (the plain SAM forward, batched and differentiable), `model`
 (UncertaintySam).
 """
 
+from .attention import SdpaAttention, use_sdpa_attention, uses_sdpa_attention
 from .build import build_sam, build_uncertainty_sam, check_image_size
 from .checkpoint import load_sam_weights, read_sam_checkpoint, sam_state_dict, save_sam_weights
 from .decoder import predict_single_masks
 from .model import UncertaintySam, UncertaintySamOutput
+from .predictor import UncertaintyPrediction, UncertaintySamPredictor
 from .prompts import PROMPT_MODES, Prompts, box_prompts, make_prompts, sample_point_prompts
 from .segment import decode_prompts, normalize_images, segment
 from .spec import SAM_SPECS, SamSpec, get_sam_spec
@@ -24,8 +27,11 @@ __all__ = [
     "SAM_SPECS",
     "Prompts",
     "SamSpec",
+    "SdpaAttention",
+    "UncertaintyPrediction",
     "UncertaintySam",
     "UncertaintySamOutput",
+    "UncertaintySamPredictor",
     "box_prompts",
     "build_sam",
     "build_uncertainty_sam",
@@ -41,4 +47,6 @@ __all__ = [
     "sample_point_prompts",
     "save_sam_weights",
     "segment",
+    "use_sdpa_attention",
+    "uses_sdpa_attention",
 ]
