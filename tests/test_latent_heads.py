@@ -100,3 +100,15 @@ def test_bad_inputs_are_refused_with_the_expected_shape(call, message):
 def test_bad_construction_arguments_are_refused():
     with pytest.raises(ValueError, match="latent_dim must be a positive integer"):
         ua.LatentHeads(latent_dim=0)
+
+
+def test_the_posterior_sees_the_mask_at_initialisation():
+    """The signal of the mask survives the 12 convolutions of the default encoder."""
+    torch.manual_seed(0)
+    heads = ua.LatentHeads(resolution=64)
+    images = torch.rand(2, 3, 128, 128)
+    lesion = torch.zeros(2, 1, 128, 128)
+    lesion[:, :, 40:80, 40:80] = 1
+    with_lesion = heads.posterior(images, lesion).mean
+    without = heads.posterior(images, torch.zeros_like(lesion)).mean
+    assert (with_lesion - without).abs().max() > 0.05 * with_lesion.abs().mean()

@@ -93,6 +93,13 @@ class ConvGaussianEncoder(nn.Module):
                 channels = filters
         self.features = nn.Sequential(*layers)
         self.to_gaussian = nn.Conv2d(channels, 2 * latent_dim, kernel_size=1)
+        # He initialisation, as the Probabilistic U-Net: with PyTorch's default init the signal
+        # shrinks by about sqrt(3) per convolution, and after 12 of them the mask no longer
+        # reaches the posterior's output (measured: 6e-7 change for a 40x40 mask vs none).
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
+                nn.init.zeros_(module.bias)
         self.latent_dim = latent_dim
         self.log_sigma_bound = log_sigma_bound
 
