@@ -42,7 +42,7 @@ class PretrainSettings:
 
     spec: str = "demo"
     image_size: int = 128
-    steps: int = 700
+    steps: int = 400
     batch_size: int = 16
     lr: float = 5e-4
     weight_decay: float = 0.01

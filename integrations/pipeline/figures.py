@@ -61,7 +61,7 @@ def save_cases_figure(examples: Sequence[dict[str, Any]], path: str | Path, titl
             if col == 0:
                 _show_image(ax, case["image"])
                 _draw_prompts(ax, case["prompts"])
-                ax.set_ylabel(str(case["case_id"])[-12:], fontsize=7)
+                ax.set_ylabel(str(case["case_id"]), fontsize=6)
             elif label == "entropy (bits)":
                 shown = ax.imshow(data.numpy(), cmap="magma", vmin=0, vmax=1, interpolation="nearest")
                 fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.02).ax.tick_params(labelsize=6)

@@ -27,9 +27,17 @@ class Preset:
     lr_step_epochs: int = field(default=10, metadata={"help": "StepLR: decay every this many epochs."})
     lr_gamma: float = field(default=0.5, metadata={"help": "StepLR decay factor."})
     beta: float = field(default=1.0, metadata={"help": "Weight of KL(Q||P) in the ELBO (Eq. 6)."})
+    kl_warmup: float = field(
+        default=0.0,
+        metadata={"help": "Share of the planned steps over which beta ramps linearly from 0 (KL annealing); "
+                          "early stopping waits until it ends."},
+    )
     latent_dim: int = field(default=6, metadata={"help": "Latent dimension C (paper: 6)."})
     interaction: str = field(default="cmsm", metadata={"help": "cmsm, concat, sample, position or none."})
     latent_resolution: int = field(default=128, metadata={"help": "Side the prior/posterior nets see."})
+    latent_filters: tuple[int, ...] = field(
+        default=(32, 64, 128, 192), metadata={"help": "Filters per block of the prior/posterior nets (Prob. U-Net)."}
+    )
     prompt: str = field(default="point", metadata={"help": "Prompt: point (paper), box, or point+box."})
     box_jitter: float = field(default=0.1, metadata={"help": "Box prompts: max side shift, fraction of box size."})
     patience: int = field(default=5, metadata={"help": "Early stopping: epochs without validation improvement."})
@@ -51,6 +59,9 @@ class Preset:
             raise ValueError(f"unknown preset field(s) {unknown}; known: {sorted(known)}")
         return dataclasses.replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
+    def __post_init__(self) -> None:
+        self.latent_filters = tuple(self.latent_filters)  # JSON gives lists back
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -58,6 +69,7 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     "demo": Preset(
         name="demo", sam="demo", image_size=128, batch_size=16, epochs=12, lr=1e-3, latent_resolution=64,
+        latent_filters=(16, 32, 64, 96),
         lr_step_epochs=8, lr_gamma=0.3, beta=1.0, patience=4, eval_samples=4,
         synthetic_cases=600, log_every=5, checkpoint_every=50,
     ),

@@ -1,4 +1,5 @@
 """Training UA-SAM with Accelerate: one script for the CPU, one GPU and many (``accelerate launch``).
+The same loop trains the Probabilistic U-Net baseline (``TrainJob.model = "prob-unet"``).
 
 The loop is the paper's (section 3.2): a rater mask drawn at random per image and epoch, one
 point prompt sampled from it, z ~ Q(z|X,Y), loss = DiceCE + beta * KL(Q||P) (Eq. 6), Adam,
@@ -35,6 +36,7 @@ from uncertainty_adapters.integrations.sam import UncertaintySam, build_uncertai
 from uncertainty_adapters.integrations.sam.prompts import make_prompts
 
 from . import run_dir
+from .baselines import ProbabilisticUNet, prob_unet_for
 from .presets import Preset
 from .seeding import derive_seed, generator_for, seed_everything_for
 from .training_state import Progress, load_latest_checkpoint, save_training_checkpoint
@@ -44,6 +46,7 @@ logger = logging.getLogger(__name__)
 _TRAIN_STREAM, _VAL_STREAM, _SPLIT_STREAM = 0x7A1, 0x7A2, 0x7A3
 BEST_WEIGHTS = "best_trainable.safetensors"
 LOG_CSV = "train_log.csv"
+MODELS = ("ua-sam", "prob-unet")
 
 
 class TrainingDiverged(RuntimeError):
@@ -52,7 +55,13 @@ class TrainingDiverged(RuntimeError):
 
 @dataclass
 class TrainJob:
-    """One training run: the preset plus what the command line adds."""
+    """One training run: the preset plus what the command line adds.
+
+    ``model`` picks what trains: "ua-sam" (the preset's SAM with adapters of the preset's
+    interaction) or "prob-unet" (the Probabilistic U-Net baseline, from scratch, no backbone).
+    ``data_seed`` seeds the data set (synthetic cases, rater draw) when it should differ from
+    ``seed`` (which seeds everything else), e.g. for ensemble members trained on one data set.
+    """
 
     preset: Preset
     data: str
@@ -63,6 +72,16 @@ class TrainJob:
     max_steps: int | None = None
     cpu: bool = False
     dataset_kwargs: dict[str, Any] = field(default_factory=dict)
+    model: str = "ua-sam"
+    data_seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.model not in MODELS:
+            raise ValueError(f"unknown model {self.model!r}; choose one of {', '.join(MODELS)}")
+
+    @property
+    def dataset_seed(self) -> int:
+        return self.seed if self.data_seed is None else self.data_seed
 
 
 @dataclass
@@ -88,15 +107,20 @@ def dataset_kwargs_for(preset: Preset, data: str, extra: dict[str, Any]) -> dict
     return kwargs
 
 
-def build_model(job: TrainJob, backbone: Path | None) -> UncertaintySam:
+def build_model(job: TrainJob, backbone: Path | None) -> UncertaintySam | ProbabilisticUNet:
     preset = job.preset
+    if job.model == "prob-unet":
+        return prob_unet_for(preset)
     return build_uncertainty_sam(
         preset.sam,
         image_size=preset.image_size,
         checkpoint=backbone,
         adapter_config=ua.UncertaintyAdapterConfig(latent_dim=preset.latent_dim, interaction=preset.interaction),
         train_decoder=preset.train_decoder,
-        latent_heads_kwargs={"resolution": min(preset.latent_resolution, preset.image_size)},
+        latent_heads_kwargs={
+            "resolution": min(preset.latent_resolution, preset.image_size),
+            "num_filters": preset.latent_filters,
+        },
     )
 
 
@@ -168,7 +192,9 @@ class _TrainingLoop:
         seed_everything_for(job.seed)
         model = build_model(job, backbone)
         self.dataset_kwargs = dataset_kwargs_for(preset, job.data, job.dataset_kwargs)
-        self.train_part = build_dataset(job.data, preset.image_size, split="train", seed=job.seed, **self.dataset_kwargs)
+        self.train_part = build_dataset(
+            job.data, preset.image_size, split="train", seed=job.dataset_seed, **self.dataset_kwargs
+        )
         train_idx, val_idx = train_val_split(len(self.train_part), preset.val_fraction, job.seed)
         if len(train_idx) < preset.batch_size:
             raise ValueError(
@@ -185,11 +211,12 @@ class _TrainingLoop:
         optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=preset.lr)
         # Stepped once per epoch by hand, so it is not handed to accelerator.prepare.
         self.scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=preset.lr_step_epochs, gamma=preset.lr_gamma)
-        self.loss_fn = ua.ElboLoss(beta=preset.beta, validate=False)
+        self.loss_fn = ua.ElboLoss(beta=preset.beta, validate=False)  # beta follows beta_at(step)
+        self.val_loss_fn = ua.ElboLoss(beta=preset.beta, validate=False)
         self.model, self.optimizer, self.train_loader, self.val_loader = accelerator.prepare(
             model, optimizer, train_loader, val_loader
         )
-        self.unwrapped: UncertaintySam = accelerator.unwrap_model(self.model)
+        self.unwrapped: UncertaintySam | ProbabilisticUNet = accelerator.unwrap_model(self.model)
         self.checkpoints = job.out / "checkpoints"
         self.progress = Progress()
         self.stopped_early = False
@@ -220,11 +247,19 @@ class _TrainingLoop:
         self.accelerator.wait_for_everyone()
 
     # -- the loop ----------------------------------------------------------------------------
+    @property
+    def planned_steps(self) -> int:
+        steps = len(self.train_loader) // self.preset.grad_accum * self.preset.epochs
+        return steps if self.job.max_steps is None else min(steps, self.job.max_steps)
+
+    def beta_at(self, step: int) -> float:
+        """beta, ramped linearly from 0 over the first kl_warmup share of the planned steps."""
+        warmup = self.preset.kl_warmup * self.planned_steps
+        return self.preset.beta if warmup <= 0 else self.preset.beta * min(1.0, step / warmup)
+
     def run(self) -> None:
         preset, progress = self.preset, self.progress
-        steps = len(self.train_loader) // preset.grad_accum * preset.epochs
-        total = steps if self.job.max_steps is None else min(steps, self.job.max_steps)
-        self.bar = tqdm(total=total, initial=progress.step, desc="UA-SAM", disable=not self.accelerator.is_main_process)
+        self.bar = tqdm(total=self.planned_steps, initial=progress.step, desc="UA-SAM", disable=not self.accelerator.is_main_process)
         self.model.train()
         while progress.epoch < preset.epochs and not _done(progress, self.job):
             if not self.run_epoch():
@@ -244,6 +279,7 @@ class _TrainingLoop:
             rank = accelerator.process_index
             seed_everything_for(job.seed, _TRAIN_STREAM, global_batch, rank)
             generator = generator_for(accelerator.device, job.seed, _TRAIN_STREAM, global_batch, rank)
+            self.loss_fn.beta = self.beta_at(progress.step)
             with accelerator.accumulate(self.model):
                 mask = batch["mask"]
                 union = batch["masks"].amax(1, keepdim=True)
@@ -281,10 +317,11 @@ class _TrainingLoop:
                 f"another --mixed-precision"
             )
         self.bar.set_postfix(loss=f"{loss:.4f}", kl=f"{kl:.3f}", epoch=progress.epoch)
-        row = {"step": progress.step, "epoch": progress.epoch, "loss": loss, "kl": kl, "lr": self.scheduler.get_last_lr()[0]}
+        row = {"step": progress.step, "epoch": progress.epoch, "loss": loss, "kl": kl,
+               "beta": self.loss_fn.beta, "lr": self.scheduler.get_last_lr()[0]}
         self.log.write(row)
         if self.tracker is not None:
-            for key in ("loss", "kl", "lr"):
+            for key in ("loss", "kl", "beta", "lr"):
                 self.tracker.add_scalar(f"train/{key}", row[key], progress.step)
 
     def end_epoch(self) -> bool:
@@ -294,7 +331,7 @@ class _TrainingLoop:
         progress.batches_into_epoch = 0
         self.scheduler.step()
         if self.split["validation"]:
-            val_loss = _validation_loss(self.model, self.val_loader, self.loss_fn, preset, self.job.seed, self.accelerator)
+            val_loss = _validation_loss(self.model, self.val_loader, self.val_loss_fn, preset, self.job.seed, self.accelerator)
             improved = progress.best_val_loss is None or val_loss < progress.best_val_loss
         else:  # nothing to validate on: keep the latest weights, never stop early
             val_loss, improved = float("nan"), True
@@ -302,7 +339,7 @@ class _TrainingLoop:
             progress.best_val_loss, progress.epochs_without_improvement = val_loss, 0
             if self.accelerator.is_main_process:
                 ckpt.save_tensors_atomic(self.job.out / BEST_WEIGHTS, self.unwrapped.trainable_state_dict())
-        else:
+        elif self.beta_at(progress.step) >= preset.beta:  # no patience is spent during KL warm-up
             progress.epochs_without_improvement += 1
         self.log.write({"step": progress.step, "epoch": progress.epoch, "val_loss": val_loss})
         if self.tracker is not None:
@@ -333,6 +370,7 @@ class _TrainingLoop:
                 self.unwrapped,
                 {
                     **meta,
+                    "model": self.job.model,
                     "backbone": recorded,
                     "preset": self.preset.to_dict(),
                     "sam": self.preset.sam,
@@ -341,6 +379,7 @@ class _TrainingLoop:
                     "data": self.job.data,
                     "dataset_kwargs": self.dataset_kwargs,
                     "seed": self.job.seed,
+                    "data_seed": self.job.dataset_seed,
                     "split": self.split,
                     "progress": dict(self.progress.__dict__),
                     "stopped_early": self.stopped_early,
@@ -358,7 +397,7 @@ class _CsvLog:
 
     def __init__(self, path: Path, enabled: bool) -> None:
         self.path, self.enabled = path, enabled
-        self.fields = ["step", "epoch", "loss", "kl", "lr", "val_loss"]
+        self.fields = ["step", "epoch", "loss", "kl", "beta", "lr", "val_loss"]
 
     def write(self, row: dict[str, Any]) -> None:
         if not self.enabled:

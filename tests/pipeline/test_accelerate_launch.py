@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-
-import pytest
+import sys
 
 from .conftest import SIZE
 
 
-@pytest.mark.skipif(shutil.which("accelerate") is None, reason="the accelerate launcher is not installed")
 def test_two_process_cpu_training_writes_one_run(tmp_path, backbone_file):
     out = tmp_path / "run"
     command = [
-        "accelerate", "launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
+        sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
         "--mixed_precision", "no", "--dynamo_backend", "no",
         "-m", "uncertainty_adapters.integrations.cli", "train", "--data", "synthetic", "--preset", "demo",
         "--out", str(out), "--sam-checkpoint", str(backbone_file), "--image-size", str(SIZE),
