@@ -4,6 +4,7 @@
     ua-sam train    --data SPEC --preset NAME --out DIR [--interaction X] [--epochs N] [--seed S] ...
     ua-sam evaluate --checkpoint DIR --data SPEC [--samples K] [--out DIR]
     ua-sam predict  --checkpoint DIR --image FILE (--point X,Y | --box X0,Y0,X1,Y1) [--samples K] --out DIR
+    ua-sam reproduce --data SPEC --preset NAME --out DIR [--seeds N] [--budget B] [--latent-dims 2,4,6,8]
 
 Errors in what the user gave (a missing file, a bad data folder, a checkpoint that does not fit)
 end the command with one line on stderr and exit status 2, without a traceback.
@@ -25,6 +26,7 @@ from uncertainty_adapters.integrations.sam.prompts import PROMPT_MODES
 
 from .pipeline.predict import add_predict_parser
 from .pipeline.presets import PRESETS
+from .pipeline.reproduce_cli import add_reproduce_parser, run_reproduce
 
 logger = logging.getLogger("ua-sam")
 
@@ -38,6 +40,7 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--batch-size", type=int, help="Images per step and process.")
     group.add_argument("--lr", type=float, help="Adam learning rate.")
     group.add_argument("--beta", type=float, help="Weight of KL(Q||P) in the loss (Eq. 6).")
+    group.add_argument("--kl-warmup", type=float, help="Share of the steps over which beta ramps up from 0.")
     group.add_argument("--latent-dim", type=int, help="Latent dimension C.")
     group.add_argument("--image-size", type=int, help="Encoder input side in pixels.")
     group.add_argument("--prompt", choices=PROMPT_MODES, help="Prompt type (paper: one point).")
@@ -95,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--cpu", action="store_true", help="Run on the CPU even when a GPU is present.")
 
     add_predict_parser(commands)
+    add_reproduce_parser(commands)
     return parser
 
 
@@ -112,6 +116,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             commands.run_train(args)
         elif args.command == "predict":
             commands.run_predict(args)
+        elif args.command == "reproduce":
+            run_reproduce(args, sys.argv[1:] if argv is None else list(argv))
         else:
             commands.run_evaluate(args)
     except (DataError, CheckpointMismatchError, FileNotFoundError, FileExistsError, ValueError) as error:

@@ -7,6 +7,9 @@
     DIR/backbone.safetensors      the frozen SAM weights, when they are small (the demo backbone);
                                   otherwise run.json records the checkpoint path it was built from
 
+A Probabilistic U-Net run (the baseline, run.json "model": "prob-unet") holds run.json and
+DIR/prob_unet.safetensors (every weight; its architecture is run.json's "prob_unet").
+
 `ua-sam evaluate --checkpoint DIR` and `ua-sam predict --checkpoint DIR` read this folder.
 """
 
@@ -22,29 +25,41 @@ import uncertainty_adapters as ua
 from uncertainty_adapters import checkpoint as ckpt
 from uncertainty_adapters.integrations.sam import UncertaintySam, build_uncertainty_sam
 
+from .baselines import ProbabilisticUNet
+
 RUN_CONFIG = "run.json"
 ADAPTERS = "adapters"
 LATENT_HEADS = "latent_heads.safetensors"
 MASK_DECODER = "mask_decoder.safetensors"
 BACKBONE = "backbone.safetensors"
+PROB_UNET = "prob_unet.safetensors"
 FORMAT_VERSION = 1
 
 
-def save_run(directory: str | Path, model: UncertaintySam, meta: dict[str, Any]) -> None:
+def save_run(directory: str | Path, model: UncertaintySam | ProbabilisticUNet, meta: dict[str, Any]) -> None:
     """Write the trained parts of ``model`` and ``run.json`` (``meta`` plus model facts)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    if isinstance(model, ProbabilisticUNet):
+        ckpt.save_tensors_atomic(directory / PROB_UNET, model.state_dict())
+        _write_run_config(directory, {**meta, "model": "prob-unet", "prob_unet": model.config})
+        return
     model.encoder.save_adapters(directory / ADAPTERS)
     if model.latent_heads is not None:
         ckpt.save_tensors_atomic(directory / LATENT_HEADS, model.latent_heads.state_dict())
     if meta.get("train_decoder"):
         ckpt.save_tensors_atomic(directory / MASK_DECODER, model.mask_decoder.state_dict())
+    _write_run_config(
+        directory, {**meta, "latent_heads": model.latent_heads.config if model.latent_heads is not None else None}
+    )
+
+
+def _write_run_config(directory: Path, meta: dict[str, Any]) -> None:
     ckpt.write_json_atomic(
         directory / RUN_CONFIG,
         {
             **meta,
             "format_version": FORMAT_VERSION,
-            "latent_heads": model.latent_heads.config if model.latent_heads is not None else None,
             "saved": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "library_version": ua.__version__,
         },
@@ -81,10 +96,15 @@ def backbone_path(directory: Path, meta: dict[str, Any]) -> Path | None:
     return path
 
 
-def load_run(directory: str | Path, device: str | torch.device = "cpu") -> tuple[UncertaintySam, dict[str, Any]]:
-    """Rebuild the trained UA-SAM of a run folder, on ``device``, in eval mode."""
+def load_run(
+    directory: str | Path, device: str | torch.device = "cpu"
+) -> tuple[UncertaintySam | ProbabilisticUNet, dict[str, Any]]:
+    """Rebuild the trained model of a run folder (UA-SAM, or the Probabilistic U-Net baseline),
+    on ``device``, in eval mode."""
     directory = Path(directory)
     meta = read_run_config(directory)
+    if meta.get("model") == "prob-unet":
+        return _load_prob_unet(directory, meta).to(device).eval(), meta
     adapter_meta = ckpt.read_json(directory / ADAPTERS / ckpt.CONFIG_NAME)
     model = build_uncertainty_sam(
         meta["sam"],
@@ -104,3 +124,9 @@ def load_run(directory: str | Path, device: str | torch.device = "cpu") -> tuple
         ckpt.check_state_dict(model.mask_decoder.state_dict(), decoder, str(directory / MASK_DECODER))
         model.mask_decoder.load_state_dict(decoder)
     return model.to(device).eval(), meta
+
+
+def _load_prob_unet(directory: Path, meta: dict[str, Any]) -> ProbabilisticUNet:
+    model = ProbabilisticUNet(**meta["prob_unet"])
+    model.load_trainable_state_dict(ckpt.load_tensors(directory / PROB_UNET), str(directory / PROB_UNET))
+    return model

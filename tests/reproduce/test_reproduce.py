@@ -1,0 +1,153 @@
+"""`ua-sam reproduce` end to end in smoke mode: every row, the outputs, reuse of finished rows."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from uncertainty_adapters.integrations.pipeline import reproduce as reproduce_module
+from uncertainty_adapters.integrations.pipeline.reproduce import plan_tables
+from uncertainty_adapters.integrations.pipeline.reproduce_outputs import BEGIN, END
+
+from .conftest import reproduce
+
+
+def test_the_command_writes_both_tables_the_sweep_results_and_figures(smoke_run):
+    out = smoke_run["out"]
+    for name in ("table1.md", "table2.md", "latent_dims.md", "results.json", "fig2.png", "latent_dims.png"):
+        assert (out / name).is_file(), name
+    table1 = (out / "table1.md").read_text()
+    for method in ("Adapter-SAM", "Ensemble of 2 Adapter-SAMs", "Probabilistic U-Net", "UA-SAM (CMSM)"):
+        assert method in table1
+    table2 = (out / "table2.md").read_text()
+    for method in ("(sample)", "(position)", "(concat)", "(cmsm)"):
+        assert method in table2
+    assert "not run yet" not in table1 + table2
+
+
+def test_results_hold_mean_and_std_over_every_seed_for_every_row(smoke_run):
+    results = json.loads((smoke_run["out"] / "results.json").read_text())
+    assert set(results["tables"]) == {"table1", "table2", "latent_dims"}
+    for key, row in results["rows"].items():
+        assert row["seeds"] == [0, 1], key
+        for metric in ("dice", "ged", "hm_iou", "diversity", "trainable_parameters", "train_seconds"):
+            assert metric in row["mean"] and metric in row["std"], (key, metric)
+
+
+def test_deterministic_rows_report_zero_diversity(smoke_run):
+    rows = json.loads((smoke_run["out"] / "results.json").read_text())["rows"]
+    assert rows["adapter-sam"]["mean"]["diversity"] == 0.0
+    assert rows["position"]["mean"]["diversity"] == 0.0
+
+
+def test_a_row_shared_by_two_tables_is_trained_once(smoke_run):
+    rows = json.loads((smoke_run["out"] / "results.json").read_text())["rows"]
+    assert rows["ua-sam"]["evaluation"] == rows["cmsm"]["evaluation"] == rows["latent-6"]["evaluation"]
+    assert rows["ensemble"]["runs"][0] == rows["adapter-sam"]["runs"][0]
+    trained = {p.parent.name for p in (smoke_run["out"] / "runs").glob("*/seed-*")}
+    assert {"adapter-sam", "adapter-sam-member1", "prob-unet-c6", "ua-sam-cmsm-c6", "ua-sam-cmsm-c2"} <= trained
+
+
+def test_the_ensemble_counts_the_parameters_and_time_of_all_members(smoke_run):
+    rows = json.loads((smoke_run["out"] / "results.json").read_text())["rows"]
+    single, ensemble = rows["adapter-sam"]["per_seed"][0], rows["ensemble"]["per_seed"][0]
+    assert ensemble["trainable_parameters"] == 2 * single["trainable_parameters"]
+    assert ensemble["train_seconds"] >= single["train_seconds"]
+
+
+def test_the_report_is_generated_between_markers_and_keeps_the_reading(smoke_run):
+    text = smoke_run["report"].read_text()
+    assert text.startswith("# Results\n\nA reading written by a person.")
+    assert BEGIN.format(section="results") in text and END.format(section="results") in text
+    assert "### Table 1" in text
+    assert (smoke_run["report"].parent / "images" / "reproduce-results-fig2.png").is_file()
+
+
+def test_a_second_section_is_added_and_a_rerun_replaces_only_its_own_block(smoke_run, tmp_path):
+    report = tmp_path / "results.md"
+    report.write_text(smoke_run["report"].read_text() + "\nClosing words.\n")
+    out = tmp_path / "side"
+    assert reproduce(out, smoke_run["cache"], "--rows", "prob-unet", "--seeds", "1", "--report", str(report),
+                     "--report-section", "side") == 0
+    assert reproduce(out, smoke_run["cache"], "--rows", "prob-unet", "--seeds", "1", "--report", str(report),
+                     "--report-section", "side") == 0
+    text = report.read_text()
+    assert text.count(BEGIN.format(section="results")) == 1 and text.count(BEGIN.format(section="side")) == 1
+    assert "Closing words." in text
+    side = text.split(BEGIN.format(section="side"))[1]
+    assert "| Probabilistic U-Net |" in side and "| Adapter-SAM" not in side
+    assert "ua-sam reproduce --data synthetic" in side
+
+
+def test_a_row_selection_trains_only_those_rows(tmp_path, smoke_run):
+    out = tmp_path / "only"
+    assert reproduce(out, smoke_run["cache"], "--rows", "position", "--seeds", "1") == 0
+    assert sorted(p.name for p in (out / "runs").iterdir()) == ["raters", "ua-sam-position"]
+    assert not (out / "fig2.png").exists()
+
+
+def test_an_unknown_row_is_named_in_the_error(tmp_path, smoke_run, capsys):
+    assert reproduce(tmp_path / "o", smoke_run["cache"], "--rows", "unet") == 2
+    assert "unknown row(s) unet" in capsys.readouterr().err
+
+
+def test_a_rerun_reuses_every_finished_row(smoke_run, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("a finished row was computed again")
+
+    monkeypatch.setattr(reproduce_module, "train", refuse)
+    monkeypatch.setattr(reproduce_module, "evaluate", refuse)
+    before = (smoke_run["out"] / "table1.md").read_text()
+    assert reproduce(smoke_run["out"], smoke_run["cache"]) == 0
+    assert (smoke_run["out"] / "table1.md").read_text() == before
+
+
+def test_an_interrupted_run_is_resumed_from_its_checkpoint(tmp_path, smoke_run, monkeypatch):
+    """Remove one row's evaluation and the end of its training: only that row is redone."""
+    out = tmp_path / "out"
+    import shutil
+
+    shutil.copytree(smoke_run["out"], out)
+    run = out / "runs" / "prob-unet-c6" / "seed-1"
+    (run / "evaluation.json").unlink()
+    (run / "run.json").unlink()
+    calls = []
+    real_train = reproduce_module.train
+
+    def counting(job, **kwargs):
+        calls.append((job.out, job.resume))
+        return real_train(job, **kwargs)
+
+    monkeypatch.setattr(reproduce_module, "train", counting)
+    assert reproduce(out, smoke_run["cache"]) == 0
+    assert calls == [(run, True)]
+    assert (run / "evaluation.json").is_file()
+
+
+def test_other_settings_on_the_same_folder_are_refused(smoke_run, capsys):
+    assert reproduce(smoke_run["out"], smoke_run["cache"], "--beta", "0.5") == 2
+    assert "preset.beta" in capsys.readouterr().err
+
+
+def test_the_hour_budget_is_refused_for_paper_presets(tmp_path, capsys):
+    from .conftest import ua_sam
+
+    status = ua_sam("reproduce", "--data", "synthetic", "--preset", "paper-lidc", "--budget", "hour",
+                    "--out", str(tmp_path / "o"))
+    assert status == 2 and "demo preset" in capsys.readouterr().err
+
+
+def test_the_plan_puts_cmsm_in_both_tables_and_the_sweep():
+    tables = {t.key: t for t in plan_tables(latent_dim=6, members=4, latent_dims=(2, 4, 6, 8))}
+    names = {key: [row.evaluation_name for row in t.rows] for key, t in tables.items()}
+    assert names["table1"] == ["adapter-sam", "ensemble-m4", "prob-unet-c6", "ua-sam-cmsm-c6"]
+    assert names["table2"] == ["ua-sam-sample-c6", "ua-sam-position", "ua-sam-concat-c6", "ua-sam-cmsm-c6"]
+    assert names["latent_dims"][2] == "ua-sam-cmsm-c6"
+    members = tables["table1"].rows[1].runs
+    assert [m.model_seed(3) for m in members] == [3, 1003, 2003, 3003]
+
+
+def test_an_ensemble_needs_a_member():
+    with pytest.raises(ValueError, match="at least one member"):
+        plan_tables(latent_dim=6, members=0)
