@@ -1,0 +1,80 @@
+"""The any-ViT examples run end to end in --quick mode and print the paper's metrics."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import io
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+METRIC_ROW = re.compile(r"^(all|ambiguous|unambiguous)\s+(\d+)((?:\s+-?\d+\.\d{3}){5})$", re.M)
+
+
+@pytest.fixture(scope="module")
+def examples_on_path():
+    sys.path.insert(0, str(EXAMPLES))
+    yield
+    sys.path.remove(str(EXAMPLES))
+
+
+def _run(module_name: str, argv: list[str], capsys) -> tuple[dict, str]:
+    report = importlib.import_module(module_name).main(argv)
+    return report, capsys.readouterr().out
+
+
+def _assert_metrics_printed(report: dict, printed: str) -> None:
+    assert "test metrics, K = 3 samples per image" in printed
+    rows = {match.group(1): [float(v) for v in match.group(3).split()] for match in METRIC_ROW.finditer(printed)}
+    assert set(rows) == {"all", "ambiguous", "unambiguous"}
+    for subset, (dice, ged, hm_iou, diversity, rater_diversity) in rows.items():
+        assert 0 <= dice <= 1 and ged >= 0 and 0 <= hm_iou <= 1 and 0 <= diversity <= 1
+        assert report[subset]["diversity"] == pytest.approx(diversity, abs=1e-3)
+    assert rows["ambiguous"][4] > 0 and rows["unambiguous"][4] == 0  # the raters disagree where they should
+    assert "backbone unchanged by training: True" in printed
+
+
+@pytest.fixture(scope="module")
+def timm_quick_run(examples_on_path, tmp_path_factory):
+    """One --quick run of the timm example that keeps its pretrained backbone."""
+    weights = tmp_path_factory.mktemp("timm") / "vit.safetensors"
+    capture = io.StringIO()
+    with contextlib.redirect_stdout(capture):
+        report = importlib.import_module("timm_vit_segmentation").main(["--quick", "--save-backbone", str(weights)])
+    return report, capture.getvalue(), weights
+
+
+def test_timm_example_quick_pretrains_then_prints_metrics(timm_quick_run):
+    report, printed, weights = timm_quick_run
+    _assert_metrics_printed(report, printed)
+    assert "pretrained here for 3 steps on crisp colour shapes" in printed
+    assert weights.is_file()
+
+
+def test_timm_example_quick_with_weights_skips_pretraining(timm_quick_run, capsys):
+    weights = timm_quick_run[2]
+    report, printed = _run("timm_vit_segmentation", ["--quick", "--weights", str(weights)], capsys)
+    _assert_metrics_printed(report, printed)
+    assert f"backbone weights: {weights} (no pretraining stage)" in printed
+
+
+def test_transformers_example_quick_prints_metrics_and_attentions(examples_on_path, capsys, tmp_path):
+    adapters = tmp_path / "adapters"
+    report, printed = _run("transformers_vit", ["--quick", "--save-adapters", str(adapters)], capsys)
+    _assert_metrics_printed(report, printed)
+    assert "transformers ViTModel" in printed
+    assert "output_hidden_states after injection: 3 tensors with batch [2, 6, 6]" in printed
+    assert "output_attentions after injection: 2 maps of shape (6, 2, 17, 17)" in printed
+    assert (adapters / "adapter_model.safetensors").is_file()
+
+
+def test_transformers_example_quick_runs_dinov2_pretrained_on_majority_masks(examples_on_path, capsys):
+    argv = ["--quick", "--arch", "dinov2", "--pretrain", "majority", "--steps", "2"]
+    report, printed = _run("transformers_vit", argv, capsys)
+    _assert_metrics_printed(report, printed)
+    assert "transformers Dinov2Model" in printed
+    assert "on the raters' majority masks of the synthetic training split" in printed
