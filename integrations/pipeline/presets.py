@@ -5,6 +5,17 @@ StepLR decay, early stopping, and a majority vote of 4 (LIDC) or 3 (REFUGE2) sam
 not give batch size, epochs, decay step or patience; the values below are ours and are marked
 as such. ``demo`` is the CPU-sized run of ``ua-sam demo``: the same method on a small
 SAM-architecture backbone at 128 px with a larger learning rate so that it learns in minutes.
+
+The paper does not give beta (the KL weight of Eq. 6) either. Ours is 1e-3 in every preset:
+the reconstruction term is MONAI's DiceCE, a *mean* over pixels, while KL(Q||P) is a *sum* over
+the C latent dimensions, so beta = 1 prices one nat of latent information like one nat on every
+pixel at once. Measured on ``synthetic`` (demo preset, seed 0, the 120 test images, K = 4):
+with beta = 1 the posterior ignores which rater's mask it sees (the spread of its mean across
+the raters is 1e-4 prior sigmas) and the samples barely differ (diversity 0.021 where the raters
+disagree, 0.013 where they agree); with beta = 1e-3 the posterior separates the raters (0.52
+prior sigmas) and diversity is 0.175 where they disagree, 0.101 where they agree, with GED 0.32
+instead of 0.38 on the cases where they disagree. (The Probabilistic U-Net's beta = 1 with a CE
+*summed* over 128 x 128 pixels is a per-pixel-mean weight of 6e-5, smaller still.)
 """
 
 from __future__ import annotations
@@ -26,7 +37,11 @@ class Preset:
     lr: float = field(default=1e-4, metadata={"help": "Adam learning rate (paper: 1e-4)."})
     lr_step_epochs: int = field(default=10, metadata={"help": "StepLR: decay every this many epochs."})
     lr_gamma: float = field(default=0.5, metadata={"help": "StepLR decay factor."})
-    beta: float = field(default=1.0, metadata={"help": "Weight of KL(Q||P) in the ELBO (Eq. 6)."})
+    beta: float = field(
+        default=1e-3,
+        metadata={"help": "Weight of KL(Q||P) in the ELBO (Eq. 6); the loss's DiceCE is a per-pixel mean, "
+                          "hence the small default (see the module docstring)."},
+    )
     kl_warmup: float = field(
         default=0.0,
         metadata={"help": "Share of the planned steps over which beta ramps linearly from 0 (KL annealing); "
@@ -70,7 +85,7 @@ PRESETS: dict[str, Preset] = {
     "demo": Preset(
         name="demo", sam="demo", image_size=128, batch_size=16, epochs=12, lr=1e-3, latent_resolution=64,
         latent_filters=(16, 32, 64, 96),
-        lr_step_epochs=8, lr_gamma=0.3, beta=1.0, patience=4, eval_samples=4,
+        lr_step_epochs=8, lr_gamma=0.3, patience=4, eval_samples=4,
         synthetic_cases=600, log_every=5, checkpoint_every=50,
     ),
     "paper-lidc": Preset(
