@@ -6,7 +6,7 @@ batched and differentiable. The pieces are shared with `UncertaintySam`:
 
 - `normalize_images`: (B, 3, S, S) floats in [0, 1] -> SAM's input (pixel mean/std on the
   0-255 scale, as ``Sam.preprocess``; the images are square, so there is no padding);
-- `decode_prompts`: prompt encoder + `predict_single_masks` + bilinear upsampling to S x S;
+- `decode_prompts`: prompt encoder (sync-free, `encode_prompts`) + `predict_single_masks` + bilinear upsampling to S x S;
 - `segment`: both around SAM's image encoder.
 """
 
@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from segment_anything.modeling import MaskDecoder, PromptEncoder, Sam
 
 from .decoder import predict_single_masks
+from .prompt_embedding import encode_prompts
 from .prompts import Prompts
 
 
@@ -50,8 +51,7 @@ def decode_prompts(
     if tuple(embeddings.shape[-2:]) != grid:
         raise ValueError(f"embeddings must be (N, C, {grid[0]}, {grid[1]}) for this model, got {tuple(embeddings.shape)}")
     prompts = prompts.to(embeddings.device)
-    points = (prompts.points, prompts.labels) if prompts.points is not None else None
-    sparse, dense = prompt_encoder(points=points, boxes=prompts.boxes, masks=None)
+    sparse, dense = encode_prompts(prompt_encoder, prompts.points, prompts.labels, prompts.boxes)
     low_res = predict_single_masks(mask_decoder, embeddings, prompt_encoder.get_dense_pe(), sparse, dense)
     return F.interpolate(low_res, tuple(prompt_encoder.input_image_size), mode="bilinear", align_corners=False)
 

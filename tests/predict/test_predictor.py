@@ -90,13 +90,13 @@ def test_a_second_click_runs_only_the_prompt_encoder_and_decoder(predictor, imag
     predictor.set_image(image, num_samples=4, seed=0)
     cached = predictor.get_image_embedding().clone()
     counter = CallCounter(encoder=model.encoder, prior=model.latent_heads.prior_net,
-                          prompt_encoder=model.prompt_encoder, transformer=model.mask_decoder.transformer)
+                          prompt_encoding=model.prompt_encoder.pe_layer, transformer=model.mask_decoder.transformer)
     try:
         first = predictor.predict(point_coords=POINT)
         second = predictor.predict(point_coords=[[60, 10]])
     finally:
         counter.remove()
-    assert counter.calls == {"encoder": 0, "prior": 0, "prompt_encoder": 2, "transformer": 2}
+    assert counter.calls == {"encoder": 0, "prior": 0, "prompt_encoding": 2, "transformer": 2}
     assert torch.equal(predictor.get_image_embedding(), cached)
     assert not np.allclose(first.logits, second.logits)
 
