@@ -52,6 +52,8 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--synthetic-cases", type=int, help="Cases in the synthetic data set (data 'synthetic').")
     group.add_argument("--checkpoint-every", type=int, help="Steps between resumable checkpoints.")
     group.add_argument("--train-decoder", action="store_true", default=None, help="Also train SAM's mask decoder.")
+    group.add_argument("--gradient-checkpointing", action="store_true", default=None,
+                       help="Recompute encoder blocks in the backward pass: less memory for vit_l / vit_h.")
     run = parser.add_argument_group("run")
     run.add_argument("--seed", type=int, default=0, help="Seed of everything random (default 0).")
     run.add_argument("--sam-checkpoint", help="Official SAM weights (e.g. sam_vit_b_01ec64.pth) for vit_* presets.")

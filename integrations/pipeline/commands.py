@@ -29,7 +29,7 @@ logger = logging.getLogger("ua-sam")
 _OVERRIDES = (
     "interaction", "epochs", "batch_size", "lr", "beta", "latent_dim", "image_size", "prompt",
     "eval_samples", "mixed_precision", "grad_accum", "num_workers", "patience", "train_decoder",
-    "synthetic_cases", "checkpoint_every", "kl_warmup",
+    "synthetic_cases", "checkpoint_every", "kl_warmup", "gradient_checkpointing",
 )
 
 

@@ -61,6 +61,11 @@ class Preset:
     mixed_precision: str = field(default="no", metadata={"help": "no, bf16 or fp16 (Accelerate)."})
     grad_accum: int = field(default=1, metadata={"help": "Gradient accumulation steps."})
     train_decoder: bool = field(default=False, metadata={"help": "Also train SAM's mask decoder (paper: no)."})
+    gradient_checkpointing: bool = field(
+        default=False,
+        metadata={"help": "Recompute each encoder block in the backward pass instead of storing its activations: "
+                          "less memory (vit_l / vit_h, large batches), about one more forward of time."},
+    )
     num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes."})
     synthetic_cases: int = field(default=600, metadata={"help": "Cases in the synthetic data set."})
     log_every: int = field(default=10, metadata={"help": "Steps between log lines (and finiteness checks)."})

@@ -117,6 +117,7 @@ def build_model(job: TrainJob, backbone: Path | None) -> UncertaintySam | Probab
         checkpoint=backbone,
         adapter_config=ua.UncertaintyAdapterConfig(latent_dim=preset.latent_dim, interaction=preset.interaction),
         train_decoder=preset.train_decoder,
+        gradient_checkpointing=preset.gradient_checkpointing,
         latent_heads_kwargs={
             "resolution": min(preset.latent_resolution, preset.image_size),
             "num_filters": preset.latent_filters,

@@ -7,7 +7,7 @@ import torch
 
 from uncertainty_adapters.checkpoint import load_tensors
 from uncertainty_adapters.integrations.pipeline import run_dir
-from uncertainty_adapters.integrations.pipeline.trainer import TrainingDiverged, train, train_val_split
+from uncertainty_adapters.integrations.pipeline.trainer import TrainingDiverged, build_model, train, train_val_split
 from uncertainty_adapters.integrations.pipeline.training_state import load_latest_checkpoint
 from uncertainty_adapters.integrations.sam import build_sam, sam_state_dict
 
@@ -79,3 +79,13 @@ def test_validation_split_is_seeded_disjoint_and_complete():
     assert len(val_idx) == 5 and not set(train_idx) & set(val_idx)
     assert sorted(train_idx + val_idx) == list(range(50))
     assert train_val_split(50, 0.1, seed=3) == (train_idx, val_idx)
+
+
+def test_gradient_checkpointing_trains_the_same_weights(tmp_path, backbone_file):
+    assert build_model(job(tmp_path / "x", gradient_checkpointing=True), backbone_file).encoder.is_gradient_checkpointing
+    train(job(tmp_path / "plain", max_steps=2, checkpoint_every=1000), backbone=backbone_file)
+    train(job(tmp_path / "ckpt", max_steps=2, checkpoint_every=1000, gradient_checkpointing=True), backbone=backbone_file)
+    plain = load_latest_checkpoint(tmp_path / "plain" / "checkpoints").trainable
+    recomputed = load_latest_checkpoint(tmp_path / "ckpt" / "checkpoints").trainable
+    for name, tensor in plain.items():
+        torch.testing.assert_close(recomputed[name], tensor, rtol=1e-4, atol=1e-6, msg=name)
