@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from accelerate import PartialState
 
+from uncertainty_adapters import metrics
 from uncertainty_adapters.integrations.data import build_dataset
 
 from . import run_dir
@@ -50,15 +51,30 @@ def _report(out: Path, model, dataset, preset: Preset, context: dict[str, Any], 
     """Evaluate, write metrics.json and figure.png into ``out``, print the table."""
     k = preset.eval_samples if samples is None else samples
     model = model.to(_device(cpu))
-    result = evaluate(model, dataset, num_samples=k, batch_size=batch_size, prompt=preset.prompt, seed=seed)
+    result = evaluate(model, dataset, num_samples=k, batch_size=batch_size, prompt=preset.prompt, seed=seed,
+                      keep_examples=24)
     summary = write_metrics(out / "metrics.json", result, context)
     figure = save_cases_figure(
-        result.examples[:4], out / "figure.png",
+        figure_cases(result.examples), out / "figure.png",
         title=f"UA-SAM ({preset.name}, {context['data']}): raters vs {k} samples from the prior",
     )
     print(format_table(summary, title=f"UA-SAM on {context['data']} ({context.get('split', 'test')} part)"))
     print(f"metrics: {out / 'metrics.json'}\nfigure:  {figure}")
     return summary
+
+
+def figure_cases(examples: list[dict[str, Any]], rows: int = 4) -> list[dict[str, Any]]:
+    """The figure's cases: where the raters agree (up to half the rows) and where they disagree,
+    each labelled so, so the figure shows whether the samples follow the raters' agreement."""
+    agree, disagree = [], []
+    for case in examples:
+        same = bool(metrics.diversity(case["raters"][None].bool()).item() == 0)
+        label = f"{case['case_id']}\nraters {'agree' if same else 'disagree'}"
+        (agree if same else disagree).append({**case, "case_id": label})
+    chosen = agree[: rows // 2]
+    chosen = disagree[: rows - len(chosen)] + chosen
+    rest = [case for case in disagree + agree if not any(case is c for c in chosen)]
+    return chosen + rest[: rows - len(chosen)]
 
 
 def _train_and_report(args: argparse.Namespace, preset: Preset, data: str) -> dict[str, Any]:

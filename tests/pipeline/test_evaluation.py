@@ -75,3 +75,20 @@ def test_examples_are_kept_for_the_figure():
 def test_zero_samples_is_refused():
     with pytest.raises(ValueError, match="positive integer"):
         evaluate(ReplaysTheRaters(), _dataset(1), num_samples=0)
+
+
+def test_the_figure_shows_cases_where_raters_disagree_and_where_they_agree():
+    from uncertainty_adapters.integrations.pipeline.commands import figure_cases
+
+    def case(name, raters_agree):
+        raters = torch.zeros(3, 8, 8, dtype=torch.bool)
+        raters[:, 2:6, 2:6] = True
+        if not raters_agree:
+            raters[0, 1, 1] = True
+        return {"case_id": name, "raters": raters}
+
+    cases = [case(f"d{i}", False) for i in range(5)] + [case("a0", True), case("a1", True), case("a2", True)]
+    chosen = figure_cases(cases, rows=4)
+    assert [c["case_id"] for c in chosen] == ["d0\nraters disagree", "d1\nraters disagree", "a0\nraters agree", "a1\nraters agree"]
+    only_disagree = figure_cases(cases[:5], rows=4)
+    assert len(only_disagree) == 4 and all(c["case_id"].endswith("disagree") for c in only_disagree)
