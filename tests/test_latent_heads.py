@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch.distributions import Independent, Normal, kl_divergence
@@ -112,3 +114,18 @@ def test_the_posterior_sees_the_mask_at_initialisation():
     with_lesion = heads.posterior(images, lesion).mean
     without = heads.posterior(images, torch.zeros_like(lesion)).mean
     assert (with_lesion - without).abs().max() > 0.05 * with_lesion.abs().mean()
+
+
+@pytest.mark.parametrize("init_sigma", [0.1, 0.5, 1.0])
+def test_both_gaussians_start_at_init_sigma_for_zero_features(init_sigma):
+    heads = ua.LatentHeads(in_channels=3, latent_dim=4, num_filters=(8,), resolution=16, init_sigma=init_sigma)
+    for net in (heads.prior_net, heads.posterior_net):
+        raw = net.to_gaussian.bias[4:]
+        log_sigma = net.log_sigma_bound * torch.tanh(raw / net.log_sigma_bound)
+        torch.testing.assert_close(log_sigma, torch.full((4,), math.log(init_sigma)))
+    assert heads.config["init_sigma"] == init_sigma
+
+
+def test_init_sigma_outside_the_bound_is_refused():
+    with pytest.raises(ValueError, match="init_sigma must lie strictly between"):
+        ua.LatentHeads(in_channels=3, latent_dim=4, log_sigma_bound=2.0, init_sigma=10.0)
