@@ -153,12 +153,12 @@ class LatentHeads(nn.Module):
             (None: use the input size as is).
         mask_channels: channels of the segmentation Y given to the posterior.
         log_sigma_bound: bound on |log sigma| (see ConvGaussianEncoder).
-        init_sigma: sigma of both Gaussians at initialisation (default 0.1). With sigma = 1, z
-            starts as noise that swamps the posterior's mean, the adapters learn to ignore it,
-            and the latent can collapse for good (KL(Q||P) -> 0, identical samples): measured on
-            the UA-SAM demo (synthetic, 128 px, beta 1e-3, one demo backbone), sigma 1 collapsed
-            in 3 of 3 runs (seed 0; seeds 0 and 1 with KL warm-up), sigma 0.1 in none of 2
-            (seeds 0 and 1: KL 3-7 nats, GED 0.386 / 0.388 against the collapsed 0.426).
+        init_sigma: sigma of both Gaussians at initialisation (default 1, as the Probabilistic
+            U-Net). A knob against latent collapse (KL(Q||P) -> 0, identical samples), with mixed
+            evidence on the UA-SAM demo (synthetic, beta 1e-3): at 128 px on one backbone sigma
+            1 collapsed in 3 of 3 runs and 0.1 in 0 of 3 (diversity 0.07); on another backbone
+            sigma 1 kept the latent (diversity 0.155) and 0.1 collapsed; at 64 px (3 seeds) both
+            collapsed, 0.1 more completely (diversity 0.002 against 0.017).
 
     Example:
         >>> heads = LatentHeads(in_channels=3, latent_dim=6)
@@ -179,7 +179,7 @@ class LatentHeads(nn.Module):
         resolution: int | None = 128,
         mask_channels: int = 1,
         log_sigma_bound: float = 5.0,
-        init_sigma: float = 0.1,
+        init_sigma: float = 1.0,
     ) -> None:
         super().__init__()
         if not num_filters or any(int(f) < 1 for f in num_filters):

@@ -79,7 +79,9 @@ class ProbabilisticUNet(nn.Module):
             channels = width
         layers.append(nn.Conv2d(width, 1, kernel_size=1))
         self.fcomb = nn.Sequential(*layers)
-        heads = {"resolution": min(128, self.resolution), **(latent_heads_kwargs or {})}
+        # sigma 1 at initialisation (log-sigma bias 0), as Kohl et al.: here z reaches the output
+        # through fcomb's random (not zero-initialised) weights from the first step.
+        heads = {"resolution": min(128, self.resolution), "init_sigma": 1.0, **(latent_heads_kwargs or {})}
         self.latent_heads = ua.LatentHeads(in_channels=3, latent_dim=latent_dim, **heads)
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
