@@ -47,3 +47,11 @@ def test_the_docs_show_ua_sam_commands():
 def test_documented_command_lines_parse(doc, line):
     args = build_parser().parse_args(shlex.split(line)[1:])  # argparse exits (SystemExit) on an unknown option
     assert args.command == line.split()[1]
+
+
+@pytest.mark.parametrize("doc", SHELL_DOCS, ids=lambda p: p.name)
+def test_every_linked_image_and_document_exists(doc):
+    targets = re.findall(r"\]\(([^)#\s]+)\)", doc.read_text())
+    local = [t for t in targets if not t.startswith(("http://", "https://"))]
+    missing = [t for t in local if not (doc.parent / t).exists()]
+    assert not missing, f"{doc.name} links to missing files: {missing}"
