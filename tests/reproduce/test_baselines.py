@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import uncertainty_adapters as ua
 from uncertainty_adapters.integrations.pipeline import run_dir
@@ -124,3 +125,12 @@ def test_an_ensemble_of_different_members_scores_some_diversity():
 def test_the_ensemble_is_not_trained_as_one_model():
     with pytest.raises(ValueError, match="evaluated only"):
         AdapterEnsemble([adapter_sam(0)])(torch.rand(1, 3, SIZE, SIZE), point(1, 3.0), masks=torch.ones(1, 1, SIZE, SIZE))
+
+
+def test_prob_unet_fcomb_equals_concatenating_the_broadcast_z():
+    model, generator = prob_unet(), torch.Generator().manual_seed(3)
+    features, z = torch.rand(2, model.fcomb[0].in_channels - 4, 8, 8, generator=generator), torch.randn(2, 3, 4, generator=generator)
+    tiled = z.reshape(6, 4, 1, 1).expand(-1, -1, 8, 8)
+    expected = model.fcomb(torch.cat([features.repeat_interleave(3, dim=0), tiled], dim=1))
+    expected = F.interpolate(expected, size=(SIZE, SIZE), mode="bilinear", align_corners=False) if SIZE != 8 else expected
+    torch.testing.assert_close(model.combine(features, z), expected.view(2, 3, SIZE, SIZE), rtol=1e-5, atol=1e-5)

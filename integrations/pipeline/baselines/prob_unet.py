@@ -93,9 +93,15 @@ class ProbabilisticUNet(nn.Module):
     def combine(self, features: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """fcomb: features (B, F, r, r) and z (B, K, C) -> logits (B, K, S, S)."""
         batch, k = z.shape[:2]
-        features = features.repeat_interleave(k, dim=0)
-        tiled = z.reshape(batch * k, -1, 1, 1).expand(-1, -1, *features.shape[-2:])
-        logits = self.fcomb(torch.cat([features, tiled.to(features.dtype)], dim=1))
+        # fcomb's first 1x1 conv on concat(features, z broadcast) is W_f * features + W_z z + b:
+        # the feature part runs once per image, z's part once per hypothesis, broadcast over the
+        # map, instead of repeating the features K times and tiling z over every position.
+        first, width = self.fcomb[0], features.shape[1]
+        weight = first.weight.flatten(1)  # (W, F + C)
+        per_image = F.conv2d(features, first.weight[:, :width], first.bias)  # (B, W, r, r)
+        per_sample = z.to(features.dtype) @ weight[:, width:].T  # (B, K, W)
+        hidden = (per_image[:, None] + per_sample[..., None, None]).flatten(0, 1)  # (B K, W, r, r)
+        logits = self.fcomb[1:](hidden)
         if logits.shape[-1] != self.image_size:
             logits = F.interpolate(logits, size=(self.image_size,) * 2, mode="bilinear", align_corners=False)
         return logits.view(batch, k, self.image_size, self.image_size)
