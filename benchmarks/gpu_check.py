@@ -12,6 +12,7 @@ Measures, in one run and on one model pair (random SAM weights; speed does not d
     plain_encoder       the frozen SAM image encoder forward (no adapters): images/s
     ua_encoder          the UA-SAM image encoder forward, and overhead_ratio = t(ua) / t(plain)
     sdpa                SDPA attention vs segment-anything's, training step and encoder forward
+    shifts              the adapters' per-sample terms batched over adapters vs adapter by adapter
 and writes DIR/gpu_check.json and DIR/gpu_check.txt. A time budget (--budget-s) keeps it under
 5 minutes on an H100: what the budget leaves out is recorded as skipped.
 """
@@ -40,6 +41,7 @@ except ImportError:  # a source tree that pip could not install: map the package
 
     uncertainty_adapters.__path__.append(str(ROOT))
 
+from benchmarks import speedups
 from benchmarks.timing import interleaved, machine
 from benchmarks.workloads import GPU, TINY, BenchConfig, Workloads, synchronize
 
@@ -103,7 +105,10 @@ def largest_batch(work: Workloads, make: Callable[[int], Callable[[], object]], 
     return best, False
 
 
-def run_check(config: BenchConfig, budget_s: float, steps: int, cap: int) -> dict[str, object]:
+def run_check(config: BenchConfig, budget_s: float, steps: int, cap: int,
+              on_item: Callable[[dict[str, object]], None] = lambda results: None) -> dict[str, object]:
+    """Every figure of the check; ``on_item(results)`` after each item (to save partial results,
+    so a run cut short by its caller's time limit still reports what it measured)."""
     budget = Budget(budget_s)
     work = Workloads(config)
     start = config.batch
@@ -116,7 +121,13 @@ def run_check(config: BenchConfig, budget_s: float, steps: int, cap: int) -> dic
         if budget.left() < reserve:
             results["skipped"].append(name)
             return
-        results[name] = fn()
+        try:
+            results[name] = fn()
+        except Exception as error:  # one failing figure must not cost the others (device time is scarce)
+            _release(work.device)
+            results.setdefault("errors", {})[name] = f"{type(error).__name__}: {error}"[:500]
+        results["total_s"] = round(time.perf_counter() - started, 1)
+        on_item(results)
 
     # Each maker takes batch= and returns the step to time.
     train = functools.partial(work.training_step, checkpointing=False)
@@ -138,6 +149,7 @@ def run_check(config: BenchConfig, budget_s: float, steps: int, cap: int) -> dic
     item("ua_encoder", 30, lambda: _overhead(work, plain(batch=start), adapted(batch=start), steps))
     item("training_checkpointed", 40, lambda: sized(train_ckpt, 1, 2 * cap))
     item("sdpa", 30, lambda: _sdpa(work, steps))
+    item("shifts", 15, lambda: speedups.shifts(work, max(steps, 10)))
     results["total_s"] = round(time.perf_counter() - started, 1)
     return results
 
@@ -177,8 +189,12 @@ def summary(results: dict[str, object]) -> str:
     if "sdpa" in results:
         for name, row in results["sdpa"].items():
             lines.append(f"SDPA / reference attention, {name}: {row['ratio_sdpa_over_reference']}")
+    if "shifts" in results:
+        lines.append(f"adapter shifts batched / adapter by adapter, encoder forward: {results['shifts']['ratio']}")
     if results["skipped"]:
         lines.append(f"skipped (time budget): {', '.join(results['skipped'])}")
+    for name, error in results.get("errors", {}).items():
+        lines.append(f"FAILED {name}: {error}")
     lines.append(f"total {results['total_s']} s (+ build {results['build_s']} s)")
     return "\n".join(lines)
 
@@ -201,11 +217,16 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         config, steps, cap = GPU.replace(spec=args.spec), args.steps, args.cap
     if config.threads:
         torch.set_num_threads(config.threads)
-    results = run_check(config, args.budget_s, steps, cap)
-    results["mode"] = "cpu-smoke (tiny sizes, not a measurement)" if args.cpu_smoke else "gpu"
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "gpu_check.json").write_text(json.dumps(results, indent=2) + "\n")
+    mode = "cpu-smoke (tiny sizes, not a measurement)" if args.cpu_smoke else "gpu"
+
+    def save(results: dict[str, object]) -> None:
+        results["mode"] = mode
+        (out / "gpu_check.json").write_text(json.dumps(results, indent=2) + "\n")
+
+    results = run_check(config, args.budget_s, steps, cap, on_item=save)
+    save(results)
     text = summary(results)
     (out / "gpu_check.txt").write_text(text + "\n")
     print(text)

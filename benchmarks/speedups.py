@@ -12,6 +12,8 @@ Comparisons (a ratio < 1 means the fast path is faster):
                        25 windows of 14 x 14, the 64 x 64 global grid): SDPA / segment-anything's, forward without grad
                        and forward + backward through the SDPA path (why CPU training keeps
                        segment-anything's code, see integrations/sam/attention.py)
+    shifts             UA-SAM encoder forward with every adapter's per-sample term computed in
+                       one batched pass behind block 0 (the default) / adapter by adapter
     k_batched          K=4 hypotheses as one batch (block 0 once) / 4 separate forwards; also
                        hypotheses/s at every K of the config and the batch block 0 and block 1 see
     latent_heads       latent heads at 128 px / at the full input size (1024 px on the CPU too)
@@ -84,6 +86,25 @@ def token_layout(work: Workloads, rounds: int) -> dict[str, object]:
     cases = {"strided": run_strided, "row_major": step}
     return {"what": "t(adapter chain on row-major tokens) / t(on SAM's channels-first view), UA-SAM encoder, no grad",
             **_ratio(work, cases, rounds, "strided", "row_major")}
+
+
+def shifts(work: Workloads, rounds: int) -> dict[str, object]:
+    """The per-sample half of the adapters: batched over the adapters / adapter by adapter."""
+    step = work.encoder_forward(adapted=True)
+    encoder = work.ua_sam.encoder
+
+    def path(batched: bool) -> Callable[[], object]:
+        def run() -> object:
+            encoder.batched_shifts = batched
+            try:
+                return step()
+            finally:
+                encoder.batched_shifts = True
+        return run
+
+    cases = {"one_by_one": path(False), "batched": path(True)}
+    return {"what": "t(per-sample adapter terms batched over adapters) / t(adapter by adapter), UA-SAM encoder, no grad",
+            **_ratio(work, cases, rounds, "one_by_one", "batched")}
 
 
 def sdpa_forward(work: Workloads, rounds: int) -> dict[str, object]:
@@ -219,6 +240,7 @@ def bf16_training(work: Workloads, rounds: int) -> dict[str, object]:
 COMPARISONS: dict[str, Callable[[Workloads, int], dict[str, object]]] = {
     "ua_overhead": ua_overhead,
     "token_layout": token_layout,
+    "shifts": shifts,
     "sdpa_forward": sdpa_forward,
     "sdpa_training": sdpa_training,
     "sdpa_paper_shapes": sdpa_paper_shapes,

@@ -80,7 +80,7 @@ class UncertaintyAdapter(nn.Module):
             self.reconstruct = None
 
     def forward(
-        self, x: torch.Tensor, p: torch.Tensor | None, z: torch.Tensor | None
+        self, x: torch.Tensor, p: torch.Tensor | None, z: torch.Tensor | None, shift: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Apply the adapter.
 
@@ -88,11 +88,16 @@ class UncertaintyAdapter(nn.Module):
             x: block output tokens (B, ..., D), e.g. (B, H, W, D) or (B, N, D).
             p: position variant p_i (B, L), or None for interactions without one.
             z: latent sample (B, C), or None for interactions that ignore it.
+            shift: W_f f_i (B, D) computed beforehand for all adapters at once
+                (`uncertainty_adapters.shifts.adapter_shifts`, as `UncertaintyModel` does);
+                when given, ``p`` and ``z`` are not read and p_{i+1} is not computed.
 
         Returns:
             The adapted tokens (same shape as ``x``) and p_{i+1} (B, L) or None.
         """
         out = x + self.up(self.act(self.down(x)))
+        if shift is not None:
+            return out + _broadcast_over_tokens(shift, out), None
         if self.interaction is None:
             return out, None
         feature, p_next = self.interaction(p, z)

@@ -7,15 +7,20 @@ Data flow (DESIGN.md section 3), for a backbone with blocks b_0 .. b_{L-1}:
 
 The adapters run in forward hooks on the blocks, so the backbone keeps its own forward, its
 signature, its module names and its state-dict keys; `unload()` removes the hooks and gives the
-backbone back untouched. The latent sample z and the position variant p travel in a small
-per-call state that exists only while `UncertaintyModel.forward` runs.
+backbone back untouched. The latent sample z and the adapters' per-sample terms travel in a
+small per-call state that exists only while `UncertaintyModel.forward` runs.
+
+The per-sample half of every adapter (the position chain p_0 -> p_1 -> ..., CMSM, the Eq. 4
+MLP: a vector per sample and adapter that never reads the tokens) is computed for all adapters
+at once behind block 0 (`shifts.adapter_shifts`); each adapter then adds its row to the tokens.
+On a GPU this cuts the kernels launched per forward by about 400 for SAM vit_b.
 
 K hypotheses per image: pass z of shape (B, K, C). Block 0's output does not depend on z, so it
 is computed once per image and repeated K times (image-major) before the first adapter; the
 backbone returns B * K outputs.
 
 Activation checkpointing (`gradient_checkpointing_enable`): each block's forward runs together
-with its adapter inside ``torch.utils.checkpoint.checkpoint`` (non-reentrant), with p and z passed
+with its adapter inside ``torch.utils.checkpoint.checkpoint`` (non-reentrant), with the shifts and z passed
 as explicit inputs, so that the recomputation during backward does not depend on the per-call
 state. The backbone's own checkpointing cannot be used: it re-runs the blocks outside the
 forward call, without the adapters' inputs.
@@ -35,6 +40,7 @@ from torch.utils.checkpoint import checkpoint
 from . import checkpoint as ckpt
 from .adapter import LatentReconstruction, PositionCondition, UncertaintyAdapter
 from .config import UncertaintyAdapterConfig
+from .shifts import adapter_shifts
 from .targets import BlocksArg, infer_embed_dim, resolve_blocks
 
 FORMAT_VERSION = 1
@@ -43,7 +49,7 @@ FORMAT_VERSION = 1
 class _ForwardState:
     """What the block hooks need during one forward call; empty outside of it."""
 
-    __slots__ = ("active", "z", "hypotheses", "p", "layout", "next_block")
+    __slots__ = ("active", "z", "hypotheses", "shifts", "layout", "next_block")
 
     def __init__(self) -> None:
         self.reset()
@@ -52,7 +58,7 @@ class _ForwardState:
         self.active = False
         self.z: torch.Tensor | None = None
         self.hypotheses = 1
-        self.p: torch.Tensor | None = None
+        self.shifts: torch.Tensor | None = None  # (B, L, D), every adapter's W_f f_i
         self.layout: tuple[int, ...] | None = None  # memory order of block 0's tokens
         self.next_block = 0
 
@@ -101,6 +107,12 @@ class UncertaintyModel(nn.Module):
         freeze_backbone: set ``requires_grad=False`` on every backbone parameter (restored by
             `unload`).
 
+    Attributes:
+        batched_shifts: compute every adapter's per-sample term in one batched pass behind
+            block 0 (True, the default; `shifts.adapter_shifts`) or adapter by adapter (False:
+            the same values up to rounding, several hundred more small kernels on a GPU; kept
+            so the two can be timed against each other, benchmarks/speedups.py ``shifts``).
+
     Example:
         >>> import timm
         >>> from uncertainty_adapters import inject_uncertainty_adapters
@@ -146,6 +158,7 @@ class UncertaintyModel(nn.Module):
         if freeze_backbone:
             base_model.requires_grad_(False)
         self._state = _ForwardState()
+        self.batched_shifts = True
         self._checkpointing = False
         self._saved_forwards: list[Any] = []
         self._hook_handles = [
@@ -240,31 +253,31 @@ class UncertaintyModel(nn.Module):
         if self._checkpointing:
             return None  # the block's checkpointed forward has applied the adapter already
         state = self._enter_block(index)
-        output, state.p, state.layout = self._adapt(index, output, state.p, state.z, state.hypotheses, state.layout)
+        output, state.shifts, state.layout = self._adapt(index, output, state.shifts, state.z, state.hypotheses, state.layout)
         return output
 
     def _checkpointed_block(self, index: int, block_forward: Any, *args: Any, **kwargs: Any) -> Any:
         """Block ``index``'s forward while checkpointing: the block and its adapter, recomputed
-        together during backward from (p, z, the block's inputs)."""
+        together during backward from (shifts, z, the block's inputs)."""
         state = self._enter_block(index)
         hypotheses, layout = state.hypotheses, state.layout
 
-        def block_and_adapter(p: torch.Tensor | None, z: torch.Tensor | None, *args: Any, **kwargs: Any) -> Any:
-            return self._adapt(index, block_forward(*args, **kwargs), p, z, hypotheses, layout)
+        def block_and_adapter(shifts: torch.Tensor | None, z: torch.Tensor | None, *args: Any, **kwargs: Any) -> Any:
+            return self._adapt(index, block_forward(*args, **kwargs), shifts, z, hypotheses, layout)
 
         if torch.is_grad_enabled():
-            output, state.p, state.layout = checkpoint(
-                block_and_adapter, state.p, state.z, *args, use_reentrant=False, **kwargs
+            output, state.shifts, state.layout = checkpoint(
+                block_and_adapter, state.shifts, state.z, *args, use_reentrant=False, **kwargs
             )
         else:
-            output, state.p, state.layout = block_and_adapter(state.p, state.z, *args, **kwargs)
+            output, state.shifts, state.layout = block_and_adapter(state.shifts, state.z, *args, **kwargs)
         return output
 
     def _adapt(
         self,
         index: int,
         output: Any,
-        p: torch.Tensor | None,
+        shifts: torch.Tensor | None,
         z: torch.Tensor | None,
         hypotheses: int,
         layout: tuple[int, ...] | None,
@@ -272,22 +285,27 @@ class UncertaintyModel(nn.Module):
         """Block ``index``'s output (a tensor, or a tuple/list whose first item is the tokens)
         through adapter ``index`` (and, behind the last block, Recon).
 
-        Returns (output, p_{i+1}, the memory layout of block 0's tokens). A function of its
+        ``shifts`` (B, L, D) holds every adapter's per-sample term W_f f_i; block 0 computes it
+        from p_0 and z (`adapter_shifts`: the position chain p_0 -> p_1 -> ... and the CMSM of
+        all adapters in one pass) and later blocks read their row of it.
+
+        Returns (output, shifts, the memory layout of block 0's tokens). A function of its
         arguments only, so that checkpointing can recompute it.
         """
         is_tuple = isinstance(output, (tuple, list))
         hidden = output[0] if is_tuple else output
         if index == 0:
             hidden, p, layout = self._start_chain(hidden, z, hypotheses)
-        hidden, p = self.adapters[index](hidden, p, z)
+            shifts = adapter_shifts(self.adapters, p, z, batched=self.batched_shifts)
+        hidden, _ = self.adapters[index](hidden, None, None, shift=None if shifts is None else shifts[:, index])
         if index == self.num_blocks - 1:
             if self.recon is not None:
                 hidden = self.recon(hidden, z)
             hidden = _with_memory_order(hidden, layout)
         if is_tuple:
             output = type(output)([hidden, *output[1:]]) if isinstance(output, list) else (hidden, *output[1:])
-            return output, p, layout
-        return hidden, p, layout
+            return output, shifts, layout
+        return hidden, shifts, layout
 
     def _start_chain(
         self, hidden: torch.Tensor, z: torch.Tensor | None, k: int

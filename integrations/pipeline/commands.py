@@ -101,14 +101,17 @@ def _train_and_report(args: argparse.Namespace, preset: Preset, data: str) -> di
     job = TrainJob(preset=preset, data=data, out=out, seed=args.seed, sam_checkpoint=args.sam_checkpoint,
                    resume=args.resume, max_steps=args.max_steps, cpu=args.cpu)
     result = train(job, backbone=backbone, meta={**meta, "command": _command_line()}, copy_backbone=copy)
-    logger.info("trained %d steps in %.0f s%s", result.progress.step, result.seconds,
-                " (early stopping)" if result.stopped_early else "")
+    speed = result.throughput
+    memory = f", peak memory {speed['peak_memory_gib']:.2f} GiB" if speed.get("peak_memory_gib") is not None else ""
+    logger.info("trained %d steps in %.0f s, %s images/s in the training loop%s%s", result.progress.step,
+                result.seconds, speed.get("images_per_s"), memory, " (early stopping)" if result.stopped_early else "")
     if not PartialState().is_main_process:
         return {}  # under `accelerate launch`, the main process evaluates the test part
     model, run_meta = run_dir.load_run(out, device=_device(args.cpu))
     test = build_dataset(data, preset.image_size, split="test", seed=args.seed, **run_meta["dataset_kwargs"])
     context = {"data": data, "split": "test", "preset": preset.name, "checkpoint": str(out),
-               "command": _command_line(), "train_seconds": round(result.seconds, 1)}
+               "command": _command_line(), "train_seconds": round(result.seconds, 1),
+               "train_images_per_s": result.throughput.get("images_per_s")}
     return _report(out, model, test, preset, context, args.seed, args.cpu)
 
 

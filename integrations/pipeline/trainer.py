@@ -39,6 +39,7 @@ from . import run_dir
 from .baselines import ProbabilisticUNet, prob_unet_for
 from .presets import Preset
 from .seeding import derive_seed, generator_for, seed_everything_for
+from .throughput import Throughput
 from .training_state import Progress, load_latest_checkpoint, save_training_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -90,6 +91,7 @@ class TrainResult:
     progress: Progress
     stopped_early: bool
     seconds: float
+    throughput: dict[str, Any] = field(default_factory=dict)  # Throughput.summary() of this session
 
 
 def train_val_split(num_items: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
@@ -175,7 +177,7 @@ def train(job: TrainJob, backbone: Path | None = None, meta: dict[str, Any] | No
         loop.resume()
     loop.run()
     loop.finish(backbone, meta or {}, copy_backbone)
-    return TrainResult(job.out, loop.progress, loop.stopped_early, time.time() - started)
+    return TrainResult(job.out, loop.progress, loop.stopped_early, time.time() - started, loop.throughput)
 
 
 class _TrainingLoop:
@@ -230,6 +232,7 @@ class _TrainingLoop:
         job.out.mkdir(parents=True, exist_ok=True)
         self.log = _CsvLog(job.out / LOG_CSV, enabled=accelerator.is_main_process)
         self.tracker = _tensorboard(job.out, accelerator.is_main_process)
+        self.meter = Throughput(accelerator.device, processes=accelerator.num_processes)
 
     # -- resume / checkpoints ----------------------------------------------------------------
     def resume(self) -> None:
@@ -273,6 +276,7 @@ class _TrainingLoop:
             if self.end_epoch():
                 break  # early stopping
         self.bar.close()
+        self.throughput = self.meter.summary()
         self.save_checkpoint()
 
     def run_epoch(self) -> bool:
@@ -296,6 +300,7 @@ class _TrainingLoop:
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
             progress.batches_into_epoch += 1
+            self.meter.add(batch["image"].shape[0])
             self.running += torch.stack([terms.loss.detach(), terms.kl.detach(), torch.ones_like(terms.kl)])
             if not accelerator.sync_gradients:
                 continue
@@ -305,7 +310,8 @@ class _TrainingLoop:
             if progress.step % preset.log_every == 0 or checkpoint_now or _done(progress, job):
                 self.log_and_check()
             if checkpoint_now:
-                self.save_checkpoint()
+                with self.meter.paused():
+                    self.save_checkpoint()
             if _done(progress, job):
                 return False
         return True
@@ -324,14 +330,19 @@ class _TrainingLoop:
             )
         self.bar.set_postfix(loss=f"{loss:.4f}", kl=f"{kl:.3f}", epoch=progress.epoch)
         row = {"step": progress.step, "epoch": progress.epoch, "loss": loss, "kl": kl,
-               "beta": self.loss_fn.beta, "lr": self.scheduler.get_last_lr()[0]}
+               "beta": self.loss_fn.beta, "lr": self.scheduler.get_last_lr()[0], **self.meter.window()}
         self.log.write(row)
         if self.tracker is not None:
-            for key in ("loss", "kl", "beta", "lr"):
-                self.tracker.add_scalar(f"train/{key}", row[key], progress.step)
+            for key in ("loss", "kl", "beta", "lr", "images_per_s", "peak_memory_gib"):
+                if row[key] is not None:
+                    self.tracker.add_scalar(f"train/{key}", row[key], progress.step)
 
     def end_epoch(self) -> bool:
         """Validate, step the LR, keep the best weights, checkpoint; True to stop early."""
+        with self.meter.paused():
+            return self._end_epoch()
+
+    def _end_epoch(self) -> bool:
         progress, preset = self.progress, self.preset
         progress.epoch += 1
         progress.batches_into_epoch = 0
@@ -389,6 +400,7 @@ class _TrainingLoop:
                     "split": self.split,
                     "progress": dict(self.progress.__dict__),
                     "stopped_early": self.stopped_early,
+                    "throughput": self.throughput,
                 },
             )
         accelerator.wait_for_everyone()
@@ -403,7 +415,7 @@ class _CsvLog:
 
     def __init__(self, path: Path, enabled: bool) -> None:
         self.path, self.enabled = path, enabled
-        self.fields = ["step", "epoch", "loss", "kl", "beta", "lr", "val_loss"]
+        self.fields = ["step", "epoch", "loss", "kl", "beta", "lr", "images_per_s", "peak_memory_gib", "val_loss"]
 
     def write(self, row: dict[str, Any]) -> None:
         if not self.enabled:
