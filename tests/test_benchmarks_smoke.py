@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks import gpu_check, overhead, param_count, speedups, test_throughput  # noqa: E402
+from benchmarks import gpu_check, overhead, param_count, profile_encoder, speedups, test_throughput  # noqa: E402
 from benchmarks.workloads import TINY, Workloads  # noqa: E402
 
 
@@ -105,5 +105,16 @@ def test_gpu_check_cpu_smoke_writes_json_and_text(tmp_path, capsys):
     gpu_check.main(["--cpu-smoke", "--out", str(tmp_path)])
     results = json.loads((tmp_path / "gpu_check.json").read_text())
     assert results["mode"].startswith("cpu-smoke")
-    assert {"training", "sampling_k4", "plain_encoder", "ua_encoder"} <= set(results)
+    assert {"training", "sampling_k4", "plain_encoder", "ua_encoder", "shifts"} <= set(results)
+    assert not results.get("errors")
     assert (tmp_path / "gpu_check.txt").read_text().startswith("UA-SAM GPU check")
+
+
+def test_profile_encoder_cpu_smoke_counts_operators_of_every_variant(tmp_path, capsys):
+    results = profile_encoder.main(["--cpu-smoke", "--out", str(tmp_path), "--batches", "2"])
+    row = results["forward"]["batch_2"]
+    assert set(row) == {"plain", "ua_none", "ua_cmsm", "ua_cmsm_one_by_one"}
+    ops = {name: figures["aten_ops"] for name, figures in row.items()}
+    assert ops["plain"] < ops["ua_none"] < ops["ua_cmsm_one_by_one"]  # adapters, then their CMSM chain
+    assert all(figures["kernels"] == 0 for figures in row.values())  # no CUDA on the CPU
+    assert "UA-SAM encoder" in (tmp_path / "profile_encoder.txt").read_text()
