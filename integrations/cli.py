@@ -39,6 +39,7 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--epochs", type=int, help="Maximum epochs (early stopping may end sooner).")
     group.add_argument("--batch-size", type=int, help="Images per step and process.")
     group.add_argument("--lr", type=float, help="Adam learning rate.")
+    group.add_argument("--latent-lr", type=float, help="Adam learning rate of the prior and posterior nets.")
     group.add_argument("--beta", type=float, help="Weight of KL(Q||P) in the loss (Eq. 6).")
     group.add_argument("--kl-warmup", type=float, help="Share of the steps over which beta ramps up from 0.")
     group.add_argument("--latent-dim", type=int, help="Latent dimension C.")

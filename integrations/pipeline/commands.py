@@ -28,7 +28,7 @@ __all__ = ["TrainingDiverged", "run_demo", "run_evaluate", "run_predict", "run_t
 logger = logging.getLogger("ua-sam")
 
 _OVERRIDES = (
-    "interaction", "epochs", "batch_size", "lr", "beta", "latent_dim", "image_size", "prompt",
+    "interaction", "epochs", "batch_size", "lr", "latent_lr", "beta", "latent_dim", "image_size", "prompt",
     "eval_samples", "mixed_precision", "grad_accum", "num_workers", "patience", "train_decoder",
     "synthetic_cases", "checkpoint_every", "kl_warmup", "gradient_checkpointing",
 )

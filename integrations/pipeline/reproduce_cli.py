@@ -65,7 +65,7 @@ BUDGETS: dict[str, Budget] = {
 
 _OVERRIDES = ("epochs", "batch_size", "lr", "beta", "latent_dim", "image_size", "synthetic_cases", "patience",
               "eval_samples", "train_decoder")
-_SHOWN = ("image_size", "synthetic_cases", "epochs", "batch_size", "lr", "beta", "kl_warmup", "latent_dim",
+_SHOWN = ("image_size", "synthetic_cases", "epochs", "batch_size", "lr", "latent_lr", "beta", "kl_warmup", "latent_dim",
           "patience", "eval_samples", "train_decoder")
 
 

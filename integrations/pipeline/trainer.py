@@ -127,6 +127,18 @@ def build_model(job: TrainJob, backbone: Path | None) -> UncertaintySam | Probab
     )
 
 
+def _parameter_groups(model: torch.nn.Module, preset: Preset) -> list[dict[str, Any]]:
+    """Adam's parameter groups: every trainable parameter at ``preset.lr``, except UA-SAM's
+    prior and posterior nets at ``preset.latent_lr`` when it is set (see presets.py)."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    heads = getattr(model, "latent_heads", None)
+    if preset.latent_lr is None or heads is None or isinstance(model, ProbabilisticUNet):
+        return [{"params": trainable}]
+    latent = {id(p) for p in heads.parameters()}
+    return [{"params": [p for p in trainable if id(p) not in latent]},
+            {"params": [p for p in trainable if id(p) in latent], "lr": preset.latent_lr}]
+
+
 def check_out_dir(out: Path, resume: bool) -> None:
     """Refuse to train into a file, or over an existing run unless resuming."""
     if out.exists() and not out.is_dir():
@@ -139,7 +151,13 @@ def check_out_dir(out: Path, resume: bool) -> None:
 
 
 def _validation_loss(model, loader, loss_fn, preset: Preset, seed: int, accelerator: Accelerator) -> float:
-    """Mean ELBO over the validation part (posterior z, seeded prompts): early stopping's score."""
+    """Mean ELBO over the validation part and every rater of each image (posterior z, seeded
+    prompts): early stopping's score.
+
+    Every rater, not the epoch's random draw: the draw changes with the epoch, and with it the
+    score (one epoch's raters miss the faint lesion, the next's do not), so that early stopping
+    and the best-weights choice followed the draw rather than the model. Over all raters the
+    targets are the same every epoch and the score is the expected ELBO over the raters."""
     model.eval()
     total = torch.zeros((), device=accelerator.device)
     count = torch.zeros((), device=accelerator.device)
@@ -147,12 +165,15 @@ def _validation_loss(model, loader, loss_fn, preset: Preset, seed: int, accelera
         for index, batch in enumerate(loader):
             seed_everything_for(seed, _VAL_STREAM, index, accelerator.process_index)
             generator = generator_for(accelerator.device, seed, _VAL_STREAM, index, accelerator.process_index)
-            mask = batch["mask"]
-            prompts = make_prompts(mask, preset.prompt, generator, batch["masks"].amax(1, keepdim=True), preset.box_jitter)
-            output = model(batch["image"], prompts, masks=mask)
-            terms = loss_fn(output.logits.float(), mask, output.kl)
-            total += terms.loss.detach() * mask.shape[0]
-            count += mask.shape[0]
+            raters = batch["masks"]  # (B, R, H, W)
+            union = raters.amax(1, keepdim=True)
+            for rater in range(raters.shape[1]):
+                mask = raters[:, rater : rater + 1].to(batch["mask"].dtype)
+                prompts = make_prompts(mask, preset.prompt, generator, union, preset.box_jitter)
+                output = model(batch["image"], prompts, masks=mask)
+                terms = loss_fn(output.logits.float(), mask, output.kl)
+                total += terms.loss.detach() * mask.shape[0]
+                count += mask.shape[0]
     model.train()
     total, count = accelerator.reduce(total, "sum"), accelerator.reduce(count, "sum")
     return float(total / count.clamp_min(1))
@@ -216,7 +237,7 @@ class _TrainingLoop:
             Subset(self.train_part, val_idx), batch_size=preset.batch_size, num_workers=preset.num_workers, pin_memory=pin
         )
         # fused Adam on CUDA: one kernel for all parameters instead of several per tensor
-        optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=preset.lr, fused=pin or None)
+        optimizer = torch.optim.Adam(_parameter_groups(model, preset), lr=preset.lr, fused=pin or None)
         # Stepped once per epoch by hand, so it is not handed to accelerator.prepare.
         self.scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=preset.lr_step_epochs, gamma=preset.lr_gamma)
         self.loss_fn = ua.ElboLoss(beta=preset.beta, validate=False)  # beta follows beta_at(step)

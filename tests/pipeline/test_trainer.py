@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
 from uncertainty_adapters.checkpoint import load_tensors
 from uncertainty_adapters.integrations.pipeline import run_dir
-from uncertainty_adapters.integrations.pipeline.trainer import TrainingDiverged, build_model, train, train_val_split
+from uncertainty_adapters.integrations.pipeline.trainer import (
+    TrainingDiverged,
+    _parameter_groups,
+    build_model,
+    train,
+    train_val_split,
+)
+from uncertainty_adapters.integrations.pipeline.seeding import seed_everything_for
 from uncertainty_adapters.integrations.pipeline.training_state import load_latest_checkpoint
 from uncertainty_adapters.integrations.sam import build_sam, sam_state_dict
 
-from .conftest import SIZE, job
+from .conftest import SIZE, job, small_preset
 
 
 def test_training_moves_only_the_trainable_weights(tmp_path, backbone_file):
@@ -89,3 +98,40 @@ def test_gradient_checkpointing_trains_the_same_weights(tmp_path, backbone_file)
     recomputed = load_latest_checkpoint(tmp_path / "ckpt" / "checkpoints").trainable
     for name, tensor in plain.items():
         torch.testing.assert_close(recomputed[name], tensor, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_the_latent_heads_train_at_their_own_learning_rate(tmp_path, backbone_file):
+    model = build_model(job(tmp_path / "x"), backbone_file)
+    groups = _parameter_groups(model, small_preset(latent_lr=1e-4))
+    assert [group.get("lr") for group in groups] == [None, 1e-4]  # None: Adam's lr, the preset's
+    assert {id(p) for p in groups[1]["params"]} == {id(p) for p in model.latent_heads.parameters()}
+    assert len(_parameter_groups(model, dataclasses.replace(small_preset(), latent_lr=None))) == 1  # one lr for all
+
+    train(job(tmp_path / "run", max_steps=1, latent_lr=0.0), backbone=backbone_file)
+    trained = load_latest_checkpoint(tmp_path / "run" / "checkpoints").trainable
+    seed_everything_for(0)  # as the trainer does before building its model
+    initial = build_model(job(tmp_path / "x"), backbone_file).trainable_state_dict()
+    heads = [name for name in trained if name.startswith("latent_heads.")]
+    assert heads and all(torch.equal(trained[name], initial[name]) for name in heads)
+    assert any(not torch.equal(trained[name], initial[name]) for name in trained if name not in heads)
+
+
+def test_the_validation_score_does_not_follow_the_epochs_rater_draw(tmp_path, backbone_file):
+    from accelerate import Accelerator
+    from torch.utils.data import DataLoader
+
+    import uncertainty_adapters as ua
+    from uncertainty_adapters.integrations.data import build_dataset
+    from uncertainty_adapters.integrations.pipeline.trainer import _validation_loss
+
+    preset = small_preset()
+    model = build_model(job(tmp_path / "x"), backbone_file)
+    data = build_dataset("synthetic", SIZE, split="train", seed=0, length=40)
+    loader = DataLoader(data, batch_size=8)
+    scores = []
+    for epoch in (0, 1, 2):
+        data.set_epoch(epoch)
+        assert epoch == 0 or [data.rater_index(i) for i in range(len(data))] != draws
+        draws = [data.rater_index(i) for i in range(len(data))]
+        scores.append(_validation_loss(model, loader, ua.ElboLoss(validate=False), preset, 0, Accelerator(cpu=True)))
+    assert scores[0] == scores[1] == scores[2]
