@@ -20,11 +20,10 @@ from pathlib import Path
 from typing import Sequence
 
 from uncertainty_adapters.checkpoint import CheckpointMismatchError
-from uncertainty_adapters.config import INTERACTIONS
 from uncertainty_adapters.integrations.data import DATA_SPECS, DataError
-from uncertainty_adapters.integrations.sam.prompts import PROMPT_MODES
 
 from .pipeline.predict import add_predict_parser
+from .pipeline.preset_options import TRAINING_OPTIONS, add_preset_options
 from .pipeline.presets import PRESETS
 from .pipeline.reproduce_cli import add_reproduce_parser, run_reproduce
 
@@ -35,26 +34,7 @@ DATA_HELP = "Data spec: " + ", ".join(DATA_SPECS) + " (see the README for the fo
 
 def _add_training_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("overrides of the preset (default: the preset's value)")
-    group.add_argument("--interaction", choices=INTERACTIONS, help="How z enters the adapters (paper Table 2).")
-    group.add_argument("--epochs", type=int, help="Maximum epochs (early stopping may end sooner).")
-    group.add_argument("--batch-size", type=int, help="Images per step and process.")
-    group.add_argument("--lr", type=float, help="Adam learning rate.")
-    group.add_argument("--latent-lr", type=float, help="Adam learning rate of the prior and posterior nets.")
-    group.add_argument("--beta", type=float, help="Weight of KL(Q||P) in the loss (Eq. 6).")
-    group.add_argument("--kl-warmup", type=float, help="Share of the steps over which beta ramps up from 0.")
-    group.add_argument("--latent-dim", type=int, help="Latent dimension C.")
-    group.add_argument("--image-size", type=int, help="Encoder input side in pixels.")
-    group.add_argument("--prompt", choices=PROMPT_MODES, help="Prompt type (paper: one point).")
-    group.add_argument("--samples", type=int, dest="eval_samples", help="K samples per image at evaluation.")
-    group.add_argument("--mixed-precision", choices=("no", "bf16", "fp16"), help="Accelerate mixed precision.")
-    group.add_argument("--grad-accum", type=int, help="Gradient accumulation steps.")
-    group.add_argument("--num-workers", type=int, help="DataLoader worker processes.")
-    group.add_argument("--patience", type=int, help="Early stopping patience in epochs.")
-    group.add_argument("--synthetic-cases", type=int, help="Cases in the synthetic data set (data 'synthetic').")
-    group.add_argument("--checkpoint-every", type=int, help="Steps between resumable checkpoints.")
-    group.add_argument("--train-decoder", action="store_true", default=None, help="Also train SAM's mask decoder.")
-    group.add_argument("--gradient-checkpointing", action="store_true", default=None,
-                       help="Recompute encoder blocks in the backward pass: less memory for vit_l / vit_h.")
+    add_preset_options(group, TRAINING_OPTIONS)
     run = parser.add_argument_group("run")
     run.add_argument("--seed", type=int, default=0, help="Seed of everything random (default 0).")
     run.add_argument("--sam-checkpoint", help="Official SAM weights (e.g. sam_vit_b_01ec64.pth) for vit_* presets.")

@@ -20,6 +20,7 @@ from .demo_backbone import ensure_demo_backbone
 from .evaluation import evaluate, format_table, write_metrics
 from .figures import save_cases_figure
 from .predict import run_predict
+from .preset_options import TRAINING_OPTIONS, preset_overrides
 from .presets import Preset, get_preset
 from .trainer import TrainingDiverged, TrainJob, check_out_dir, dataset_kwargs_for, train
 
@@ -27,11 +28,6 @@ __all__ = ["TrainingDiverged", "run_demo", "run_evaluate", "run_predict", "run_t
 
 logger = logging.getLogger("ua-sam")
 
-_OVERRIDES = (
-    "interaction", "epochs", "batch_size", "lr", "latent_lr", "beta", "latent_dim", "image_size", "prompt",
-    "eval_samples", "mixed_precision", "grad_accum", "num_workers", "patience", "train_decoder",
-    "synthetic_cases", "checkpoint_every", "kl_warmup", "gradient_checkpointing",
-)
 
 
 def _command_line() -> str:
@@ -39,7 +35,7 @@ def _command_line() -> str:
 
 
 def _preset_from(args: argparse.Namespace, name: str) -> Preset:
-    return get_preset(name).replace(**{key: getattr(args, key, None) for key in _OVERRIDES})
+    return get_preset(name).replace(**preset_overrides(args, TRAINING_OPTIONS))
 
 
 def _device(cpu: bool) -> torch.device:

@@ -28,6 +28,7 @@ import torch
 from uncertainty_adapters.integrations.data import build_dataset
 
 from .demo_backbone import PretrainSettings, ensure_demo_backbone
+from .preset_options import REPRODUCE_OPTIONS, add_preset_options, preset_overrides
 from .presets import PRESETS, get_preset
 from .reproduce import ReproduceJob, run_reproduction
 from .trainer import dataset_kwargs_for
@@ -63,8 +64,6 @@ BUDGETS: dict[str, Budget] = {
     ),
 }
 
-_OVERRIDES = ("epochs", "batch_size", "lr", "beta", "latent_dim", "image_size", "synthetic_cases", "patience",
-              "eval_samples", "train_decoder")
 _SHOWN = ("image_size", "synthetic_cases", "epochs", "batch_size", "lr", "latent_lr", "beta", "kl_warmup", "latent_dim",
           "patience", "eval_samples", "train_decoder")
 
@@ -115,18 +114,8 @@ def add_reproduce_parser(subparsers: Any) -> argparse.ArgumentParser:
                         "sample, position, concat, cmsm (Table 2), latent-C (sweep). Default: all.")
     parser.add_argument("--figure-cases", type=int, default=4, help="Test cases in fig2.png (default 4).")
     group = parser.add_argument_group("overrides of the preset and budget")
-    group.add_argument("--epochs", type=int, help="Maximum epochs per run.")
-    group.add_argument("--batch-size", type=int, help="Images per step.")
-    group.add_argument("--lr", type=float, help="Adam learning rate.")
-    group.add_argument("--beta", type=float, help="Weight of KL(Q||P) in the loss (Eq. 6).")
-    group.add_argument("--latent-dim", type=int, help="UA-SAM's latent dimension C in Tables 1 and 2.")
-    group.add_argument("--image-size", type=int, help="Encoder input side in pixels.")
-    group.add_argument("--synthetic-cases", type=int, help="Cases in the synthetic data set.")
-    group.add_argument("--patience", type=int, help="Early stopping patience in epochs.")
-    group.add_argument("--samples", type=int, dest="eval_samples", help="K samples per test image.")
+    add_preset_options(group, REPRODUCE_OPTIONS)
     group.add_argument("--max-steps", type=int, help="Cap on optimizer steps per training run.")
-    group.add_argument("--train-decoder", action="store_true", default=None,
-                       help="Also train SAM's mask decoder in the SAM rows (paper: frozen).")
     run = parser.add_argument_group("run")
     run.add_argument("--sam-checkpoint", help="SAM weights for every UA-SAM row (default for demo: the "
                      "cached pretrained demo backbone; required for a meaningful paper-* run).")
@@ -175,7 +164,7 @@ def run_reproduce(args: argparse.Namespace, argv: Sequence[str] | None = None) -
     if budget.demo_only and preset.sam != "demo":
         raise ValueError(f"--budget {args.budget} shrinks the demo preset; for {preset.name} use --budget preset "
                          f"(with --epochs to shorten it)")
-    user = {key: getattr(args, key, None) for key in _OVERRIDES}
+    user = preset_overrides(args, REPRODUCE_OPTIONS)
     preset = preset.replace(**budget.overrides).replace(**user)
     # Check the data before anything slow (e.g. pretraining the demo backbone).
     build_dataset(args.data, preset.image_size, split="test", seed=0, **dataset_kwargs_for(preset, args.data, {}))

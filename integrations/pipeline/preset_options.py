@@ -1,0 +1,58 @@
+"""Command-line overrides of preset fields, shared by `ua-sam train` / `demo` and `ua-sam reproduce`.
+
+One table maps each overridable `Preset` field to its flag and help, so that both commands spell
+an option alike and read it back alike:
+
+    add_preset_options(group, TRAINING_OPTIONS)        # argparse flags, default None (= the preset's)
+    preset.replace(**preset_overrides(args, TRAINING_OPTIONS))
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any, Sequence
+
+from uncertainty_adapters.config import INTERACTIONS
+from uncertainty_adapters.integrations.sam.prompts import PROMPT_MODES
+
+# field -> (flag, argparse keyword arguments); every default is None: "keep the preset's value".
+_OPTIONS: dict[str, tuple[str, dict[str, Any]]] = {
+    "interaction": ("--interaction", dict(choices=INTERACTIONS, help="How z enters the adapters (paper Table 2).")),
+    "epochs": ("--epochs", dict(type=int, help="Maximum epochs (early stopping may end sooner).")),
+    "batch_size": ("--batch-size", dict(type=int, help="Images per step and process.")),
+    "lr": ("--lr", dict(type=float, help="Adam learning rate.")),
+    "latent_lr": ("--latent-lr", dict(type=float, help="Adam learning rate of the prior and posterior nets.")),
+    "beta": ("--beta", dict(type=float, help="Weight of KL(Q||P) in the loss (Eq. 6).")),
+    "kl_warmup": ("--kl-warmup", dict(type=float, help="Share of the steps over which beta ramps up from 0.")),
+    "latent_dim": ("--latent-dim", dict(type=int, help="Latent dimension C.")),
+    "image_size": ("--image-size", dict(type=int, help="Encoder input side in pixels.")),
+    "prompt": ("--prompt", dict(choices=PROMPT_MODES, help="Prompt type (paper: one point).")),
+    "eval_samples": ("--samples", dict(type=int, help="K samples per image at evaluation.")),
+    "mixed_precision": ("--mixed-precision", dict(choices=("no", "bf16", "fp16"), help="Accelerate mixed precision.")),
+    "grad_accum": ("--grad-accum", dict(type=int, help="Gradient accumulation steps.")),
+    "num_workers": ("--num-workers", dict(type=int, help="DataLoader worker processes.")),
+    "patience": ("--patience", dict(type=int, help="Early stopping patience in epochs.")),
+    "synthetic_cases": ("--synthetic-cases", dict(type=int, help="Cases in the synthetic data set (data 'synthetic').")),
+    "checkpoint_every": ("--checkpoint-every", dict(type=int, help="Steps between resumable checkpoints.")),
+    "train_decoder": ("--train-decoder", dict(action="store_true", help="Also train SAM's mask decoder (paper: frozen).")),
+    "gradient_checkpointing": ("--gradient-checkpointing", dict(
+        action="store_true", help="Recompute encoder blocks in the backward pass: less memory for vit_l / vit_h.")),
+}
+
+TRAINING_OPTIONS: tuple[str, ...] = tuple(_OPTIONS)
+REPRODUCE_OPTIONS: tuple[str, ...] = (
+    "epochs", "batch_size", "lr", "latent_lr", "beta", "kl_warmup", "latent_dim", "image_size",
+    "synthetic_cases", "patience", "eval_samples", "train_decoder",
+)
+
+
+def add_preset_options(group: argparse._ActionsContainer, fields: Sequence[str]) -> None:
+    """Add the flags of ``fields`` (names of `Preset` fields) to ``group``; each defaults to None."""
+    for name in fields:
+        flag, kwargs = _OPTIONS[name]
+        group.add_argument(flag, dest=name, default=None, **kwargs)
+
+
+def preset_overrides(args: argparse.Namespace, fields: Sequence[str]) -> dict[str, Any]:
+    """The values the user gave for ``fields`` (None where not given), for `Preset.replace`."""
+    return {name: getattr(args, name, None) for name in fields}

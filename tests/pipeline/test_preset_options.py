@@ -1,0 +1,41 @@
+"""`ua-sam train` and `ua-sam reproduce` override preset fields through one table of flags."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from uncertainty_adapters.integrations.cli import build_parser
+from uncertainty_adapters.integrations.pipeline.commands import _preset_from
+from uncertainty_adapters.integrations.pipeline.preset_options import (
+    REPRODUCE_OPTIONS,
+    TRAINING_OPTIONS,
+    preset_overrides,
+)
+from uncertainty_adapters.integrations.pipeline.presets import Preset, get_preset
+
+
+@pytest.mark.parametrize("fields", [TRAINING_OPTIONS, REPRODUCE_OPTIONS])
+def test_every_option_names_a_preset_field(fields):
+    assert set(fields) <= {field.name for field in dataclasses.fields(Preset)}
+
+
+def test_train_flags_reach_the_preset_and_leave_the_rest_alone():
+    args = build_parser().parse_args(
+        ["train", "--data", "synthetic", "--preset", "demo", "--out", "x",
+         "--latent-lr", "2e-4", "--samples", "3", "--train-decoder", "--interaction", "concat"]
+    )
+    preset, demo = _preset_from(args, "demo"), get_preset("demo")
+    assert (preset.latent_lr, preset.eval_samples, preset.train_decoder, preset.interaction) == (2e-4, 3, True, "concat")
+    changed = {"latent_lr", "eval_samples", "train_decoder", "interaction"}
+    assert all(getattr(preset, f.name) == getattr(demo, f.name) for f in dataclasses.fields(Preset) if f.name not in changed)
+
+
+def test_reproduce_flags_are_read_back_alike():
+    args = build_parser().parse_args(
+        ["reproduce", "--data", "synthetic", "--preset", "demo", "--out", "x", "--latent-lr", "5e-5", "--epochs", "2"]
+    )
+    overrides = preset_overrides(args, REPRODUCE_OPTIONS)
+    assert overrides["latent_lr"] == 5e-5 and overrides["epochs"] == 2
+    assert all(value is None for name, value in overrides.items() if name not in {"latent_lr", "epochs"})
