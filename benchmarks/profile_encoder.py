@@ -56,42 +56,30 @@ class _OpCounter(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def _encoder(work: Workloads, interaction: str | None, batched: bool = True):
+def _encoder(work: Workloads, interaction: str | None):
     """The plain encoder (interaction None) or UA-SAM's on the plain model's weights."""
     if interaction is None:
         return work.plain_sam.image_encoder
     if interaction == "cmsm":
-        return work.ua_sam.encoder if batched else _Unbatched(work.ua_sam.encoder)
+        return work.ua_sam.encoder
     model = UncertaintySam(copy.deepcopy(work.plain_sam), ua.UncertaintyAdapterConfig(interaction=interaction),
                            latent_heads_kwargs=small_latent_heads(work.config))
     perturb_trainable(model, work.seed)
     return model.to(work.device).eval().encoder
 
 
-class _Unbatched:
-    """UA-SAM's encoder with its per-sample terms computed adapter by adapter."""
-
-    def __init__(self, encoder) -> None:
-        self.encoder = encoder
-
-    def __call__(self, *args, **kwargs):
-        self.encoder.batched_shifts = False
-        try:
-            return self.encoder(*args, **kwargs)
-        finally:
-            self.encoder.batched_shifts = True
-
-
 def time_forward(work: Workloads, interaction: str | None, batch: int, rounds: int,
                  batched: bool = True) -> dict[str, float]:
     """Median wall and host-issue seconds of one no-grad encoder forward, ATen ops and kernels per call."""
-    encoder = _encoder(work, interaction, batched)
+    encoder = _encoder(work, interaction)
     x = work.images(batch) * 2 - 1
     kwargs = {} if interaction is None else {"z": torch.randn(batch, 6, device=work.device)}
 
-    def call():
+    def forward():
         with torch.no_grad(), work.autocast():
             return encoder(x, **kwargs)
+
+    call = work.using_batched_shifts(batched, forward)
 
     call()
     synchronize(work.device)

@@ -91,18 +91,7 @@ def token_layout(work: Workloads, rounds: int) -> dict[str, object]:
 def shifts(work: Workloads, rounds: int) -> dict[str, object]:
     """The per-sample half of the adapters: batched over the adapters / adapter by adapter."""
     step = work.encoder_forward(adapted=True)
-    encoder = work.ua_sam.encoder
-
-    def path(batched: bool) -> Callable[[], object]:
-        def run() -> object:
-            encoder.batched_shifts = batched
-            try:
-                return step()
-            finally:
-                encoder.batched_shifts = True
-        return run
-
-    cases = {"one_by_one": path(False), "batched": path(True)}
+    cases = {"one_by_one": work.using_batched_shifts(False, step), "batched": work.using_batched_shifts(True, step)}
     return {"what": "t(per-sample adapter terms batched over adapters) / t(adapter by adapter), UA-SAM encoder, no grad",
             **_ratio(work, cases, rounds, "one_by_one", "batched")}
 

@@ -276,6 +276,20 @@ class Workloads:
         use_sdpa_attention(self.plain_sam, sdpa)
         use_sdpa_attention(self.ua_sam, sdpa)
 
+    def using_batched_shifts(self, batched: bool, step: Step) -> Step:
+        """``step``, run with UA-SAM's per-sample adapter terms computed in one batched pass
+        (``batched``, the default) or adapter by adapter (`UncertaintyModel.batched_shifts`)."""
+
+        def run() -> object:
+            encoder = self.ua_sam.encoder
+            encoder.batched_shifts = batched
+            try:
+                return step()
+            finally:
+                encoder.batched_shifts = True
+
+        return run
+
     def using_attention(self, sdpa: bool, step: Step) -> Step:
         """``step``, run with SDPA (or segment-anything's) attention in both models."""
 
