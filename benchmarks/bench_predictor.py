@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from benchmarks.timing import interleaved, machine
+from benchmarks.workloads import synchronize
 from uncertainty_adapters.integrations.sam import UncertaintySam, UncertaintySamPredictor, build_sam
 
 SPEC, INPUT_SIZE, IMAGE_SIZE, SAMPLES = "demo", 128, 256, 4
@@ -66,14 +67,32 @@ def test_second_click(benchmark, rounds):
     assert out.masks.shape == (SAMPLES, IMAGE_SIZE, IMAGE_SIZE)
 
 
-def measure(rounds: int, warmup: int = 2) -> dict[str, object]:
-    """The figures `main` prints: medians of ``rounds`` interleaved rounds and their ratio."""
-    predictor, image = make_predictor(), make_image()
+def measure(rounds: int, warmup: int = 2, predictor: UncertaintySamPredictor | None = None,
+            image: np.ndarray | None = None) -> dict[str, object]:
+    """The figures `main` prints: medians of ``rounds`` interleaved rounds and their ratio.
+
+    ``predictor`` / ``image`` default to the fixed CPU configuration (`make_predictor`,
+    `make_image`); gpu_check.py passes UA-SAM vit_b at 1024 px on the GPU and a 1024 x 1024 image.
+    """
+    predictor = make_predictor() if predictor is None else predictor
+    image = make_image() if image is None else image
+    scale = image.shape[0] / IMAGE_SIZE  # the clicks sit at the same place on any image size
+    first, second = ([[round(c * scale) for c in click[0]]] for click in (FIRST_CLICK, SECOND_CLICK))
     predictor.set_image(image, num_samples=SAMPLES, seed=0)
-    predictor.predict(point_coords=FIRST_CLICK)
+    predictor.predict(point_coords=first)
+    device = predictor.device
+
+    def timed(call):
+        def step():
+            result = call()
+            synchronize(device)
+            return result
+
+        return step
+
     cases = {
-        "set_image": lambda: predictor.set_image(image, num_samples=SAMPLES, seed=0),
-        "second_click": lambda: predictor.predict(point_coords=SECOND_CLICK),
+        "set_image": timed(lambda: predictor.set_image(image, num_samples=SAMPLES, seed=0)),
+        "second_click": timed(lambda: predictor.predict(point_coords=second)),
     }
     timings = interleaved(cases, rounds=rounds, warmup=warmup)
     return {
@@ -82,7 +101,8 @@ def measure(rounds: int, warmup: int = 2) -> dict[str, object]:
         "t_set_image_s": round(timings.median("set_image"), 5),
         "t_second_click_s": round(timings.median("second_click"), 5),
         "rounds": rounds,
-        "config": {"spec": SPEC, "input_size": INPUT_SIZE, "image_size": IMAGE_SIZE, "samples": SAMPLES},
+        "config": {"input_size": predictor.image_size, "image_size": list(image.shape[:2]), "samples": SAMPLES,
+                   "device": str(device)},
     }
 
 

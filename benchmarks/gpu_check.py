@@ -13,8 +13,15 @@ Measures, in one run and on one model pair (random SAM weights; speed does not d
     ua_encoder          the UA-SAM image encoder forward, and overhead_ratio = t(ua) / t(plain)
     sdpa                SDPA attention vs segment-anything's, training step and encoder forward
     shifts              the adapters' per-sample terms batched over adapters vs adapter by adapter
+    shifts_sampling     the same for sampling at K = 4
+    compiled            both encoders under torch.compile(mode="reduce-overhead") vs eager
+    compiled_training   the training step with the encoder under torch.compile (ua-sam train --compile)
+    predictor           UncertaintySamPredictor: second click / set_image (K = 4), 1024 x 1024 image
 and writes DIR/gpu_check.json and DIR/gpu_check.txt. A time budget (--budget-s) keeps it under
-5 minutes on an H100: what the budget leaves out is recorded as skipped.
+5 minutes on an H100: what the budget leaves out is recorded as skipped. ``--only NAME ...`` runs
+some items; ``--quick`` measures sized items at batch 2 only (no largest-batch search), e.g.
+
+    python benchmarks/gpu_check.py --out DIR/vit_h --spec vit_h --only training plain_encoder ua_encoder --quick
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if __package__ in (None, ""):
     sys.path.insert(0, str(ROOT))
 
+import numpy as np
 import torch
 
 try:
@@ -41,9 +49,10 @@ except ImportError:  # a source tree that pip could not install: map the package
 
     uncertainty_adapters.__path__.append(str(ROOT))
 
-from benchmarks import speedups
+from benchmarks import bench_predictor, speedups
 from benchmarks.timing import interleaved, machine
 from benchmarks.workloads import GPU, TINY, BenchConfig, Workloads, synchronize
+from uncertainty_adapters.integrations.sam import UncertaintySamPredictor
 
 
 class Budget:
@@ -105,10 +114,16 @@ def largest_batch(work: Workloads, make: Callable[[int], Callable[[], object]], 
     return best, False
 
 
+ITEMS = ("training", "sampling_k4", "plain_encoder", "ua_encoder", "training_checkpointed", "sdpa", "shifts",
+         "shifts_sampling", "compiled", "predictor", "compiled_training")
+
+
 def run_check(config: BenchConfig, budget_s: float, steps: int, cap: int,
-              on_item: Callable[[dict[str, object]], None] = lambda results: None) -> dict[str, object]:
-    """Every figure of the check; ``on_item(results)`` after each item (to save partial results,
-    so a run cut short by its caller's time limit still reports what it measured)."""
+              on_item: Callable[[dict[str, object]], None] = lambda results: None,
+              only: tuple[str, ...] = ITEMS, quick: bool = False) -> dict[str, object]:
+    """The figures of the check (``only`` those items; ``quick``: sized items at the start batch
+    only); ``on_item(results)`` after each item (to save partial results, so a run cut short by
+    its caller's time limit still reports what it measured)."""
     budget = Budget(budget_s)
     work = Workloads(config)
     start = config.batch
@@ -118,6 +133,8 @@ def run_check(config: BenchConfig, budget_s: float, steps: int, cap: int,
     results["build_s"] = round(time.perf_counter() - started, 1)
 
     def item(name: str, reserve: float, fn: Callable[[], object]) -> None:
+        if name not in only:
+            return
         if budget.left() < reserve:
             results["skipped"].append(name)
             return
@@ -138,6 +155,8 @@ def run_check(config: BenchConfig, budget_s: float, steps: int, cap: int,
 
     def sized(make, per_call: int, search_cap: int) -> dict[str, object]:
         out = {f"at_batch_{start}": measure(work, make, start, steps, per_call)}
+        if quick:
+            return out
         top, oom = largest_batch(work, make, start, search_cap, budget, reserve=30)
         out["largest_batch"] = {**measure(work, make, top, steps, per_call), "search_hit_oom": oom,
                                 "search_cap": search_cap}
@@ -150,6 +169,10 @@ def run_check(config: BenchConfig, budget_s: float, steps: int, cap: int,
     item("training_checkpointed", 40, lambda: sized(train_ckpt, 1, 2 * cap))
     item("sdpa", 30, lambda: _sdpa(work, steps))
     item("shifts", 15, lambda: speedups.shifts(work, max(steps, 10)))
+    item("shifts_sampling", 15, lambda: speedups.shifts_sampling(work, max(steps, 10)))
+    item("predictor", 20, lambda: _predictor(work, max(steps, 10)))
+    item("compiled", 90, lambda: speedups.compiled(work, max(steps, 10)))
+    item("compiled_training", 120, lambda: speedups.compiled_training(work, max(steps, 10)))
     results["total_s"] = round(time.perf_counter() - started, 1)
     return results
 
@@ -159,6 +182,14 @@ def _overhead(work: Workloads, plain: Callable[[], object], adapted: Callable[[]
     timings = interleaved({"plain": plain, "ua": adapted}, rounds=steps, warmup=1)
     return {"batch": work.config.batch, "overhead_ratio": round(timings.ratio("ua", "plain"), 4),
             "s_plain": round(timings.median("plain"), 4), "s_ua": round(timings.median("ua"), 4)}
+
+
+def _predictor(work: Workloads, rounds: int) -> dict[str, object]:
+    """Second click / set_image of the predictor on UA-SAM (float32, as users call it), on an
+    image of the encoder's input size."""
+    size = work.config.image_size
+    image = np.random.default_rng(0).integers(0, 256, (size, size), dtype=np.uint8)
+    return bench_predictor.measure(rounds, predictor=UncertaintySamPredictor(work.ua_sam), image=image)
 
 
 def _sdpa(work: Workloads, steps: int) -> dict[str, object]:
@@ -191,6 +222,21 @@ def summary(results: dict[str, object]) -> str:
             lines.append(f"SDPA / reference attention, {name}: {row['ratio_sdpa_over_reference']}")
     if "shifts" in results:
         lines.append(f"adapter shifts batched / adapter by adapter, encoder forward: {results['shifts']['ratio']}")
+    if "shifts_sampling" in results:
+        lines.append(f"adapter shifts batched / adapter by adapter, sampling K=4: {results['shifts_sampling']['ratio']}")
+    if "predictor" in results:
+        row = results["predictor"]
+        lines.append(f"predictor second click / set_image (K=4): {row['click_to_set_image_ratio']} "
+                     f"({1000 * row['t_second_click_s']:.1f} ms vs {1000 * row['t_set_image_s']:.1f} ms)")
+    if "compiled_training" in results:
+        row = results["compiled_training"]
+        lines.append(f"training step, encoder under torch.compile({row['mode']}) / eager: {row['ratio']} "
+                     f"(compile {row['compile_and_warmup_s']} s)")
+    if "compiled" in results:
+        row = results["compiled"]
+        lines.append(f"torch.compile({row['mode']}): UA encoder compiled / eager {row['ratio']}; overhead_ratio eager "
+                     f"{row['overhead_ratio_eager']}, compiled {row['overhead_ratio_compiled']}; compiled UA / eager "
+                     f"plain {row['ua_compiled_over_plain_eager']} (compile {row['compile_and_warmup_s']} s)")
     if results["skipped"]:
         lines.append(f"skipped (time budget): {', '.join(results['skipped'])}")
     for name, error in results.get("errors", {}).items():
@@ -206,6 +252,8 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     parser.add_argument("--budget-s", type=float, default=240.0, help="time budget in seconds (default 240)")
     parser.add_argument("--steps", type=int, default=5, help="measured calls per figure (default 5)")
     parser.add_argument("--cap", type=int, default=64, help="largest training batch tried (default 64)")
+    parser.add_argument("--only", nargs="+", choices=ITEMS, default=list(ITEMS), help="run only these items")
+    parser.add_argument("--quick", action="store_true", help="sized items at batch 2 only (no largest-batch search)")
     parser.add_argument("--spec", default="vit_b", choices=("vit_b", "vit_l", "vit_h"),
                         help="SAM variant (default vit_b, the paper's)")
     args = parser.parse_args(argv)
@@ -225,7 +273,10 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         results["mode"] = mode
         (out / "gpu_check.json").write_text(json.dumps(results, indent=2) + "\n")
 
-    results = run_check(config, args.budget_s, steps, cap, on_item=save)
+    only = tuple(args.only)
+    if args.cpu_smoke and args.only == list(ITEMS):  # compiling takes minutes on the CPU
+        only = tuple(name for name in only if name not in speedups.OPT_IN)
+    results = run_check(config, args.budget_s, steps, cap, on_item=save, only=only, quick=args.quick)
     save(results)
     text = summary(results)
     (out / "gpu_check.txt").write_text(text + "\n")

@@ -14,6 +14,12 @@ Comparisons (a ratio < 1 means the fast path is faster):
                        segment-anything's code, see integrations/sam/attention.py)
     shifts             UA-SAM encoder forward with every adapter's per-sample term computed in
                        one batched pass behind block 0 (the default) / adapter by adapter
+    shifts_sampling    the same for UA-SAM sampling at K = 4 (4 z per image behind block 0)
+    compiled           (only with --only) both encoders under torch.compile(mode="reduce-overhead")
+                       / eager: the compiled UA-SAM encoder against the eager one and both
+                       plain ones, with the compile time
+    compiled_training  (only with --only) the training step with the encoder under torch.compile
+                       (default mode, as `ua-sam train --compile`) / eager
     k_batched          K=4 hypotheses as one batch (block 0 once) / 4 separate forwards; also
                        hypotheses/s at every K of the config and the batch block 0 and block 1 see
     latent_heads       latent heads at 128 px / at the full input size (1024 px on the CPU too)
@@ -33,6 +39,7 @@ import math
 import resource
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -94,6 +101,51 @@ def shifts(work: Workloads, rounds: int) -> dict[str, object]:
     cases = {"one_by_one": work.using_batched_shifts(False, step), "batched": work.using_batched_shifts(True, step)}
     return {"what": "t(per-sample adapter terms batched over adapters) / t(adapter by adapter), UA-SAM encoder, no grad",
             **_ratio(work, cases, rounds, "one_by_one", "batched")}
+
+
+def shifts_sampling(work: Workloads, rounds: int) -> dict[str, object]:
+    """`shifts` on K = 4 hypotheses per image (sampling: block 0 once, 4 z per image)."""
+    step = work.sampling(4)
+    cases = {"one_by_one": work.using_batched_shifts(False, step), "batched": work.using_batched_shifts(True, step)}
+    return {"what": "t(per-sample adapter terms batched over adapters) / t(adapter by adapter), UA-SAM sampling, K = 4",
+            **_ratio(work, cases, rounds, "one_by_one", "batched")}
+
+
+def compiled(work: Workloads, rounds: int, mode: str = "reduce-overhead") -> dict[str, object]:
+    """Both encoders under ``torch.compile(mode=mode)`` (reduce-overhead: CUDA graphs, which take
+    the host's kernel launches out of the loop) against eager, interleaved in one process."""
+    cases = {"plain": work.encoder_forward(False), "ua": work.encoder_forward(True)}
+    compile_s = {}
+    for name, adapted in (("plain_compiled", False), ("ua_compiled", True)):
+        cases[name] = work.encoder_forward(adapted, compile_mode=mode)
+        started = time.perf_counter()
+        for _ in range(3):  # compile, then let CUDA graph trees record before timing
+            cases[name]()
+        compile_s[name] = round(time.perf_counter() - started, 1)
+    timings = interleaved(cases, rounds=rounds, warmup=1)
+    return {
+        "what": f"encoder forwards under torch.compile(mode={mode!r}) / eager, no grad",
+        "mode": mode,
+        "compile_and_warmup_s": compile_s,
+        "ratio": round(timings.ratio("ua_compiled", "ua"), 4),
+        "overhead_ratio_eager": round(timings.ratio("ua", "plain"), 4),
+        "overhead_ratio_compiled": round(timings.ratio("ua_compiled", "plain_compiled"), 4),
+        "ua_compiled_over_plain_eager": round(timings.ratio("ua_compiled", "plain"), 4),
+        "median_s": {name: round(timings.median(name), 4) for name in cases},
+    }
+
+
+def compiled_training(work: Workloads, rounds: int, mode: str = "default") -> dict[str, object]:
+    """The UA-SAM training step with the image encoder under ``torch.compile(mode=mode)`` (what
+    ``ua-sam train --compile`` does) / eager, interleaved in one process."""
+    step = work.training_step()
+    cases = {"eager": step, "compiled": work.using_compiled_encoder(mode, step)}
+    started = time.perf_counter()
+    for _ in range(3):
+        cases["compiled"]()
+    compile_s = round(time.perf_counter() - started, 1)
+    return {"what": f"t(training step, encoder under torch.compile(mode={mode!r})) / t(eager)", "mode": mode,
+            "compile_and_warmup_s": compile_s, **_ratio(work, cases, rounds, "eager", "compiled")}
 
 
 def sdpa_forward(work: Workloads, rounds: int) -> dict[str, object]:
@@ -230,6 +282,9 @@ COMPARISONS: dict[str, Callable[[Workloads, int], dict[str, object]]] = {
     "ua_overhead": ua_overhead,
     "token_layout": token_layout,
     "shifts": shifts,
+    "shifts_sampling": shifts_sampling,
+    "compiled": compiled,
+    "compiled_training": compiled_training,
     "sdpa_forward": sdpa_forward,
     "sdpa_training": sdpa_training,
     "sdpa_paper_shapes": sdpa_paper_shapes,
@@ -238,6 +293,10 @@ COMPARISONS: dict[str, Callable[[Workloads, int], dict[str, object]]] = {
     "checkpointing": checkpointing,
     "bf16_training": bf16_training,
 }
+
+
+# Run only when named with --only: compiling takes minutes (and a C++ compiler on the CPU).
+OPT_IN = ("compiled", "compiled_training")
 
 
 def run(config: BenchConfig, names: list[str], rounds: int) -> dict[str, object]:
@@ -281,7 +340,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     if args.peak_rss_child:
         _peak_rss_child(config, args.peak_rss_child == "checkpointed")
         return {}
-    results = run(config, args.only or list(COMPARISONS), args.rounds)
+    results = run(config, args.only or [name for name in COMPARISONS if name not in OPT_IN], args.rounds)
     report = {"config": config.describe(), "rounds": args.rounds, "results": results, "machine": machine()}
     if args.json:
         print(json.dumps(report, indent=2))

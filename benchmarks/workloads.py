@@ -130,6 +130,7 @@ class Workloads:
         self.seed = seed
         self._plain_sam = None
         self._ua_sam: UncertaintySam | None = None
+        self._compiled: dict[tuple[bool, str], torch.nn.Module] = {}
 
     # -- models and inputs --------------------------------------------------------------------
     @property
@@ -189,12 +190,22 @@ class Workloads:
         return step
 
     # -- workloads -----------------------------------------------------------------------------
-    def encoder_forward(self, adapted: bool, batch: int | None = None) -> Step:
-        """The image encoder on ``batch`` images, no grad: plain SAM, or UA-SAM's (one z each)."""
+    def compiled_encoder(self, adapted: bool, mode: str) -> torch.nn.Module:
+        """``torch.compile(encoder, mode=mode)`` of the plain or the UA-SAM image encoder, built once
+        per (adapted, mode); it compiles on its first call."""
+        key = (adapted, mode)
+        if key not in self._compiled:
+            encoder = self.ua_sam.encoder if adapted else self.plain_sam.image_encoder
+            self._compiled[key] = torch.compile(encoder, mode=mode)
+        return self._compiled[key]
+
+    def encoder_forward(self, adapted: bool, batch: int | None = None, compile_mode: str | None = None) -> Step:
+        """The image encoder on ``batch`` images, no grad: plain SAM, or UA-SAM's (one z each);
+        eager, or under ``torch.compile(mode=compile_mode)`` (see `compiled_encoder`)."""
         batch = self.config.batch if batch is None else batch
         x = self.images(batch) * 2 - 1  # about SAM's normalised range
         if adapted:
-            encoder = self.ua_sam.encoder
+            encoder = self.ua_sam.encoder if compile_mode is None else self.compiled_encoder(True, compile_mode)
             z = torch.randn(batch, self.ua_sam.config.latent_dim, generator=torch.Generator().manual_seed(2))
             z = z.to(self.device)
 
@@ -202,7 +213,7 @@ class Workloads:
                 with torch.no_grad(), self.autocast():
                     return encoder(x, z=z)
         else:
-            encoder = self.plain_sam.image_encoder
+            encoder = self.plain_sam.image_encoder if compile_mode is None else self.compiled_encoder(False, compile_mode)
 
             def run() -> torch.Tensor:
                 with torch.no_grad(), self.autocast():
@@ -287,6 +298,21 @@ class Workloads:
                 return step()
             finally:
                 encoder.batched_shifts = True
+
+        return run
+
+    def using_compiled_encoder(self, mode: str, step: Step) -> Step:
+        """``step``, run with UA-SAM's image encoder swapped for `compiled_encoder` (as
+        ``ua-sam train --compile`` runs it), the eager one put back afterwards."""
+
+        def run() -> object:
+            model = self.ua_sam
+            eager = model.encoder
+            model.encoder = self.compiled_encoder(True, mode)
+            try:
+                return step()
+            finally:
+                model.encoder = eager
 
         return run
 

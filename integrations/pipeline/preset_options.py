@@ -24,6 +24,9 @@ _OPTIONS: dict[str, tuple[str, dict[str, Any]]] = {
     "latent_lr": ("--latent-lr", dict(type=float, help="Adam learning rate of the prior and posterior nets.")),
     "beta": ("--beta", dict(type=float, help="Weight of KL(Q||P) in the loss (Eq. 6).")),
     "kl_warmup": ("--kl-warmup", dict(type=float, help="Share of the steps over which beta ramps up from 0.")),
+    "prior_fit_epochs": ("--prior-fit-epochs", dict(
+        type=int, help="Epochs fitting the prior net alone to every rater's posterior after training (0: none).")),
+    "prior_fit_lr": ("--prior-fit-lr", dict(type=float, help="Adam learning rate of the prior-fit epochs.")),
     "latent_dim": ("--latent-dim", dict(type=int, help="Latent dimension C.")),
     "image_size": ("--image-size", dict(type=int, help="Encoder input side in pixels.")),
     "prompt": ("--prompt", dict(choices=PROMPT_MODES, help="Prompt type (paper: one point).")),
@@ -35,13 +38,16 @@ _OPTIONS: dict[str, tuple[str, dict[str, Any]]] = {
     "synthetic_cases": ("--synthetic-cases", dict(type=int, help="Cases in the synthetic data set (data 'synthetic').")),
     "checkpoint_every": ("--checkpoint-every", dict(type=int, help="Steps between resumable checkpoints.")),
     "train_decoder": ("--train-decoder", dict(action="store_true", help="Also train SAM's mask decoder (paper: frozen).")),
+    "compile": ("--compile", dict(
+        action="store_true", help="torch.compile the image encoder and its adapters (GPU: faster after a one-off compile).")),
     "gradient_checkpointing": ("--gradient-checkpointing", dict(
         action="store_true", help="Recompute encoder blocks in the backward pass: less memory for vit_l / vit_h.")),
 }
 
 TRAINING_OPTIONS: tuple[str, ...] = tuple(_OPTIONS)
 REPRODUCE_OPTIONS: tuple[str, ...] = (
-    "epochs", "batch_size", "lr", "latent_lr", "beta", "kl_warmup", "latent_dim", "image_size",
+    "epochs", "batch_size", "lr", "latent_lr", "beta", "kl_warmup", "prior_fit_epochs", "prior_fit_lr",
+    "latent_dim", "image_size",
     "synthetic_cases", "patience", "eval_samples", "train_decoder",
 )
 

@@ -38,6 +38,7 @@ from uncertainty_adapters.integrations.sam.prompts import make_prompts
 from . import run_dir
 from .baselines import ProbabilisticUNet, prob_unet_for
 from .presets import Preset
+from .prior_fit import fit_prior
 from .seeding import derive_seed, generator_for, seed_everything_for
 from .throughput import Throughput
 from .training_state import Progress, load_latest_checkpoint, save_training_checkpoint
@@ -113,7 +114,7 @@ def build_model(job: TrainJob, backbone: Path | None) -> UncertaintySam | Probab
     preset = job.preset
     if job.model == "prob-unet":
         return prob_unet_for(preset)
-    return build_uncertainty_sam(
+    model = build_uncertainty_sam(
         preset.sam,
         image_size=preset.image_size,
         checkpoint=backbone,
@@ -125,6 +126,9 @@ def build_model(job: TrainJob, backbone: Path | None) -> UncertaintySam | Probab
             "num_filters": preset.latent_filters,
         },
     )
+    if preset.compile:
+        model.encoder.compile()  # in place: parameter names and checkpoints stay as they are
+    return model
 
 
 def _parameter_groups(model: torch.nn.Module, preset: Preset) -> list[dict[str, Any]]:
@@ -228,6 +232,8 @@ class _TrainingLoop:
                 f"{preset.batch_size}; lower --batch-size or add data"
             )
         self.split = {"train": len(train_idx), "validation": len(val_idx)}
+        self.train_idx, self.val_idx = train_idx, val_idx
+        self.prior_fit: list[dict[str, Any]] = []
         train_loader = DataLoader(
             Subset(self.train_part, train_idx), batch_size=preset.batch_size, shuffle=True, drop_last=True,
             num_workers=preset.num_workers, pin_memory=pin,
@@ -396,6 +402,7 @@ class _TrainingLoop:
             self.tracker.close()
         if (out / BEST_WEIGHTS).is_file():
             self.unwrapped.load_trainable_state_dict(ckpt.load_tensors(out / BEST_WEIGHTS, device=accelerator.device))
+        self.fit_prior()
         if accelerator.is_main_process:
             recorded = None
             if backbone is not None and copy_backbone:
@@ -422,9 +429,23 @@ class _TrainingLoop:
                     "progress": dict(self.progress.__dict__),
                     "stopped_early": self.stopped_early,
                     "throughput": self.throughput,
+                    "prior_fit": self.prior_fit,
                 },
             )
         accelerator.wait_for_everyone()
+
+    def fit_prior(self) -> None:
+        """The prior-fit phase (prior_fit.py) on the restored best weights, when the preset asks
+        for it. It is not checkpointed: seeded and short, it reruns identically after --resume.
+        Under several processes each runs it alike on the whole training part (no communication)."""
+        preset, heads = self.preset, getattr(self.unwrapped, "latent_heads", None)
+        if preset.prior_fit_epochs < 1 or heads is None:
+            return
+        validation = Subset(self.train_part, self.val_idx) if self.val_idx else None
+        self.prior_fit = fit_prior(
+            heads, Subset(self.train_part, self.train_idx), validation, preset.prior_fit_epochs, preset.prior_fit_lr,
+            preset.batch_size, self.job.seed, self.accelerator.device, preset.num_workers, log=self.log.write,
+        )
 
 
 def _done(progress: Progress, job: TrainJob) -> bool:
@@ -436,7 +457,8 @@ class _CsvLog:
 
     def __init__(self, path: Path, enabled: bool) -> None:
         self.path, self.enabled = path, enabled
-        self.fields = ["step", "epoch", "loss", "kl", "beta", "lr", "images_per_s", "peak_memory_gib", "val_loss"]
+        self.fields = ["step", "epoch", "loss", "kl", "beta", "lr", "images_per_s", "peak_memory_gib", "val_loss",
+                       "prior_fit_epoch", "prior_kl", "val_prior_kl"]
 
     def write(self, row: dict[str, Any]) -> None:
         if not self.enabled:

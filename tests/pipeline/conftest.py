@@ -15,9 +15,10 @@ SIZE = 64
 
 
 def small_preset(**overrides):
-    """The demo preset shrunk to seconds: 64 px, 40 synthetic cases (28 train, 4 val, 8 test)."""
+    """The demo preset shrunk to seconds: 64 px, 40 synthetic cases (28 train, 4 val, 8 test),
+    one prior-fit epoch."""
     settings = dict(image_size=SIZE, batch_size=4, epochs=2, synthetic_cases=40, log_every=1,
-                    checkpoint_every=2, eval_samples=2, latent_resolution=32)
+                    checkpoint_every=2, eval_samples=2, latent_resolution=32, prior_fit_epochs=1)
     settings.update(overrides)
     return get_preset("demo").replace(**settings)
 

@@ -17,7 +17,7 @@ def test_two_process_cpu_training_writes_one_run(tmp_path, backbone_file):
         "--mixed_precision", "no", "--dynamo_backend", "no",
         "-m", "uncertainty_adapters.integrations.cli", "train", "--data", "synthetic", "--preset", "demo",
         "--out", str(out), "--sam-checkpoint", str(backbone_file), "--image-size", str(SIZE),
-        "--synthetic-cases", "40", "--batch-size", "2", "--max-steps", "3", "--samples", "2", "--cpu",
+        "--synthetic-cases", "40", "--batch-size", "2", "--max-steps", "3", "--samples", "2", "--cpu", "--prior-fit-epochs", "1",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)

@@ -14,7 +14,8 @@ from uncertainty_adapters.integrations.cli import main
 
 from .conftest import SIZE
 
-SMALL = ["--image-size", str(SIZE), "--synthetic-cases", "40", "--batch-size", "4", "--samples", "2", "--cpu"]
+SMALL = ["--image-size", str(SIZE), "--synthetic-cases", "40", "--batch-size", "4", "--samples", "2", "--cpu",
+         "--prior-fit-epochs", "1"]
 
 
 @pytest.fixture(scope="module")

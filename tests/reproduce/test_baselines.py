@@ -76,7 +76,7 @@ def test_prob_unet_at_a_lower_resolution_returns_logits_at_the_image_size():
 
 def test_prob_unet_trains_in_the_pipeline_and_loads_back(tmp_path):
     preset = get_preset("demo").replace(image_size=SIZE, batch_size=4, epochs=1, synthetic_cases=24,
-                                        latent_resolution=32, latent_filters=(8, 16), log_every=1)
+                                        latent_resolution=32, latent_filters=(8, 16), log_every=1, prior_fit_epochs=1)
     train(TrainJob(preset=preset, data="synthetic", out=tmp_path / "run", max_steps=1, cpu=True, model="prob-unet"))
     model, meta = run_dir.load_run(tmp_path / "run")
     assert isinstance(model, ProbabilisticUNet) and meta["model"] == "prob-unet" and meta["backbone"] is None

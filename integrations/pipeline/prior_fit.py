@@ -1,0 +1,155 @@
+"""Fitting the prior net to the trained posterior: the ``prior_fit_epochs`` phase of training.
+
+In the ELBO (Eq. 6) the prior net P(z|X) appears only in beta * KL(Q(z|X,Y) || P(z|X)), with Y
+one rater's mask. Its best value for an image is therefore the Gaussian closest to the raters'
+posteriors: narrow where every rater draws the same mask (their posteriors coincide), wide where
+they disagree (their posteriors sit apart). Trained jointly with everything else, one random
+rater per image per step and at the paper's 1e-4, the prior of a short run barely leaves its
+initial state. Measured on the demo (synthetic, 128 px, seed 0, 120 test images): prior sigma
+1.21 on every image, against posterior sigmas of 0.48 where the raters disagree and 0.84 where
+they agree, so prior samples of an unambiguous image leave the region the decoder was trained on
+and the masks differ (diversity 0.15, against 0.20 where the raters disagree and 0.04 for
+samples of the posterior itself).
+
+This phase runs after the main training, on its best weights: everything but the prior net is
+frozen, and the prior minimises the same KL term, averaged exactly over all raters of each image
+(instead of one drawn rater), with Adam at ``prior_fit_lr``. The posteriors are computed once (the
+posterior net is frozen), so an epoch costs one small conv-net forward and backward per image and
+no ViT at all. The epoch with the lowest validation KL is kept.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from uncertainty_adapters.latent_heads import DiagonalGaussian, LatentHeads
+
+from .seeding import derive_seed
+
+logger = logging.getLogger(__name__)
+
+_PRIOR_STREAM = 0x7A4
+
+
+class _Indexed(Dataset):
+    """Items of ``dataset`` with their position: ``index``, ``image``, ``masks`` (all raters)."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = self.dataset[index]
+        return {"index": index, "image": item["image"], "masks": item["masks"]}
+
+
+@torch.no_grad()
+def rater_posteriors(heads: LatentHeads, loader: DataLoader, size: int, device: torch.device) -> DiagonalGaussian:
+    """Q(z|X, Y_r) of every item of ``loader`` (``index`` < ``size``) and every rater r.
+
+    Returns:
+        a `DiagonalGaussian` whose mean and log_sigma are (size, R, C), row i for item index i.
+    """
+    mean = log_sigma = None
+    for batch in loader:
+        images, raters = batch["image"].to(device), batch["masks"].to(device)
+        gaussians = [heads.posterior(images, raters[:, r : r + 1]) for r in range(raters.shape[1])]
+        if mean is None:
+            mean = torch.zeros(size, raters.shape[1], heads.latent_dim, device=device)
+            log_sigma = torch.zeros_like(mean)
+        index = batch["index"].to(device)
+        mean[index] = torch.stack([g.mean for g in gaussians], 1).float()
+        log_sigma[index] = torch.stack([g.log_sigma for g in gaussians], 1).float()
+    return DiagonalGaussian(mean, log_sigma)
+
+
+def prior_kl(heads: LatentHeads, images: torch.Tensor, posteriors: DiagonalGaussian) -> torch.Tensor:
+    """Mean over the R raters of KL(Q(z|X,Y_r) || P(z|X)) for each image: (B,).
+
+    Args:
+        images: (B, 3, H, W). posteriors: mean and log_sigma (B, R, C), fixed.
+    """
+    prior = heads.prior(images)
+    raters = posteriors.mean.shape[1]
+    expanded = DiagonalGaussian(prior.mean.unsqueeze(1).expand(-1, raters, -1),
+                                prior.log_sigma.unsqueeze(1).expand(-1, raters, -1))
+    return posteriors.kl(expanded).mean(dim=1)
+
+
+def fit_prior(
+    heads: LatentHeads,
+    train: Dataset,
+    validation: Dataset | None,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    seed: int,
+    device: torch.device,
+    num_workers: int = 0,
+    log: Callable[[dict[str, Any]], None] = lambda row: None,
+) -> list[dict[str, Any]]:
+    """Train ``heads.prior_net`` alone on the mean KL to every rater's posterior (see the module
+    docstring); keep the epoch of lowest validation KL (the last one when there is no validation).
+
+    Args:
+        heads: trained latent heads; only the prior net's weights change.
+        train, validation: multi-rater items (``image`` (3, S, S), ``masks`` (R, S, S)).
+        epochs: passes over ``train``. lr: Adam's learning rate.
+        seed: seeds the shuffling, so that a rerun (e.g. after ``--resume``) repeats exactly.
+        log: called with each epoch's row (``prior_fit_epoch``, ``prior_kl``, ``val_prior_kl``).
+
+    Returns:
+        the rows passed to ``log``.
+    """
+    if epochs < 1:
+        raise ValueError(f"prior fitting needs epochs >= 1, got {epochs}")
+    train, validation = _Indexed(train), (_Indexed(validation) if validation is not None and len(validation) else None)
+    in_order = DataLoader(train, batch_size=batch_size, num_workers=num_workers)
+    table = rater_posteriors(heads, in_order, len(train), device)
+    val_loader = val_table = None
+    if validation is not None:
+        val_loader = DataLoader(validation, batch_size=batch_size, num_workers=num_workers)
+        val_table = rater_posteriors(heads, val_loader, len(validation), device)
+    optimizer = torch.optim.Adam(heads.prior_net.parameters(), lr=lr)
+    best: tuple[float, dict[str, torch.Tensor]] | None = None
+    rows = []
+    for epoch in range(epochs):
+        shuffled = DataLoader(train, batch_size=batch_size, shuffle=True, num_workers=num_workers,
+                              generator=torch.Generator().manual_seed(derive_seed(seed, _PRIOR_STREAM, epoch)))
+        total, count = 0.0, 0
+        for batch in shuffled:
+            index = batch["index"].to(device)
+            posteriors = DiagonalGaussian(table.mean[index], table.log_sigma[index])
+            loss = prior_kl(heads, batch["image"].to(device), posteriors).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total, count = total + float(loss.detach()), count + 1
+        row: dict[str, Any] = {"prior_fit_epoch": epoch + 1, "prior_kl": total / max(count, 1)}
+        if val_loader is not None:
+            row["val_prior_kl"] = _validation_kl(heads, val_loader, val_table, device)
+        score = row.get("val_prior_kl", -epoch)
+        if best is None or score < best[0]:
+            best = (score, {k: v.detach().clone() for k, v in heads.prior_net.state_dict().items()})
+        logger.info("prior fit epoch %d: KL %.4f%s", epoch + 1, row["prior_kl"],
+                    f", validation {row['val_prior_kl']:.4f}" if "val_prior_kl" in row else "")
+        log(row)
+        rows.append(row)
+    heads.prior_net.load_state_dict(best[1])
+    return rows
+
+
+@torch.no_grad()
+def _validation_kl(heads: LatentHeads, loader: DataLoader, table: DiagonalGaussian, device: torch.device) -> float:
+    total, count = 0.0, 0
+    for batch in loader:
+        index = batch["index"].to(device)
+        kl = prior_kl(heads, batch["image"].to(device), DiagonalGaussian(table.mean[index], table.log_sigma[index]))
+        total, count = total + float(kl.sum()), count + kl.shape[0]
+    return total / max(count, 1)
