@@ -135,3 +135,10 @@ def test_the_validation_score_does_not_follow_the_epochs_rater_draw(tmp_path, ba
         draws = [data.rater_index(i) for i in range(len(data))]
         scores.append(_validation_loss(model, loader, ua.ElboLoss(validate=False), preset, 0, Accelerator(cpu=True)))
     assert scores[0] == scores[1] == scores[2]
+
+
+def test_compile_compiles_the_encoder_in_place_and_keeps_the_checkpoint_names(tmp_path, backbone_file):
+    eager = build_model(job(tmp_path / "x"), backbone_file)
+    compiled = build_model(job(tmp_path / "y", compile=True), backbone_file)
+    assert compiled.encoder._compiled_call_impl is not None and eager.encoder._compiled_call_impl is None
+    assert compiled.trainable_state_dict().keys() == eager.trainable_state_dict().keys()
