@@ -7,6 +7,7 @@ one callable per measured thing:
     encoder_forward(adapted)        SAM image encoder, no grad: plain, or with uncertainty adapters
     sampling(k, separate)           UA-SAM inference, K hypotheses per image: one batch, or K calls
     training_step(checkpointing)    UA-SAM: forward + ELBO + backward + Adam step
+    graphed_training_step()         the same step recorded as one CUDA graph (eager on a CPU)
     latent_heads(resolution)        prior + posterior nets at `resolution` px (None: input size)
 
 Every callable finishes its device work before returning (CUDA is synchronised), so that wall
@@ -31,8 +32,9 @@ from uncertainty_adapters.integrations.sam import (
     UncertaintySam,
     build_sam,
     sample_point_prompts,
-    use_sdpa_attention,
+    use_attention,
 )
+from uncertainty_adapters.integrations.pipeline.graphed_step import GraphedTrainStep, capturable_adam
 
 Step = Callable[[], object]
 
@@ -60,7 +62,8 @@ class BenchConfig:
             of speedups.py's sdpa_paper_shapes.
         device: 'cpu' or 'cuda'.
         amp: bf16 autocast (the paper presets' mixed precision).
-        sdpa_attention: SAM attention through scaled_dot_product_attention.
+        sdpa_attention: SAM attention through scaled_dot_product_attention, or an attention kind
+            of `use_attention` ("sdpa", "fused", "flex", "segment-anything").
         threads: torch CPU threads (None: leave torch's default).
     """
 
@@ -73,7 +76,7 @@ class BenchConfig:
     full_size: int = 1024
     device: str = "cpu"
     amp: bool = False
-    sdpa_attention: bool = True
+    sdpa_attention: bool | str = True
     threads: int | None = 1
 
     def replace(self, **changes: object) -> "BenchConfig":
@@ -138,7 +141,7 @@ class Workloads:
         """The frozen SAM, no adapters (eval mode)."""
         if self._plain_sam is None:
             torch.manual_seed(self.seed)
-            sam = build_sam(self.config.spec, self.config.image_size, sdpa_attention=self.config.sdpa_attention)
+            sam = build_sam(self.config.spec, self.config.image_size, attention=_kind(self.config.sdpa_attention))
             self._plain_sam = sam.requires_grad_(False).to(self.device).eval()
         return self._plain_sam
 
@@ -266,6 +269,37 @@ class Workloads:
 
         return self._finish(run)
 
+    def graphed_training_step(self, batch: int | None = None, compile_mode: str | None = None) -> Step:
+        """`training_step` (no checkpointing) recorded as one CUDA graph by `GraphedTrainStep`
+        (capturable fused Adam; eager on a CPU), optionally with the image encoder under
+        ``torch.compile(mode=compile_mode)`` inside the graph. The first call records."""
+        batch = self.config.batch if batch is None else batch
+        model = self.ua_sam
+        x, masks = self.images(batch), self.masks(batch)
+        prompts = sample_point_prompts(masks, generator=torch.Generator().manual_seed(4)).to(self.device)
+        optimizer = capturable_adam([p for p in model.parameters() if p.requires_grad], 1e-6, self.device)
+        loss_fn = ua.ElboLoss(validate=False)
+
+        def terms(output, target):
+            elbo = loss_fn(output.logits.float(), target, output.kl)
+            return elbo.reconstruction, elbo.kl
+
+        graphed = GraphedTrainStep(model, optimizer, terms, beta=1.0,
+                                   autocast_dtype=torch.bfloat16 if self.config.amp else None)
+        encoder = model.encoder if compile_mode is None else self.compiled_encoder(True, compile_mode)
+
+        def run() -> torch.Tensor:
+            eager = model.encoder
+            model.encoder = encoder
+            model.train()
+            try:
+                return graphed(x, prompts, masks)[0]
+            finally:
+                model.eval()
+                model.encoder = eager
+
+        return self._finish(run)
+
     def latent_heads(self, resolution: int | None, batch: int | None = None) -> Step:
         """Prior and posterior of the latent heads on ``full_size`` inputs, no grad,
         working at ``resolution`` px (None: at the input size, as the official code)."""
@@ -282,10 +316,11 @@ class Workloads:
 
         return self._finish(run)
 
-    def with_attention(self, sdpa: bool) -> None:
-        """Switch both models' SAM attention (SDPA or segment-anything's own)."""
-        use_sdpa_attention(self.plain_sam, sdpa)
-        use_sdpa_attention(self.ua_sam, sdpa)
+    def with_attention(self, sdpa: bool | str) -> None:
+        """Switch both models' SAM attention (True: SDPA, False: segment-anything's own, or a kind
+        of `use_attention`)."""
+        use_attention(self.plain_sam, _kind(sdpa))
+        use_attention(self.ua_sam, _kind(sdpa))
 
     def using_batched_shifts(self, batched: bool, step: Step) -> Step:
         """``step``, run with UA-SAM's per-sample adapter terms computed in one batched pass
@@ -324,3 +359,10 @@ class Workloads:
             return step()
 
         return run
+
+
+def _kind(sdpa: bool | str) -> str:
+    """An attention kind of `use_attention` from a `BenchConfig.sdpa_attention` value."""
+    if isinstance(sdpa, str):
+        return sdpa
+    return "sdpa" if sdpa else "segment-anything"

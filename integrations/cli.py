@@ -79,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--batch-size", type=int, default=8, help="Images per forward (default 8).")
     evaluate.add_argument("--seed", type=int, default=0, help="Seed of prompts and samples (default 0).")
     evaluate.add_argument("--cpu", action="store_true", help="Run on the CPU even when a GPU is present.")
+    evaluate.add_argument("--compile", action="store_true",
+                          help="torch.compile the encoder for sampling (CUDA graphs on a GPU; the first batch pays the compile).")
 
     add_predict_parser(commands)
     add_reproduce_parser(commands)

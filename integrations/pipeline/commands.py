@@ -14,6 +14,7 @@ from accelerate import PartialState
 
 from uncertainty_adapters import metrics
 from uncertainty_adapters.integrations.data import build_dataset
+from uncertainty_adapters.integrations.sam import compile_for_sampling
 
 from . import run_dir
 from .demo_backbone import ensure_demo_backbone
@@ -122,12 +123,14 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
 def run_evaluate(args: argparse.Namespace) -> dict[str, Any]:
     checkpoint = Path(args.checkpoint)
     model, meta = run_dir.load_run(checkpoint, device=_device(args.cpu))
+    if getattr(args, "compile", False):
+        compile_for_sampling(model)
     preset = Preset(**meta["preset"])
     kwargs = meta["dataset_kwargs"] if args.data == meta["data"] else {}
     dataset = build_dataset(args.data, preset.image_size, split=args.split, seed=args.seed, **kwargs)
     out = Path(args.out) if args.out else checkpoint
     out.mkdir(parents=True, exist_ok=True)
     context = {"data": args.data, "split": args.split, "preset": preset.name, "checkpoint": str(checkpoint),
-               "command": _command_line()}
+               "command": _command_line(), "compiled": bool(getattr(args, "compile", False))}
     return _report(out, model, dataset, preset, context, args.seed, args.cpu,
                    samples=args.samples, batch_size=args.batch_size)

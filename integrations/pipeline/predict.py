@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import time
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ import torch
 
 import uncertainty_adapters as ua
 from uncertainty_adapters import checkpoint as ckpt
-from uncertainty_adapters.integrations.sam import UncertaintySamPredictor
+from uncertainty_adapters.integrations.sam import UncertaintySamPredictor, compile_for_sampling
 from uncertainty_adapters.integrations.sam.predictor import check_inside
 
 from . import predict_figures, run_dir
@@ -102,6 +103,8 @@ def add_predict_parser(subparsers: Any) -> argparse.ArgumentParser:
                          "Default: the middle one.")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the K latent samples (default 0).")
     parser.add_argument("--cpu", action="store_true", help="Run on the CPU even when a GPU is present.")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the encoder (CUDA graphs on a GPU): pays off over many images, not one.")
     return parser
 
 
@@ -162,8 +165,12 @@ def run_predict(args: argparse.Namespace) -> dict[str, Any]:
     preset = meta.get("preset") or {}
     k = args.samples or preset.get("eval_samples") or DEFAULT_SAMPLES
 
+    if args.compile:
+        compile_for_sampling(model)
     predictor = UncertaintySamPredictor(model)
+    started = time.perf_counter()
     predictor.set_image(loaded.pixels, num_samples=k, seed=args.seed)
+    encode_seconds = time.perf_counter() - started
     if prompt["type"] == "box":
         prediction = predictor.predict(box=prompt["box"])
         corners = np.reshape(prompt["box"], (2, 2))
@@ -189,6 +196,8 @@ def run_predict(args: argparse.Namespace) -> dict[str, Any]:
         "image": loaded.info,
         "seed": args.seed,
         "device": str(device),
+        "encode_seconds": round(encode_seconds, 3),
+        "compiled": bool(args.compile),
         "files": files,
         "command": _command(args, k),
         "library_version": ua.__version__,

@@ -13,6 +13,7 @@ import argparse
 from typing import Any, Sequence
 
 from uncertainty_adapters.config import INTERACTIONS
+from uncertainty_adapters.integrations.sam.attention import ATTENTION_KINDS
 from uncertainty_adapters.integrations.sam.prompts import PROMPT_MODES
 
 # field -> (flag, argparse keyword arguments); every default is None: "keep the preset's value".
@@ -39,7 +40,10 @@ _OPTIONS: dict[str, tuple[str, dict[str, Any]]] = {
     "checkpoint_every": ("--checkpoint-every", dict(type=int, help="Steps between resumable checkpoints.")),
     "train_decoder": ("--train-decoder", dict(action="store_true", help="Also train SAM's mask decoder (paper: frozen).")),
     "compile": ("--compile", dict(
-        action="store_true", help="torch.compile the image encoder and its adapters (GPU: faster after a one-off compile).")),
+        action="store_true", help="torch.compile the image encoder and its adapters, and on one CUDA process record "
+                                  "the whole training step as a CUDA graph (faster after a one-off compile).")),
+    "attention": ("--attention", dict(
+        choices=tuple(ATTENTION_KINDS), help="SAM image-encoder attention kernel (same function, different speed).")),
     "gradient_checkpointing": ("--gradient-checkpointing", dict(
         action="store_true", help="Recompute encoder blocks in the backward pass: less memory for vit_l / vit_h.")),
 }

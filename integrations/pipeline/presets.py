@@ -96,8 +96,12 @@ class Preset:
     )
     compile: bool = field(
         default=False,
-        metadata={"help": "torch.compile the image encoder with its adapters (one compile, about 20-60 s, at the "
-                          "first step): on a GPU at batch 2 the eager encoder waits on kernel launches."},
+        metadata={"help": "torch.compile the image encoder with its adapters and, on one CUDA process without "
+                          "gradient accumulation, record the whole training step as a CUDA graph (graphed_step.py)."},
+    )
+    attention: str = field(
+        default="sdpa",
+        metadata={"help": "SAM image-encoder attention: sdpa, fused, flex or segment-anything (sam/attention.py)."},
     )
     num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes."})
     synthetic_cases: int = field(default=600, metadata={"help": "Cases in the synthetic data set."})

@@ -31,12 +31,14 @@ from tqdm.auto import tqdm
 
 import uncertainty_adapters as ua
 from uncertainty_adapters import checkpoint as ckpt
+from uncertainty_adapters.losses import ElboTerms
 from uncertainty_adapters.integrations.data import build_dataset
 from uncertainty_adapters.integrations.sam import UncertaintySam, build_uncertainty_sam
 from uncertainty_adapters.integrations.sam.prompts import make_prompts
 
 from . import run_dir
 from .baselines import ProbabilisticUNet, prob_unet_for
+from .graphed_step import GraphedTrainStep, capturable_adam
 from .presets import Preset
 from .prior_fit import fit_prior
 from .seeding import derive_seed, generator_for, seed_everything_for
@@ -121,6 +123,7 @@ def build_model(job: TrainJob, backbone: Path | None) -> UncertaintySam | Probab
         adapter_config=ua.UncertaintyAdapterConfig(latent_dim=preset.latent_dim, interaction=preset.interaction),
         train_decoder=preset.train_decoder,
         gradient_checkpointing=preset.gradient_checkpointing,
+        attention=preset.attention,
         latent_heads_kwargs={
             "resolution": min(preset.latent_resolution, preset.image_size),
             "num_filters": preset.latent_filters,
@@ -129,6 +132,19 @@ def build_model(job: TrainJob, backbone: Path | None) -> UncertaintySam | Probab
     if preset.compile:
         model.encoder.compile()  # in place: parameter names and checkpoints stay as they are
     return model
+
+
+def _wants_cuda_graph(preset: Preset, accelerator: Accelerator) -> bool:
+    """Whether ``--compile`` records the whole training step as a CUDA graph: on one CUDA process
+    without gradient accumulation (graphed_step.py's step owns backward and the optimizer step; several
+    processes or accumulation keep Accelerate's loop, with the encoder compiled)."""
+    if not preset.compile or accelerator.device.type != "cuda":
+        return False
+    if accelerator.num_processes > 1 or preset.grad_accum > 1:
+        logger.info("--compile: %s, so the training step is not recorded as a CUDA graph (encoder compiled only)",
+                    "several processes" if accelerator.num_processes > 1 else "gradient accumulation")
+        return False
+    return True
 
 
 def _parameter_groups(model: torch.nn.Module, preset: Preset) -> list[dict[str, Any]]:
@@ -242,8 +258,11 @@ class _TrainingLoop:
         val_loader = DataLoader(
             Subset(self.train_part, val_idx), batch_size=preset.batch_size, num_workers=preset.num_workers, pin_memory=pin
         )
-        # fused Adam on CUDA: one kernel for all parameters instead of several per tensor
-        optimizer = torch.optim.Adam(_parameter_groups(model, preset), lr=preset.lr, fused=pin or None)
+        graph_step = _wants_cuda_graph(preset, accelerator)
+        if graph_step:  # capturable, tensor learning rates: the step is recorded as a CUDA graph
+            optimizer = capturable_adam(_parameter_groups(model, preset), preset.lr, accelerator.device)
+        else:  # fused Adam on CUDA: one kernel for all parameters instead of several per tensor
+            optimizer = torch.optim.Adam(_parameter_groups(model, preset), lr=preset.lr, fused=pin or None)
         # Stepped once per epoch by hand, so it is not handed to accelerator.prepare.
         self.scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=preset.lr_step_epochs, gamma=preset.lr_gamma)
         self.loss_fn = ua.ElboLoss(beta=preset.beta, validate=False)  # beta follows beta_at(step)
@@ -252,6 +271,11 @@ class _TrainingLoop:
             model, optimizer, train_loader, val_loader
         )
         self.unwrapped: UncertaintySam | ProbabilisticUNet = accelerator.unwrap_model(self.model)
+        self.graphed = None
+        if graph_step:
+            dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(preset.mixed_precision)
+            self.graphed = GraphedTrainStep(self.unwrapped, optimizer, self._reconstruction_and_kl,
+                                            beta=preset.beta, autocast_dtype=dtype)
         self.checkpoints = job.out / "checkpoints"
         self.progress = Progress()
         self.stopped_early = False
@@ -281,6 +305,10 @@ class _TrainingLoop:
                 self.progress,
             )
         self.accelerator.wait_for_everyone()
+
+    def _reconstruction_and_kl(self, output, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        terms = self.loss_fn(output.logits.float(), mask, output.kl)
+        return terms.reconstruction, terms.kl
 
     # -- the loop ----------------------------------------------------------------------------
     @property
@@ -321,11 +349,15 @@ class _TrainingLoop:
                 mask = batch["mask"]
                 union = batch["masks"].amax(1, keepdim=True)
                 prompts = make_prompts(mask, preset.prompt, generator, union, preset.box_jitter)
-                output = self.model(batch["image"], prompts, masks=mask)
-                terms = self.loss_fn(output.logits.float(), mask, output.kl)
-                accelerator.backward(terms.loss)
-                self.optimizer.step()
-                self.optimizer.zero_grad(set_to_none=True)
+                if self.graphed is not None:
+                    self.graphed.set_beta(self.loss_fn.beta)
+                    terms = ElboTerms(*self.graphed(batch["image"], prompts, mask))
+                else:
+                    output = self.model(batch["image"], prompts, masks=mask)
+                    terms = self.loss_fn(output.logits.float(), mask, output.kl)
+                    accelerator.backward(terms.loss)
+                    self.optimizer.step()
+                    self.optimizer.zero_grad(set_to_none=True)
             progress.batches_into_epoch += 1
             self.meter.add(batch["image"].shape[0])
             self.running += torch.stack([terms.loss.detach(), terms.kl.detach(), torch.ones_like(terms.kl)])

@@ -6,15 +6,25 @@
     out = model(images, prompts, num_samples=4)                  # 4 hypotheses per image
 
 Parts: `spec` (SamSpec, SAM_SPECS), `build` (build_sam, build_uncertainty_sam), `attention`
-(SAM attention through scaled_dot_product_attention, `use_sdpa_attention`), `checkpoint`
+(SAM attention through scaled_dot_product_attention or FlexAttention, `use_attention`), `checkpoint`
 (official-layout weights), `prompts` (point/box prompts from masks), `decoder` (batched
 single-mask decoding), `segment` (the plain SAM forward, batched and differentiable), `model`
 (UncertaintySam).
 """
 
-from .attention import SdpaAttention, use_sdpa_attention, uses_sdpa_attention
+from .attention import (
+    ATTENTION_KINDS,
+    FlexRelPosAttention,
+    FusedRelPosAttention,
+    SdpaAttention,
+    attention_kind,
+    use_attention,
+    use_sdpa_attention,
+    uses_sdpa_attention,
+)
 from .build import build_sam, build_uncertainty_sam, check_image_size
 from .checkpoint import load_sam_weights, read_sam_checkpoint, sam_state_dict, save_sam_weights
+from .compiled import compile_for_sampling
 from .decoder import predict_single_masks
 from .model import UncertaintySam, UncertaintySamOutput
 from .predictor import UncertaintyPrediction, UncertaintySamPredictor
@@ -23,6 +33,9 @@ from .segment import decode_prompts, normalize_images, segment
 from .spec import SAM_SPECS, SamSpec, get_sam_spec
 
 __all__ = [
+    "ATTENTION_KINDS",
+    "FlexRelPosAttention",
+    "FusedRelPosAttention",
     "PROMPT_MODES",
     "SAM_SPECS",
     "Prompts",
@@ -32,10 +45,12 @@ __all__ = [
     "UncertaintySam",
     "UncertaintySamOutput",
     "UncertaintySamPredictor",
+    "attention_kind",
     "box_prompts",
     "build_sam",
     "build_uncertainty_sam",
     "check_image_size",
+    "compile_for_sampling",
     "decode_prompts",
     "get_sam_spec",
     "load_sam_weights",
@@ -47,6 +62,7 @@ __all__ = [
     "sample_point_prompts",
     "save_sam_weights",
     "segment",
+    "use_attention",
     "use_sdpa_attention",
     "uses_sdpa_attention",
 ]

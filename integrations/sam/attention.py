@@ -18,16 +18,36 @@ unfused fallback is slower than segment-anything's own code (1.12x on 14 x 14 wi
 the 64 x 64 global grid of a 1024 px input; benchmarks/RESULTS.md). There `SdpaAttention` runs
 segment-anything's forward; on CUDA the memory-efficient kernel computes the mask's gradient.
 
-`use_sdpa_attention` switches every ``Attention`` of a model (a ``Sam``, an ``ImageEncoderViT``,
-an `UncertaintySam`) to `SdpaAttention` by changing its class, nothing else: parameters,
-state-dict keys and hooks stay. ``use_sdpa_attention(model, False)`` switches back.
+A dense additive mask keeps SDPA off the flash kernels. Two kinds keep the relative-position
+term inside a fused kernel, gradients through q included:
+
+- ``"fused"`` (`FusedRelPosAttention`): the term is a dot product of an augmented query with an
+  augmented key. With rel_h = q . R_h[qh, :] (length k_h) and rel_w = q . R_w[qw, :] (length k_w),
+
+      q' = [scale * q, rel_h, rel_w],   k' = [k, onehot(kh), onehot(kw)]
+      q' . k' = scale * q . k + rel_h[q, kh] + rel_w[q, kw]
+
+  so ``F.scaled_dot_product_attention(q', k', v', scale=1)`` without a mask is exactly SAM's
+  attention (v zero-padded to the augmented width, the padding sliced off). No mask, so PyTorch
+  can pick a flash kernel on CUDA and on the CPU, backward included.
+- ``"flex"`` (`FlexRelPosAttention`): ``torch.nn.attention.flex_attention`` with a score_mod that
+  adds rel_h[b, h, q, k // k_w] + rel_w[b, h, q, k % k_w]; compiled on CUDA (one compile per shape).
+  PyTorch has no FlexAttention backward on a CPU: there, when a gradient is needed, it computes
+  the ``"fused"`` path instead.
+
+`use_attention` switches every ``Attention`` of a model (a ``Sam``, an ``ImageEncoderViT``, an
+`UncertaintySam`) to one kind by changing its class, nothing else: parameters, state-dict keys
+and hooks stay. ``use_sdpa_attention(model, enabled)`` is the older switch between ``"sdpa"`` and
+``"segment-anything"``.
 
     sam = build_sam("vit_b")                 # SDPA attention by default
-    use_sdpa_attention(sam, enabled=False)   # segment-anything's attention again
+    use_attention(sam, "fused")              # the relative-position term inside a flash kernel
+    use_attention(sam, "segment-anything")   # segment-anything's attention again
 """
 
 from __future__ import annotations
 
+import functools
 import torch
 import torch.nn.functional as F
 from segment_anything.modeling.image_encoder import Attention, get_rel_pos
@@ -98,24 +118,136 @@ class SdpaAttention(Attention):
         return any(t is not None and t.requires_grad for t in sources)
 
 
+def _rel_pos_terms(
+    q: torch.Tensor, rel_pos_h: torch.Tensor, rel_pos_w: torch.Tensor, grid: tuple[int, int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """rel_h (..., N, k_h) and rel_w (..., N, k_w): the two factors of the decomposed term for
+    unscaled queries q (..., N, C) on a square self-attention grid (N = q_h * q_w, keys = queries)."""
+    height, width = grid
+    r_h = get_rel_pos(height, height, rel_pos_h).to(q.dtype)  # (q_h, k_h, C)
+    r_w = get_rel_pos(width, width, rel_pos_w).to(q.dtype)  # (q_w, k_w, C)
+    lead = q.shape[:-2]
+    r_q = q.reshape(-1, height, width, q.shape[-1])
+    rel_h = torch.einsum("bhwc,hkc->bhwk", r_q, r_h).reshape(*lead, height * width, height)
+    rel_w = torch.einsum("bhwc,wkc->bhwk", r_q, r_w).reshape(*lead, height * width, width)
+    return rel_h, rel_w
+
+
+class _QkvAttention(Attention):
+    """segment-anything's ``Attention`` with the attention product left to `attend`."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, H, W, D) tokens of one window (or of the whole grid) -> (B, H, W, D)."""
+        batch, height, width, _ = x.shape
+        # (3, B, heads, N, head_dim)
+        qkv = self.qkv(x).reshape(batch, height * width, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        out = self.attend(q, k, v, (height, width))
+        return self.proj(out.transpose(1, 2).reshape(batch, height, width, -1))
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """softmax(scale q k^T + rel-pos term) v for q, k, v (B, heads, N, head_dim) -> same shape."""
+        raise NotImplementedError
+
+
+class FusedRelPosAttention(_QkvAttention):
+    """segment-anything's ``Attention`` (same parameters and keys) as one mask-free
+    ``F.scaled_dot_product_attention`` on augmented queries and keys (module docstring).
+
+    Not built directly: `use_attention(model, "fused")` turns existing ``Attention`` modules into it.
+    """
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        if not self.use_rel_pos:
+            return F.scaled_dot_product_attention(q, k, v, scale=self.scale)
+        height, width = grid
+        head_dim = q.shape[-1]
+        rel_h, rel_w = _rel_pos_terms(q, self.rel_pos_h, self.rel_pos_w, grid)
+        augmented = head_dim + height + width
+        pad = -augmented % 8  # fused kernels want head dims in multiples of 8
+        tokens = torch.arange(height * width, device=q.device)
+        key_code = torch.cat(
+            [F.one_hot(tokens // width, height), F.one_hot(tokens % width, width), tokens.new_zeros(len(tokens), pad)], -1
+        ).to(k.dtype)  # (N, k_h + k_w + pad)
+        q_aug = torch.cat([q * self.scale, rel_h, rel_w, q.new_zeros(*q.shape[:-1], pad)], -1)
+        k_aug = torch.cat([k, key_code.expand(*k.shape[:-1], -1)], -1)
+        v_aug = F.pad(v, (0, augmented + pad - head_dim))
+        return F.scaled_dot_product_attention(q_aug, k_aug, v_aug, scale=1.0)[..., :head_dim]
+
+
+@functools.cache
+def _compiled_flex_attention():
+    """``flex_attention`` under ``torch.compile`` (built on first use; eager it is a slow reference)."""
+    from torch.nn.attention.flex_attention import flex_attention
+
+    return torch.compile(flex_attention, dynamic=False)
+
+
+def _flex_attention(q: torch.Tensor):
+    """The FlexAttention callable for ``q``'s device: compiled on CUDA, eager elsewhere."""
+    if q.device.type == "cuda":
+        return _compiled_flex_attention()
+    from torch.nn.attention.flex_attention import flex_attention
+
+    return flex_attention
+
+
+class FlexRelPosAttention(FusedRelPosAttention):
+    """segment-anything's ``Attention`` (same parameters and keys) through FlexAttention, the
+    relative-position term added by its score_mod (module docstring).
+
+    Not built directly: `use_attention(model, "flex")` turns existing ``Attention`` modules into it.
+    """
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
+        if not self.use_rel_pos or (q.device.type == "cpu" and needs_grad):
+            return super().attend(q, k, v, grid)  # no FlexAttention backward on a CPU
+        width = grid[1]
+        rel_h, rel_w = _rel_pos_terms(q, self.rel_pos_h, self.rel_pos_w, grid)
+
+        def add_rel_pos(score, b, h, q_idx, kv_idx):
+            return score + rel_h[b, h, q_idx, kv_idx // width] + rel_w[b, h, q_idx, kv_idx % width]
+
+        return _flex_attention(q)(q, k, v, score_mod=add_rel_pos, scale=self.scale)
+
+
+ATTENTION_KINDS: dict[str, type[Attention]] = {
+    "segment-anything": Attention,
+    "sdpa": SdpaAttention,
+    "fused": FusedRelPosAttention,
+    "flex": FlexRelPosAttention,
+}
+"""The image-encoder attention kinds `use_attention` switches between."""
+
+
 def use_sdpa_attention(model: nn.Module, enabled: bool = True) -> int:
-    """Switch the image-encoder attention of ``model`` to SDPA (or back).
+    """Switch the image-encoder attention of ``model`` to SDPA (or back): ``use_attention(model,
+    "sdpa" if enabled else "segment-anything")``."""
+    return use_attention(model, "sdpa" if enabled else "segment-anything")
+
+
+def use_attention(model: nn.Module, kind: str) -> int:
+    """Switch the image-encoder attention of ``model`` to one kind.
 
     Args:
         model: any module holding segment-anything ``Attention`` modules (``Sam``,
             ``ImageEncoderViT``, `UncertaintySam`, an `UncertaintyModel` around an encoder).
-        enabled: True: `SdpaAttention`; False: segment-anything's own ``Attention``.
+        kind: one of `ATTENTION_KINDS`: "segment-anything" (its own ``Attention``), "sdpa"
+            (`SdpaAttention`), "fused" (`FusedRelPosAttention`), "flex" (`FlexRelPosAttention`).
 
     Returns:
         How many attention modules were found (each now of the requested kind).
 
     Raises:
-        ValueError: ``model`` holds no segment-anything ``Attention``.
+        ValueError: an unknown ``kind``, or ``model`` holds no segment-anything ``Attention``.
     """
-    target = SdpaAttention if enabled else Attention
+    if kind not in ATTENTION_KINDS:
+        raise ValueError(f"unknown attention kind {kind!r}; choose one of {', '.join(ATTENTION_KINDS)}")
+    target = ATTENTION_KINDS[kind]
     found = 0
     for module in model.modules():
-        if type(module) in (Attention, SdpaAttention):
+        if type(module) in ATTENTION_KINDS.values():
             module.__class__ = target
             found += 1
     if not found:
@@ -124,6 +256,13 @@ def use_sdpa_attention(model: nn.Module, enabled: bool = True) -> int:
             f"an ImageEncoderViT or an UncertaintySam"
         )
     return found
+
+
+def attention_kind(model: nn.Module) -> str | None:
+    """The kind (a key of `ATTENTION_KINDS`) of every segment-anything ``Attention`` in ``model``;
+    None when there is none or they differ."""
+    names = {name for module in model.modules() for name, cls in ATTENTION_KINDS.items() if type(module) is cls}
+    return names.pop() if len(names) == 1 else None
 
 
 def uses_sdpa_attention(model: nn.Module) -> bool:

@@ -22,7 +22,7 @@ from torch import nn
 
 import uncertainty_adapters as ua
 
-from .attention import use_sdpa_attention
+from .attention import use_attention
 from .checkpoint import load_sam_weights
 from .model import UncertaintySam
 from .spec import SamSpec, get_sam_spec
@@ -44,7 +44,9 @@ def check_image_size(spec: SamSpec, image_size: int) -> None:
         )
 
 
-def build_sam(spec_or_name: SamSpec | str, image_size: int | None = None, sdpa_attention: bool = True) -> Sam:
+def build_sam(
+    spec_or_name: SamSpec | str, image_size: int | None = None, sdpa_attention: bool = True, attention: str | None = None
+) -> Sam:
     """A randomly initialised segment-anything `Sam` (eval mode, as segment-anything builds it).
 
     Args:
@@ -54,6 +56,8 @@ def build_sam(spec_or_name: SamSpec | str, image_size: int | None = None, sdpa_a
         sdpa_attention: run the image encoder's attention through
             ``F.scaled_dot_product_attention`` (`use_sdpa_attention`); False: segment-anything's
             own attention. Same parameters and state-dict keys either way.
+        attention: a kind of `use_attention` ("segment-anything", "sdpa", "fused", "flex");
+            when given it replaces ``sdpa_attention``.
 
     Returns:
         A `Sam` whose image encoder maps (B, 3, S, S) to (B, prompt_embed_dim, S/p, S/p)
@@ -100,8 +104,7 @@ def build_sam(spec_or_name: SamSpec | str, image_size: int | None = None, sdpa_a
         pixel_mean=list(PIXEL_MEAN),
         pixel_std=list(PIXEL_STD),
     )
-    if sdpa_attention:
-        use_sdpa_attention(sam)
+    use_attention(sam, attention or ("sdpa" if sdpa_attention else "segment-anything"))
     return sam.eval()
 
 
@@ -114,6 +117,7 @@ def build_uncertainty_sam(
     latent_heads_kwargs: Mapping[str, Any] | None = None,
     sdpa_attention: bool = True,
     gradient_checkpointing: bool = False,
+    attention: str | None = None,
 ) -> UncertaintySam:
     """UA-SAM: build SAM, load its weights, then inject the uncertainty adapters.
 
@@ -126,7 +130,7 @@ def build_uncertainty_sam(
         adapter_config: None: the paper's configuration.
         train_decoder: let the mask decoder train too (off in the paper).
         latent_heads_kwargs: extra arguments of `ua.LatentHeads`.
-        sdpa_attention: see `build_sam`.
+        sdpa_attention, attention: see `build_sam`.
         gradient_checkpointing: recompute each encoder block with its adapter during backward
             instead of storing its activations (`UncertaintyModel.gradient_checkpointing_enable`):
             less memory for vit_l / vit_h training, one more encoder forward per step.
@@ -135,7 +139,7 @@ def build_uncertainty_sam(
         An `UncertaintySam` in eval mode; only adapters and latent heads (and the decoder with
         ``train_decoder``) require grad.
     """
-    sam = build_sam(spec, image_size, sdpa_attention=sdpa_attention)
+    sam = build_sam(spec, image_size, sdpa_attention=sdpa_attention, attention=attention)
     if checkpoint is not None:
         load_sam_weights(sam, checkpoint, spec_name=spec if isinstance(spec, str) else None)
     model = UncertaintySam(sam, adapter_config, train_decoder, latent_heads_kwargs)

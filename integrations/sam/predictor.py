@@ -231,7 +231,8 @@ class UncertaintySamPredictor:
             x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True).clamp_(0, 1)
         z = self._sample_latents(x, num_samples, seed)
         encoder_z = z if z is not None else x.new_zeros(1, num_samples, self.model.config.latent_dim)
-        self._embeddings = self.model.encode(x, encoder_z)
+        # clone: under compile_for_sampling the encoder's output lives in a CUDA-graph buffer
+        self._embeddings = self.model.encode(x, encoder_z).clone()
         self._z = z[0] if z is not None else None
         self._original_size = (int(pixels.shape[1]), int(pixels.shape[2]))
 

@@ -39,3 +39,19 @@ def test_reproduce_flags_are_read_back_alike():
     overrides = preset_overrides(args, REPRODUCE_OPTIONS)
     assert overrides["latent_lr"] == 5e-5 and overrides["epochs"] == 2
     assert all(value is None for name, value in overrides.items() if name not in {"latent_lr", "epochs"})
+
+
+def test_the_attention_kind_and_compile_reach_the_preset():
+    args = build_parser().parse_args(
+        ["train", "--data", "synthetic", "--preset", "paper-lidc", "--out", "x", "--attention", "fused", "--compile"]
+    )
+    preset = _preset_from(args, "paper-lidc")
+    assert (preset.attention, preset.compile) == ("fused", True)
+
+
+@pytest.mark.parametrize("command", [
+    ["evaluate", "--checkpoint", "d", "--data", "synthetic", "--compile"],
+    ["predict", "--checkpoint", "d", "--image", "i.png", "--point", "1,2", "--out", "o", "--compile"],
+])
+def test_evaluate_and_predict_take_compile(command):
+    assert build_parser().parse_args(command).compile is True

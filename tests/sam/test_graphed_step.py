@@ -1,0 +1,84 @@
+"""GraphedTrainStep: the whole training step (forward, ELBO, backward, optimizer step) recorded as
+one CUDA graph on CUDA; on a CPU the same object runs the same step eagerly. The CUDA-graph path
+itself is exercised on a GPU by benchmarks/gpu_check.sh (there is no CUDA here)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+import uncertainty_adapters as ua
+from uncertainty_adapters.integrations.pipeline.graphed_step import GraphedTrainStep, capturable_adam
+from uncertainty_adapters.integrations.sam import build_uncertainty_sam, sample_point_prompts
+
+from .conftest import TINY, images
+
+
+def _batch():
+    x = images(2)
+    masks = torch.zeros(2, 1, TINY.image_size, TINY.image_size)
+    masks[:, :, 20:40, 24:44] = 1
+    return x, sample_point_prompts(masks, generator=torch.Generator().manual_seed(0)), masks
+
+
+def _terms(loss_fn):
+    def terms(output, mask):
+        elbo = loss_fn(output.logits.float(), mask, output.kl)
+        return elbo.reconstruction, elbo.kl
+
+    return terms
+
+
+def test_on_a_cpu_the_step_equals_the_trainers_eager_step():
+    torch.manual_seed(0)
+    reference = build_uncertainty_sam(TINY).train()
+    model = copy.deepcopy(reference)
+    loss_fn = ua.ElboLoss(beta=0.5, validate=False)
+    x, prompts, masks = _batch()
+
+    optimizer = torch.optim.Adam([p for p in reference.parameters() if p.requires_grad], lr=1e-3)
+    torch.manual_seed(7)
+    out = reference(x, prompts, masks=masks)
+    expected = loss_fn(out.logits.float(), masks, out.kl)
+    expected.loss.backward()
+    optimizer.step()
+
+    step = GraphedTrainStep(model, capturable_adam([p for p in model.parameters() if p.requires_grad], 1e-3,
+                                                   torch.device("cpu")), _terms(loss_fn), beta=0.5)
+    torch.manual_seed(7)
+    loss, reconstruction, kl = step(x, prompts, masks)
+    assert not step.graphed
+    torch.testing.assert_close(loss, expected.loss.detach())
+    torch.testing.assert_close(kl, expected.kl.detach())
+    for (name, ours), theirs in zip(model.trainable_state_dict().items(), reference.trainable_state_dict().values()):
+        torch.testing.assert_close(ours, theirs, msg=name)
+
+
+def test_set_beta_changes_the_kl_weight_of_the_next_steps():
+    torch.manual_seed(0)
+    model = build_uncertainty_sam(TINY).train()
+    step = GraphedTrainStep(model, torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.0),
+                            _terms(ua.ElboLoss(validate=False)), beta=0.0)
+    x, prompts, masks = _batch()
+    torch.manual_seed(1)
+    loss0, reconstruction0, kl0 = step(x, prompts, masks)
+    step.set_beta(2.0)
+    torch.manual_seed(1)
+    loss2, reconstruction2, kl2 = step(x, prompts, masks)
+    torch.testing.assert_close(loss0, reconstruction0)
+    torch.testing.assert_close(loss2, reconstruction2 + 2.0 * kl2)
+
+
+def test_capturable_adam_keeps_parameter_groups_and_their_learning_rates():
+    params = [torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(3))]
+    optimizer = capturable_adam([{"params": [params[0]]}, {"params": [params[1]], "lr": 1e-4}], 1e-3, torch.device("cpu"))
+    assert [g["lr"] for g in optimizer.param_groups] == [1e-3, 1e-4]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the CUDA-graph path needs CUDA")
+def test_on_cuda_a_float_learning_rate_is_refused_with_the_fix():
+    model = torch.nn.Linear(2, 2).cuda()
+    with pytest.raises(ValueError, match="capturable"):
+        GraphedTrainStep(model, torch.optim.Adam(model.parameters(), lr=1e-3), lambda out, mask: (out, out))
