@@ -16,6 +16,7 @@ Items, in this order (a time budget skips what does not fit; a failing item reco
                        attention's FLOPs) / step time / the card's bf16 dense peak, at both batches
     sampling_n16       16 hypotheses of one image (the GED protocol): eager and compiled
                        (compile_for_sampling), hypotheses/s and the compile cost
+    flex               FlexAttention (compiled per shape) against "fused" and "sdpa"
 and writes DIR/gpu_speed.json (after every item) and DIR/gpu_speed.txt.
 """
 
@@ -35,7 +36,7 @@ from benchmarks.timing import interleaved, machine
 from benchmarks.workloads import GPU, TINY, BenchConfig, Workloads, synchronize
 from uncertainty_adapters.integrations.sam import compile_for_sampling
 
-KINDS = ("sdpa", "fused", "flex")
+KINDS = ("sdpa", "fused")  # "flex" compiles per shape (minutes): measured last, in its own item
 # Dense bf16 tensor-core peaks (vendor datasheets, without sparsity), by a substring of the name.
 PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10G": 125.0}
 
@@ -74,20 +75,37 @@ def plain_encoder(work: Workloads, rounds: int, batches: tuple[int, ...]) -> dic
     for kind in KINDS:
         work.with_attention(kind)
         for batch in batches:
-            s = seconds_per_call(work.encoder_forward(False, batch=batch), rounds, work.device)
+            try:
+                s = seconds_per_call(work.encoder_forward(False, batch=batch), rounds, work.device)
+            except Exception as error:  # one kind failing must not cost the others
+                out[f"{kind}_batch_{batch}"] = {"error": f"{type(error).__name__}: {error}"[:300]}
+                continue
+            finally:
+                _release(work)
             out[f"{kind}_batch_{batch}"] = {"s_per_call": round(s, 5), "images_per_s": round(batch / s, 2)}
-        _release(work)
+    work.with_attention("sdpa")
     return out
 
 
-def attention(work: Workloads, rounds: int) -> dict[str, object]:
+def attention(work: Workloads, rounds: int, kinds: tuple[str, ...] = KINDS) -> dict[str, object]:
+    """Each kind / "sdpa", interleaved; a kind whose first call fails is reported and left out."""
     out: dict[str, object] = {}
     for name, make in (("encoder_forward", lambda: work.encoder_forward(False)), ("training_step", work.training_step)):
         step = make()
-        cases = {kind: _with_kind(work, kind, step) for kind in KINDS}
-        timings = interleaved(cases, rounds=rounds, warmup=2)
-        out[name] = {f"{kind}_over_sdpa": round(timings.ratio(kind, "sdpa"), 4) for kind in KINDS}
-        out[name]["s_sdpa"] = round(timings.median("sdpa"), 5)
+        cases, row = {}, {}
+        for kind in ("sdpa", *[k for k in kinds if k != "sdpa"]):
+            case = _with_kind(work, kind, step)
+            try:
+                case()
+                cases[kind] = case
+            except Exception as error:
+                row[f"{kind}_error"] = f"{type(error).__name__}: {error}"[:300]
+                _release(work)
+        timings = interleaved(cases, rounds=rounds, warmup=1)
+        row.update({f"{kind}_over_sdpa": round(timings.ratio(kind, "sdpa"), 4) for kind in cases})
+        row["s_sdpa"] = round(timings.median("sdpa"), 5)
+        out[name] = row
+    work.with_attention("sdpa")
     return out
 
 
@@ -258,6 +276,7 @@ def run(config: BenchConfig, budget_s: float, rounds: int, cap: int, compile_mod
     item("sampling_n16", 60, lambda: sampling(work, rounds, 16, on_gpu))
     item("training_largest", 60, lambda: largest_training(work, rounds, small, cap, budget))
     item("mfu", 20, lambda: mfu(work, results, peak_tflops(str(info.get("gpu", "")))))
+    item("flex", 60, lambda: attention(work, rounds, ("fused", "flex")))
     results["total_s"] = round(time.perf_counter() - started, 1)
     return results
 
@@ -268,11 +287,14 @@ def summary(results: dict[str, object]) -> str:
              f"device {results['machine'].get('gpu', 'cpu')}, {results['machine']['date_utc']}"]
     plain = results.get("plain_encoder", {})
     for key, row in plain.items():
-        lines.append(f"plain encoder {key:20s} {row['images_per_s']:>9.2f} images/s")
+        lines.append(f"plain encoder {key:20s} " + (f"{row['images_per_s']:>9.2f} images/s" if "images_per_s" in row
+                                                      else f"FAILED {row.get('error')}"))
     if "attention" in results:
         for name, row in results["attention"].items():
             lines.append(f"attention kinds, {name}: " + ", ".join(f"{k}={v}" for k, v in row.items()))
     lines.append(f"chosen attention: {results.get('chosen_attention')}")
+    for name, row in results.get("flex", {}).items():
+        lines.append(f"flex attention, {name}: " + ", ".join(f"{k}={v}" for k, v in row.items()))
     for key, row in results.get("overhead", {}).items():
         lines.append(f"UA / plain encoder forward, {key}: {row['overhead_ratio']}")
     train = results.get("training", {})

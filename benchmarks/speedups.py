@@ -12,6 +12,11 @@ Comparisons (a ratio < 1 means the fast path is faster):
                        25 windows of 14 x 14, the 64 x 64 global grid): SDPA / segment-anything's, forward without grad
                        and forward + backward through the SDPA path (why CPU training keeps
                        segment-anything's code, see integrations/sam/attention.py)
+    fused_attention    the relative-position term inside a mask-free SDPA ("fused", augmented q/k) /
+                       SDPA with the term as a dense mask / segment-anything's attention: plain
+                       encoder forward and UA-SAM training step
+    fused_paper_shapes one attention module at the full-size shapes (25 windows of 14 x 14, the
+                       64 x 64 global grid), forward + backward: "fused" / segment-anything's
     shifts             UA-SAM encoder forward with every adapter's per-sample term computed in
                        one batched pass behind block 0 (the default) / adapter by adapter
     shifts_sampling    the same for UA-SAM sampling at K = 4 (4 z per image behind block 0)
@@ -51,7 +56,7 @@ from segment_anything.modeling.image_encoder import Attention
 
 from benchmarks.timing import interleaved, machine
 from benchmarks.workloads import CPU, GPU, TINY, BenchConfig, Workloads, synchronize
-from uncertainty_adapters.integrations.sam import get_sam_spec, use_sdpa_attention
+from uncertainty_adapters.integrations.sam import get_sam_spec, use_attention, use_sdpa_attention
 
 CONFIGS = {"cpu": CPU, "gpu": GPU, "tiny": TINY}
 
@@ -192,6 +197,42 @@ def sdpa_paper_shapes(work: Workloads, rounds: int) -> dict[str, object]:
     return result
 
 
+def fused_attention(work: Workloads, rounds: int) -> dict[str, object]:
+    result: dict[str, object] = {"what": "t(kind) / t(segment-anything attention), interleaved"}
+    for name, step in (("encoder_forward", work.encoder_forward(adapted=False)), ("training_step", work.training_step())):
+        cases = {kind: work.using_attention(kind, step) for kind in ("segment-anything", "sdpa", "fused")}
+        timings = interleaved(cases, rounds=rounds, warmup=1)
+        result[name] = {"fused_over_reference": round(timings.ratio("fused", "segment-anything"), 4),
+                        "sdpa_over_reference": round(timings.ratio("sdpa", "segment-anything"), 4),
+                        "fused_over_sdpa": round(timings.ratio("fused", "sdpa"), 4),
+                        "s_reference": round(timings.median("segment-anything"), 4)}
+    work.with_attention(work.config.sdpa_attention)
+    return result
+
+
+def fused_paper_shapes(work: Workloads, rounds: int) -> dict[str, object]:
+    spec = get_sam_spec(work.config.spec)
+    grid, window = spec.token_grid(work.config.full_size), spec.window_size
+    windows = math.ceil(grid / window) ** 2
+    shapes = {"windows": ((windows, window, window), (window, window)), "global": ((1, grid, grid), (grid, grid))}
+    result: dict[str, object] = {
+        "what": f"t(fused) / t(segment-anything attention), one attention module, {work.config.full_size} px shapes"
+    }
+    for name, (shape, table) in shapes.items():
+        torch.manual_seed(0)
+        reference = Attention(spec.encoder_embed_dim, spec.encoder_num_heads, use_rel_pos=True, input_size=table)
+        reference = reference.requires_grad_(False).to(work.device)
+        fused = copy.deepcopy(reference)
+        use_attention(fused, "fused")
+        x = torch.randn(*shape, spec.encoder_embed_dim, device=work.device)
+        x_grad = x.clone().requires_grad_(True)
+        forward = {"reference": _no_grad(work, reference, x), "fused": _no_grad(work, fused, x)}
+        backward = {"reference": _with_grad(work, reference, x_grad), "fused": _with_grad(work, fused, x_grad)}
+        result[name] = {"tokens": list(shape), "forward": _ratio(work, forward, rounds, "reference", "fused"),
+                        "forward_backward": _ratio(work, backward, rounds, "reference", "fused")}
+    return result
+
+
 def _no_grad(work: Workloads, attention: Callable, x: torch.Tensor) -> Callable[[], object]:
     def run() -> object:
         with torch.no_grad():
@@ -288,6 +329,8 @@ COMPARISONS: dict[str, Callable[[Workloads, int], dict[str, object]]] = {
     "sdpa_forward": sdpa_forward,
     "sdpa_training": sdpa_training,
     "sdpa_paper_shapes": sdpa_paper_shapes,
+    "fused_attention": fused_attention,
+    "fused_paper_shapes": fused_paper_shapes,
     "k_batched": k_batched,
     "latent_heads": latent_heads,
     "checkpointing": checkpointing,

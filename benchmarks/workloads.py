@@ -351,8 +351,8 @@ class Workloads:
 
         return run
 
-    def using_attention(self, sdpa: bool, step: Step) -> Step:
-        """``step``, run with SDPA (or segment-anything's) attention in both models."""
+    def using_attention(self, sdpa: bool | str, step: Step) -> Step:
+        """``step``, run with SDPA (or segment-anything's, or another kind's) attention in both models."""
 
         def run() -> object:
             self.with_attention(sdpa)

@@ -76,8 +76,11 @@ def test_every_speedup_comparison_runs(work, monkeypatch):
     monkeypatch.setattr(speedups, "_peak_memory", lambda work, checkpointed: None)  # a subprocess each
     results = {name: compare(work, 1) for name, compare in speedups.COMPARISONS.items()}
     assert all(result["what"] for result in results.values())
-    assert all(result["ratio"] > 0 for name, result in results.items() if name != "sdpa_paper_shapes")
-    assert set(results["sdpa_paper_shapes"]) == {"what", "windows", "global"}
+    per_shape, per_workload = ("sdpa_paper_shapes", "fused_paper_shapes"), ("fused_attention",)
+    assert all(result["ratio"] > 0 for name, result in results.items() if name not in per_shape + per_workload)
+    for name in per_shape:
+        assert set(results[name]) == {"what", "windows", "global"}
+    assert results["fused_attention"]["training_step"]["fused_over_reference"] > 0
     # K hypotheses share block 0: it sees the images, block 1 sees images * K.
     assert results["k_batched"]["block_batches_at_k4"] == {"images": 1, "hypotheses": 4, "block0": 1, "block1": 4}
 

@@ -389,7 +389,7 @@ class _TrainingLoop:
             )
         self.bar.set_postfix(loss=f"{loss:.4f}", kl=f"{kl:.3f}", epoch=progress.epoch)
         row = {"step": progress.step, "epoch": progress.epoch, "loss": loss, "kl": kl,
-               "beta": self.loss_fn.beta, "lr": self.scheduler.get_last_lr()[0], **self.meter.window()}
+               "beta": self.loss_fn.beta, "lr": float(self.scheduler.get_last_lr()[0]), **self.meter.window()}
         self.log.write(row)
         if self.tracker is not None:
             for key in ("loss", "kl", "beta", "lr", "images_per_s", "peak_memory_gib"):
