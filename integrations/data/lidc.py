@@ -153,6 +153,12 @@ class LIDCDataset(MultiRaterDataset):
             shape = np.shape(entry["image"])
             if len(shape) != 2:
                 raise DataError(f"{where}: image has shape {shape}, expected (H, W)")
+            image = np.asarray(entry["image"])
+            if image.dtype.kind in "fc" and not np.isfinite(image).all():
+                raise DataError(
+                    f"{where}: the image holds NaN or infinite values; the pickle is damaged. Replace "
+                    "them (e.g. numpy.nan_to_num) or drop the entry"
+                )
             masks = entry["masks"]
             count = len(masks)
             if count == 0:

@@ -107,6 +107,8 @@ def remove(
     if not folder.is_dir():
         raise OutputFolderError(f"{option}: {folder} is a file, not an output folder; nothing was deleted")
     resolved = folder.resolve()
+    if resolved.parent == resolved:
+        raise OutputFolderError(f"{option} never deletes a filesystem root ({folder}); nothing was deleted")
     for name, protected in (("the current folder", Path.cwd()), ("your home folder", Path.home())):
         protected = protected.resolve()
         if protected == resolved or resolved in protected.parents:
@@ -114,8 +116,6 @@ def remove(
                 f"{option} never deletes {name} or a folder holding it, and {folder} is "
                 f"{'it' if protected == resolved else 'above it'}. Nothing was deleted; give a sub-folder as --out"
             )
-    if resolved.parent == resolved:
-        raise OutputFolderError(f"{option} never deletes a filesystem root ({folder}); nothing was deleted")
     for name, path in inputs:
         if path is not None and _inside(Path(path).expanduser().resolve(), resolved):
             raise OutputFolderError(
