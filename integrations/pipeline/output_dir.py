@@ -126,8 +126,8 @@ def remove(
         entries = _entries(folder)
         if entries:
             raise OutputFolderError(
-                f"{option} deletes only a folder that ua-sam wrote, and {folder} is not one (it has no "
-                f"{MARKER}{''.join(f' or {r}' for r in records)}); it holds {_describe(entries)}. "
+                f"{option} deletes only a folder that ua-sam wrote, and {folder} is not one (it holds none of "
+                f"{', '.join([MARKER, *records])}) but {_describe(entries)}. "
                 f"Nothing was deleted; choose a new or empty --out, or move these files away first"
             )
     shutil.rmtree(folder)

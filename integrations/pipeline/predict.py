@@ -4,7 +4,8 @@
 
 The image (PNG/JPEG, DICOM, or a NIfTI slice; see `image_io`) is encoded once under K samples of
 the prior (`UncertaintySamPredictor`), then decoded with the prompt. Coordinates are pixels of
-the image as read (x = column, y = row), the frame whose axes overlay.png shows. Written to --out:
+the image as read (x = column, y = row), the frame whose axes overlay.png shows. Written to --out
+(a new or empty folder, or one ua-sam wrote, such as an earlier prediction; see output_dir.py):
 
     overlay.png      the image, the uncertainty heat map, the mean-mask contour, the prompt
     sample_<k>.png   the k-th sampled mask on the image, k = 1 .. K
