@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shutil
 import sys
-from pathlib import Path
 from typing import Sequence
 
 from uncertainty_adapters.checkpoint import CheckpointMismatchError
@@ -39,7 +37,8 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--seed", type=int, default=0, help="Seed of everything random (default 0).")
     run.add_argument("--sam-checkpoint", help="Official SAM weights (e.g. sam_vit_b_01ec64.pth) for vit_* presets.")
     run.add_argument("--resume", action="store_true", help="Continue the run in --out from its last checkpoint.")
-    run.add_argument("--overwrite", action="store_true", help="Delete an existing run in --out first.")
+    run.add_argument("--overwrite", action="store_true",
+                     help="Delete the run in --out first (only a folder ua-sam wrote; checked after the data).")
     run.add_argument("--max-steps", type=int, help="Stop after this many optimizer steps (smoke runs).")
     run.add_argument("--cpu", action="store_true", help="Run on the CPU even when a GPU is present.")
     run.add_argument("--cache-dir", help="Where the pretrained demo backbone is cached.")
@@ -93,8 +92,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .pipeline import commands  # heavy imports only after argument parsing
 
     try:
-        if args.command in ("demo", "train") and args.overwrite and not args.resume:
-            shutil.rmtree(Path(args.out), ignore_errors=True)
         if args.command == "demo":
             commands.run_demo(args)
         elif args.command == "train":

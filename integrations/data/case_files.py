@@ -12,9 +12,10 @@ import re
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import UnidentifiedImageError
 
 from .errors import DataError
+from .image_files import open_image
 from .transforms import binarize_mask
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
@@ -89,7 +90,7 @@ def find_rater_masks(case_dir: Path, prefix: str) -> list[Path]:
 def image_shape(path: Path) -> tuple[int, int]:
     """(H, W) of an image file, read from its header only."""
     try:
-        with Image.open(path) as image:
+        with open_image(path) as image:
             width, height = image.size
     except (OSError, UnidentifiedImageError) as error:
         raise DataError(
@@ -120,7 +121,7 @@ def check_sizes(image_path: Path, mask_paths: list[Path]) -> None:
 def read_image(path: Path) -> np.ndarray:
     """Pixels of an image file: (H, W) grayscale or (H, W, 3) RGB (palette/CMYK become RGB)."""
     try:
-        with Image.open(path) as image:
+        with open_image(path) as image:
             if image.mode not in ("L", "I", "I;16", "F", "RGB"):
                 image = image.convert("RGB")
             return np.asarray(image)
@@ -133,7 +134,7 @@ def read_image(path: Path) -> np.ndarray:
 def read_mask(path: Path) -> np.ndarray:
     """A rater mask file as a bool (H, W) array (non-binary masks warn; see ``binarize_mask``)."""
     try:
-        with Image.open(path) as image:
+        with open_image(path) as image:
             if image.mode not in ("1", "L", "P", "I", "I;16", "F"):
                 image = image.convert("L")
             pixels = np.asarray(image)

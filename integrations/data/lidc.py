@@ -3,7 +3,9 @@
 The pickle (stefanknegt/Probabilistic-Unet-Pytorch, ``data_lidc.pickle``) maps a key to
 ``{"image": 128x128 float array in [0, 1], "masks": [4 rater masks, 128x128, 0/1 or 0/255],
 "series_uid": str}``. PATH is that file or, as in the port's loader, a folder whose
-``*.pickle`` files are merged. Pickles can run code when loaded: only load files you trust.
+``*.pickle`` files are merged. A pickle can run code while it loads, so these files are read
+with `plain_pickle` (containers, scalars and numpy arrays only): anything else is refused
+unrun, with an error naming what the file holds.
 
 Split (fixed, seeded by ``split_seed``; see splits.py), 80/20:
 
@@ -31,6 +33,7 @@ import torch
 
 from .errors import DataError
 from .multi_rater import MultiRaterDataset
+from .plain_pickle import ForbiddenPickleGlobal, load_plain_pickle
 from .splits import split_cases, split_groups
 from .transforms import binarize_mask, image_to_tensor, masks_to_tensor
 
@@ -52,8 +55,15 @@ def load_lidc_pickle(path: str | Path) -> dict[str, Any]:
     for file in files:
         try:
             with open(file, "rb") as handle:
-                loaded = pickle.load(handle)
-        except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, OSError) as error:
+                loaded = load_plain_pickle(handle)
+        except ForbiddenPickleGlobal as error:
+            raise DataError(
+                f"{file}: refused without loading it: the pickle names {error.name}, so it is not a plain "
+                "LIDC pickle (those hold only dicts, lists, strings, numbers and numpy arrays) and loading "
+                "it could run code. Use the preprocessed LIDC pickle of the Probabilistic U-Net PyTorch "
+                "port, or re-save your data as dicts of numpy arrays"
+            ) from None
+        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, OSError) as error:
             raise DataError(
                 f"{file}: not a readable pickle ({type(error).__name__}: {error}); pass the "
                 "preprocessed LIDC pickle of the Probabilistic U-Net PyTorch port"
@@ -143,6 +153,12 @@ class LIDCDataset(MultiRaterDataset):
             shape = np.shape(entry["image"])
             if len(shape) != 2:
                 raise DataError(f"{where}: image has shape {shape}, expected (H, W)")
+            image = np.asarray(entry["image"])
+            if image.dtype.kind in "fc" and not np.isfinite(image).all():
+                raise DataError(
+                    f"{where}: the image holds NaN or infinite values; the pickle is damaged. Replace "
+                    "them (e.g. numpy.nan_to_num) or drop the entry"
+                )
             masks = entry["masks"]
             count = len(masks)
             if count == 0:

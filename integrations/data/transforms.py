@@ -23,7 +23,7 @@ def image_to_tensor(image: np.ndarray, source: str) -> torch.Tensor:
     Args:
         image: (H, W) grayscale, (H, W, 1), (H, W, 3) RGB or (H, W, 4) RGBA (alpha dropped).
             uint8 is divided by 255; any other type is used as is when it lies in [0, 1] and
-            min-max scaled to [0, 1] otherwise.
+            min-max scaled to [0, 1] otherwise. NaN or infinite values raise `DataError`.
         source: what the image is (a file, a pickle entry), named in error messages.
 
     Returns:
@@ -41,6 +41,13 @@ def image_to_tensor(image: np.ndarray, source: str) -> torch.Tensor:
         scaled = array.astype(np.float32) / 255.0
     else:
         scaled = array.astype(np.float32)
+        finite = np.isfinite(scaled)
+        if not finite.all():
+            raise DataError(
+                f"{source}: the image holds NaN or infinite values ({scaled.size - int(finite.sum())} of "
+                f"{scaled.size}), which would train on garbage; the data is damaged or masks pixels with "
+                "NaN. Replace them (e.g. numpy.nan_to_num) and save the data again"
+            )
         low, high = float(scaled.min()), float(scaled.max())
         if low < 0.0 or high > 1.0:
             scaled = (scaled - low) / (high - low) if high > low else np.zeros_like(scaled)

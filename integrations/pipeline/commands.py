@@ -13,17 +13,17 @@ import torch
 from accelerate import PartialState
 
 from uncertainty_adapters import metrics
-from uncertainty_adapters.integrations.data import build_dataset
+from uncertainty_adapters.integrations.data import build_dataset, parse_data_spec
 from uncertainty_adapters.integrations.sam import compile_for_sampling
 
-from . import run_dir
+from . import output_dir, run_dir
 from .demo_backbone import ensure_demo_backbone
 from .evaluation import evaluate, format_table, write_metrics
 from .figures import save_cases_figure
 from .predict import run_predict
 from .preset_options import TRAINING_OPTIONS, preset_overrides
 from .presets import Preset, get_preset
-from .trainer import TrainingDiverged, TrainJob, check_out_dir, dataset_kwargs_for, train
+from .trainer import RUN_RECORDS, TrainingDiverged, TrainJob, check_out_dir, dataset_kwargs_for, train
 
 __all__ = ["TrainingDiverged", "run_demo", "run_evaluate", "run_predict", "run_train"]
 
@@ -76,14 +76,21 @@ def figure_cases(examples: list[dict[str, Any]], rows: int = 4) -> list[dict[str
 
 def _train_and_report(args: argparse.Namespace, preset: Preset, data: str) -> dict[str, Any]:
     out = Path(args.out)
-    # Check the data and the output folder before anything slow (e.g. pretraining the demo backbone).
+    if args.overwrite and args.resume:
+        raise ValueError("--resume continues the run in --out and --overwrite deletes it; pass one of them")
+    # Check the arguments, the data and the output folder before anything slow (e.g. pretraining
+    # the demo backbone) and before --overwrite deletes anything.
     build_dataset(data, preset.image_size, split="train", seed=args.seed, **dataset_kwargs_for(preset, data, {}))
+    if args.sam_checkpoint and not Path(args.sam_checkpoint).is_file():
+        raise FileNotFoundError(f"--sam-checkpoint {args.sam_checkpoint} does not exist")
+    if args.overwrite:
+        output_dir.remove(out, RUN_RECORDS, inputs=[("--data", parse_data_spec(data).path),
+                                                    ("--sam-checkpoint", args.sam_checkpoint),
+                                                    ("--cache-dir", args.cache_dir)])
     check_out_dir(out, args.resume)
     backbone, meta, copy = None, {}, False
     if args.sam_checkpoint:
         backbone = Path(args.sam_checkpoint)
-        if not backbone.is_file():
-            raise FileNotFoundError(f"--sam-checkpoint {backbone} does not exist")
         meta["backbone_source"] = "user checkpoint"
     elif preset.sam == "demo":
         backbone, info = ensure_demo_backbone(preset.image_size, cache_dir=args.cache_dir, cpu=args.cpu)
@@ -122,14 +129,15 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
 
 def run_evaluate(args: argparse.Namespace) -> dict[str, Any]:
     checkpoint = Path(args.checkpoint)
+    out = Path(args.out) if args.out else checkpoint
+    output_dir.check(out, RUN_RECORDS)
     model, meta = run_dir.load_run(checkpoint, device=_device(args.cpu))
     if getattr(args, "compile", False):
         compile_for_sampling(model)
     preset = Preset(**meta["preset"])
     kwargs = meta["dataset_kwargs"] if args.data == meta["data"] else {}
     dataset = build_dataset(args.data, preset.image_size, split=args.split, seed=args.seed, **kwargs)
-    out = Path(args.out) if args.out else checkpoint
-    out.mkdir(parents=True, exist_ok=True)
+    output_dir.claim(out, "evaluate", RUN_RECORDS)
     context = {"data": args.data, "split": args.split, "preset": preset.name, "checkpoint": str(checkpoint),
                "command": _command_line(), "compiled": bool(getattr(args, "compile", False))}
     return _report(out, model, dataset, preset, context, args.seed, args.cpu,

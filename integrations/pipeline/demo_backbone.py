@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 from monai.losses import DiceCELoss
+from safetensors import safe_open
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -28,6 +29,7 @@ from uncertainty_adapters.integrations.data import CrispShapes
 from uncertainty_adapters.integrations.sam import build_sam, get_sam_spec, save_sam_weights
 from uncertainty_adapters.integrations.sam.segment import segment
 
+from .output_dir import OutputFolderError
 from .seeding import seed_everything_for
 
 logger = logging.getLogger(__name__)
@@ -82,6 +84,7 @@ def ensure_demo_backbone(
         facts = ckpt.read_json(facts_path)
         logger.info("demo backbone: using the cached pretrained weights %s", weights)
         return weights, {**facts, "cached": True}
+    _check_replaceable(weights, facts_path)
     logger.info(
         "demo backbone: pretraining a small SAM on crisp shapes (%d steps, once; cached in %s)",
         settings.steps, cache,
@@ -90,6 +93,33 @@ def ensure_demo_backbone(
     facts = pretrain(settings, weights, device)
     ckpt.write_json_atomic(facts_path, facts)
     return weights, {**facts, "cached": False}
+
+
+def _check_replaceable(weights: Path, facts: Path) -> None:
+    """Refuse to replace a file of the cache's names that this module did not write (the cache
+    writes only its own names and deletes nothing)."""
+    for path, ours in ((weights, _is_cached_weights), (facts, _is_cached_facts)):
+        if path.exists() and not ours(path):
+            raise OutputFolderError(
+                f"--cache-dir: {path} exists but is not a demo backbone that ua-sam cached; nothing was "
+                f"replaced. Move the file away or choose another --cache-dir (or ${CACHE_ENV})"
+            )
+
+
+def _is_cached_weights(path: Path) -> bool:
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return (handle.metadata() or {}).get("layout") == "segment-anything"
+    except Exception:  # safetensors raises several types for a file that is not safetensors
+        return False
+
+
+def _is_cached_facts(path: Path) -> bool:
+    try:
+        facts = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(facts, dict) and {"settings", "held_out_iou"} <= set(facts)
 
 
 def pretrain(settings: PretrainSettings, path: Path, device: torch.device) -> dict:

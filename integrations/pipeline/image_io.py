@@ -25,7 +25,9 @@ package is missing and how to install it.
 
 from __future__ import annotations
 
+import gzip
 import importlib
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from uncertainty_adapters.integrations.data import DataError
+from uncertainty_adapters.integrations.data.image_files import open_image
 
 WINDOWS: dict[str, tuple[float, float]] = {"lung": (-600.0, 1500.0), "soft-tissue": (40.0, 400.0)}
 WINDOW_CHOICES = ("lung", "soft-tissue", "auto")
@@ -114,6 +117,17 @@ def _has_dicom_marker(path: Path) -> bool:
         return handle.read(4) == b"DICM"
 
 
+def _require_finite(values: np.ndarray, path: Path, what: str) -> None:
+    """A `DataError` when ``values`` hold NaN or infinity (they would window to garbage)."""
+    bad = int(values.size - np.count_nonzero(np.isfinite(values)))
+    if bad:
+        raise DataError(
+            f"{path}: the {what} holds NaN or infinite values ({bad} of {values.size} pixels), so it "
+            f"cannot be scaled to [0, 1]; the file is damaged or masks pixels with NaN. Replace them "
+            f"(e.g. numpy.nan_to_num) and save the file again"
+        )
+
+
 def _refuse_window(window: str | None, path: Path, kind: str) -> None:
     if window is not None:
         raise DataError(f"{path}: --window applies to DICOM and NIfTI images, not to {kind} files")
@@ -146,13 +160,15 @@ def _window_grayscale(
 
 
 def _read_pillow(path: Path, window: str | None, slice_index: int | None) -> LoadedImage:
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import ImageOps, UnidentifiedImageError
 
     try:
-        with Image.open(path) as opened:
+        with open_image(path) as opened:
             kind = (opened.format or "image").lower()
             image = ImageOps.exif_transpose(opened)
             image.load()
+    except DataError:
+        raise
     except (UnidentifiedImageError, OSError, ValueError) as error:
         raise DataError(
             f"{path}: not a readable image ({error}); give a PNG/JPEG, a DICOM (.dcm) or a NIfTI "
@@ -171,6 +187,7 @@ def _read_pillow(path: Path, window: str | None, slice_index: int | None) -> Loa
         values = np.asarray(image).astype(np.float64)
         if values.ndim != 2:
             raise DataError(f"{path}: unsupported image mode {mode!r}; save it as 8-bit grayscale or RGB")
+        _require_finite(values, path, "image")
         low, high = float(values.min()), float(values.max())
         pixels = ((values - low) / (high - low) if high > low else np.zeros_like(values)).astype(np.float32)
         scaling = f"min-max from [{low:g}, {high:g}]"
@@ -200,6 +217,7 @@ def _read_dicom(path: Path, window: str | None, slice_index: int | None) -> Load
     slope = float(getattr(dataset, "RescaleSlope", 1) or 1)
     intercept = float(getattr(dataset, "RescaleIntercept", 0) or 0)
     stored = values.astype(np.float64) * slope + intercept
+    _require_finite(stored, path, "frame" if frames > 1 else "image")
     chosen = window or ("lung" if modality.upper() == "CT" else "auto")
     pixels, info["window"] = _window_grayscale(stored, chosen, _dicom_window(dataset))
     if str(getattr(dataset, "PhotometricInterpretation", "")) == "MONOCHROME1":
@@ -224,13 +242,39 @@ def _first_value(value: Any) -> float:
     return float(value[0])
 
 
+def _require_complete_nifti(path: Path, voxels: Any) -> None:
+    """A `DataError` unless the file (decompressed, for .nii.gz) holds every voxel its header
+    declares (``voxels``: nibabel's array proxy); a gzip stream is read to its end, so a cut or
+    corrupted one is found too."""
+    needed = int(voxels.offset) + int(np.prod(voxels.shape, dtype=np.int64)) * int(np.dtype(voxels.dtype).itemsize)
+    try:
+        if path.name.lower().endswith(".gz"):
+            with gzip.open(path, "rb") as stream:
+                size = 0
+                while chunk := stream.read(1 << 24):
+                    size += len(chunk)
+        else:
+            size = path.stat().st_size
+    except (EOFError, OSError, zlib.error) as error:
+        raise DataError(
+            f"{path}: the compressed NIfTI is truncated or damaged ({error}); copy or download it again"
+        ) from None
+    if size < needed:
+        raise DataError(
+            f"{path}: the NIfTI is truncated: its header declares {needed} bytes of header and voxels, the "
+            f"file holds {size}; copy or download it again"
+        )
+
+
 def _read_nifti(path: Path, window: str | None, slice_index: int | None) -> LoadedImage:
     nibabel = _optional("nibabel", "NIfTI")
     try:
-        image = nibabel.as_closest_canonical(nibabel.load(str(path)))
+        stored = nibabel.load(str(path))
+        image = nibabel.as_closest_canonical(stored)
         shape = image.shape
     except Exception as error:  # nibabel raises several types for broken files
         raise DataError(f"{path}: cannot read the NIfTI file ({type(error).__name__}: {error})") from None
+    _require_complete_nifti(path, stored.dataobj)
     if len(shape) == 4 and shape[3] == 1:
         shape = shape[:3]
     if len(shape) == 2:
@@ -244,8 +288,7 @@ def _read_nifti(path: Path, window: str | None, slice_index: int | None) -> Load
         raise DataError(
             f"{path}: a NIfTI of shape {tuple(image.shape)} is not supported; give a 2-D image or a 3-D volume"
         )
-    if not np.isfinite(data).all():
-        raise DataError(f"{path}: the slice holds NaN or infinite values")
+    _require_finite(data, path, "slice")
     oriented = data.T[::-1, ::-1]
     chosen = window or ("lung" if float(oriented.min()) <= _HU_AIR else "auto")
     pixels, used = _window_grayscale(oriented, chosen, None)

@@ -4,7 +4,8 @@
 
 The image (PNG/JPEG, DICOM, or a NIfTI slice; see `image_io`) is encoded once under K samples of
 the prior (`UncertaintySamPredictor`), then decoded with the prompt. Coordinates are pixels of
-the image as read (x = column, y = row), the frame whose axes overlay.png shows. Written to --out:
+the image as read (x = column, y = row), the frame whose axes overlay.png shows. Written to --out
+(a new or empty folder, or one ua-sam wrote, such as an earlier prediction; see output_dir.py):
 
     overlay.png      the image, the uncertainty heat map, the mean-mask contour, the prompt
     sample_<k>.png   the k-th sampled mask on the image, k = 1 .. K
@@ -35,7 +36,7 @@ from uncertainty_adapters import checkpoint as ckpt
 from uncertainty_adapters.integrations.sam import UncertaintySamPredictor, compile_for_sampling
 from uncertainty_adapters.integrations.sam.predictor import check_inside
 
-from . import predict_figures, run_dir
+from . import output_dir, predict_figures, run_dir
 from .image_io import WINDOW_CHOICES, WINDOWS, LoadedImage, read_image
 
 __all__ = ["UNCERTAIN_ENTROPY_BITS", "add_predict_parser", "run_predict", "summarize"]
@@ -93,7 +94,8 @@ def add_predict_parser(subparsers: Any) -> argparse.ArgumentParser:
                         help="A box, corners inclusive, in image pixels.")
     parser.add_argument("--samples", type=int, metavar="K",
                         help=f"Hypotheses to sample (default: the run's preset, else {DEFAULT_SAMPLES}).")
-    parser.add_argument("--out", required=True, metavar="DIR", help="Output folder (created if needed).")
+    parser.add_argument("--out", required=True, metavar="DIR",
+                        help="Output folder: new, empty, or one ua-sam wrote (its files are replaced).")
     medical = parser.add_argument_group("DICOM and NIfTI (needs the medical-io extra)")
     medical.add_argument("--window", choices=WINDOW_CHOICES,
                          help=f"Intensity window: {windows}, or auto (the file's window, else the "
@@ -156,6 +158,8 @@ def run_predict(args: argparse.Namespace) -> dict[str, Any]:
     """
     if args.samples is not None and args.samples < 1:
         raise ValueError(f"--samples must be at least 1 (K hypotheses), got {args.samples}")
+    out = Path(args.out)
+    output_dir.check(out)
     loaded = read_image(args.image, window=args.window, slice_index=args.slice)
     size = loaded.pixels.shape[:2]
     prompt = _prompt(args, size)
@@ -179,8 +183,7 @@ def run_predict(args: argparse.Namespace) -> dict[str, Any]:
         corners = np.reshape(prompt["point"], (1, 2))
     prompt["in_model_input"] = predictor.transform_coords(corners).reshape(-1).round(3).tolist()
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    output_dir.claim(out, "predict")
     summary = summarize(prediction.masks, prediction.mean, prediction.entropy)
     files = _write_outputs(out, loaded, prediction, prompt, _footnote(args, k, loaded, meta, model))
     summary.update({

@@ -47,12 +47,12 @@ from uncertainty_adapters import checkpoint as ckpt
 from uncertainty_adapters import metrics
 from uncertainty_adapters.integrations.data import build_dataset
 
-from . import run_dir
+from . import output_dir, run_dir
 from .baselines import AdapterEnsemble
 from .evaluation import evaluate
 from .presets import Preset
 from .reproduce_outputs import Invocation, write_outputs
-from .trainer import TrainJob, dataset_kwargs_for, train
+from .trainer import LOG_CSV, TrainJob, dataset_kwargs_for, train
 from .training_state import LATEST
 
 logger = logging.getLogger(__name__)
@@ -206,7 +206,7 @@ def check_settings(job: ReproduceJob) -> None:
                 f"so its rows cannot be reused; choose another --out, or delete {job.out} to start over"
             )
         return
-    job.out.mkdir(parents=True, exist_ok=True)
+    output_dir.claim(job.out, "reproduce", (SETTINGS_FILE,))
     ckpt.write_json_atomic(path, settings)
 
 
@@ -273,8 +273,8 @@ class Reproduction:
         if (folder / run_dir.RUN_CONFIG).is_file():
             return folder
         resume = (folder / "checkpoints" / LATEST).is_file()
-        if folder.exists() and not resume:
-            shutil.rmtree(folder)  # interrupted before its first checkpoint: nothing to keep
+        if folder.exists() and not resume:  # interrupted before its first checkpoint: nothing to keep
+            output_dir.remove(folder, (LOG_CSV,), option="reproduce")
         logger.info("training %s, seed %d%s", spec.name, seed, " (resuming)" if resume else "")
         train_job = TrainJob(
             preset=spec.preset_for(job.preset), data=job.data, out=folder, seed=spec.model_seed(seed),

@@ -27,10 +27,11 @@ import torch
 
 from uncertainty_adapters.integrations.data import build_dataset
 
+from . import output_dir
 from .demo_backbone import PretrainSettings, ensure_demo_backbone
 from .preset_options import REPRODUCE_OPTIONS, add_preset_options, preset_overrides
 from .presets import PRESETS, get_preset
-from .reproduce import ReproduceJob, run_reproduction
+from .reproduce import SETTINGS_FILE, ReproduceJob, run_reproduction
 from .trainer import dataset_kwargs_for
 
 logger = logging.getLogger("ua-sam")
@@ -94,7 +95,8 @@ def add_reproduce_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument("--data", required=True, help="Data spec: synthetic, lidc:PATH, refuge2:PATH or folder:PATH.")
     parser.add_argument("--preset", required=True, choices=sorted(PRESETS), help="Named settings of every row.")
-    parser.add_argument("--out", required=True, help="Output folder (reused on a re-run: finished rows are kept).")
+    parser.add_argument("--out", required=True, help="Output folder: new, empty, or an earlier reproduction "
+                        "(reused on a re-run: finished rows are kept).")
     parser.add_argument("--seeds", type=int, default=3, help="Seeds 0..N-1 per row (default 3).")
     parser.add_argument("--budget", choices=sorted(BUDGETS), default="preset",
                         help="Schedule: preset (as `ua-sam train`), hour (demo on a 2-core CPU in about an "
@@ -166,8 +168,9 @@ def run_reproduce(args: argparse.Namespace, argv: Sequence[str] | None = None) -
                          f"(with --epochs to shorten it)")
     user = preset_overrides(args, REPRODUCE_OPTIONS)
     preset = preset.replace(**budget.overrides).replace(**user)
-    # Check the data before anything slow (e.g. pretraining the demo backbone).
+    # Check the data and the output folder before anything slow (e.g. pretraining the demo backbone).
     build_dataset(args.data, preset.image_size, split="test", seed=0, **dataset_kwargs_for(preset, args.data, {}))
+    output_dir.check(Path(args.out), (SETTINGS_FILE,))
     backbone, facts = _backbone(args, preset, budget)
     values = preset.to_dict()
     shown = ", ".join(f"{key} {values[key]}" for key in _SHOWN if key in values)

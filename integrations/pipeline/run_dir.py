@@ -1,6 +1,7 @@
 """The output folder of `ua-sam train` / `ua-sam demo`, and rebuilding a model from it.
 
     DIR/run.json                  what was trained: preset, SAM architecture, backbone, data, seed
+    DIR/.ua-sam-output.json       marks the folder as written by ua-sam (output_dir.py)
     DIR/adapters/                 adapter_config.json + adapter_model.safetensors (ua.save_adapters)
     DIR/latent_heads.safetensors  prior and posterior nets (not for interactions without a latent)
     DIR/mask_decoder.safetensors  only with --train-decoder

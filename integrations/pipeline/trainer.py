@@ -36,7 +36,7 @@ from uncertainty_adapters.integrations.data import build_dataset
 from uncertainty_adapters.integrations.sam import UncertaintySam, build_uncertainty_sam
 from uncertainty_adapters.integrations.sam.prompts import make_prompts
 
-from . import run_dir
+from . import output_dir, run_dir
 from .baselines import ProbabilisticUNet, prob_unet_for
 from .graphed_step import GraphedTrainStep, capturable_adam
 from .presets import Preset
@@ -50,6 +50,7 @@ logger = logging.getLogger(__name__)
 _TRAIN_STREAM, _VAL_STREAM, _SPLIT_STREAM = 0x7A1, 0x7A2, 0x7A3
 BEST_WEIGHTS = "best_trainable.safetensors"
 LOG_CSV = "train_log.csv"
+RUN_RECORDS = (run_dir.RUN_CONFIG, "checkpoints")  # a run folder written before output_dir's marker
 MODELS = ("ua-sam", "prob-unet")
 
 
@@ -160,13 +161,14 @@ def _parameter_groups(model: torch.nn.Module, preset: Preset) -> list[dict[str, 
 
 
 def check_out_dir(out: Path, resume: bool) -> None:
-    """Refuse to train into a file, or over an existing run unless resuming."""
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"--out {out} is a file; give a folder")
-    has_run = (out / "checkpoints").exists() or (out / run_dir.RUN_CONFIG).exists()
+    """Refuse to train into a file, into a folder ua-sam did not write (see output_dir.py), or
+    over an existing run unless resuming."""
+    output_dir.check(out, RUN_RECORDS)
+    has_run = any((out / record).exists() for record in RUN_RECORDS)
     if has_run and not resume:
         raise FileExistsError(
-            f"{out} already holds a training run; pass --resume to continue it, or choose another --out"
+            f"{out} already holds a training run; pass --resume to continue it, --overwrite to delete "
+            f"it and start over, or choose another --out"
         )
 
 
@@ -213,6 +215,7 @@ def train(job: TrainJob, backbone: Path | None = None, meta: dict[str, Any] | No
     """
     started = time.time()
     check_out_dir(job.out, job.resume)
+    output_dir.claim(job.out, "train", RUN_RECORDS)
     loop = _TrainingLoop(job, backbone)
     if job.resume:
         loop.resume()

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import pytest
+import torch
+from safetensors.torch import save_file
 
 from uncertainty_adapters.integrations.pipeline import demo_backbone
 from uncertainty_adapters.integrations.pipeline.demo_backbone import PretrainSettings, ensure_demo_backbone
+from uncertainty_adapters.integrations.pipeline.output_dir import OutputFolderError
 from uncertainty_adapters.integrations.sam import build_sam, load_sam_weights
 
 TINY = PretrainSettings(image_size=64, steps=2, batch_size=2)
@@ -35,3 +38,21 @@ def test_other_settings_get_another_cache_entry():
 def test_cache_dir_follows_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("UA_CACHE_DIR", str(tmp_path / "cache"))
     assert demo_backbone.default_cache_dir() == tmp_path / "cache"
+
+
+def test_a_file_under_the_cache_name_that_ua_sam_did_not_write_is_never_replaced(tmp_path, monkeypatch):
+    weights = tmp_path / f"sam-{TINY.spec}-{TINY.image_size}px-{TINY.key()}.safetensors"
+    weights.write_bytes(b"someone else's file")
+    monkeypatch.setattr(demo_backbone, "pretrain", lambda *args: pytest.fail("pretraining started"))
+    with pytest.raises(OutputFolderError, match="not a demo backbone that ua-sam cached"):
+        ensure_demo_backbone(64, cache_dir=tmp_path, cpu=True, settings=TINY)
+    assert weights.read_bytes() == b"someone else's file"
+
+
+def test_cached_weights_without_their_facts_are_pretrained_again(tmp_path, monkeypatch):
+    weights = tmp_path / f"sam-{TINY.spec}-{TINY.image_size}px-{TINY.key()}.safetensors"
+    save_file({"image_encoder.x": torch.zeros(1)}, weights, metadata={"layout": "segment-anything"})
+    calls = []
+    monkeypatch.setattr(demo_backbone, "pretrain", lambda settings, path, device: calls.append(path) or {"held_out_iou": 0.5})
+    path, facts = ensure_demo_backbone(64, cache_dir=tmp_path, cpu=True, settings=TINY)
+    assert calls == [weights] and path == weights and facts["cached"] is False

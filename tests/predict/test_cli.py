@@ -117,3 +117,20 @@ def test_summary_counts_areas_and_the_uncertain_part_of_the_mean_mask():
     assert summary["mean_mask_area_px"] == 4 and summary["uncertain_area_px"] == 2
     assert summary["uncertain_fraction"] == 0.5
     assert summarize(np.zeros((2, 3, 3), bool), np.zeros((3, 3)), np.zeros((3, 3)))["uncertain_fraction"] is None
+
+
+def test_an_out_folder_with_a_users_file_is_refused_and_left_alone(run_folder, tmp_path, capsys):
+    thesis = tmp_path / "thesis"
+    thesis.mkdir()
+    (thesis / "overlay.png").write_bytes(b"the user's own figure")
+    assert predict(run_folder, write_png(tmp_path / "lesion.png"), thesis, "--point", "30,24") == 2
+    assert "overlay.png" in capsys.readouterr().err
+    assert (thesis / "overlay.png").read_bytes() == b"the user's own figure"
+    assert sorted(p.name for p in thesis.iterdir()) == ["overlay.png"]
+
+
+def test_a_second_prediction_replaces_the_first_in_its_folder(run_folder, tmp_path):
+    png, out = write_png(tmp_path / "lesion.png"), tmp_path / "out"
+    assert predict(run_folder, png, out, "--point", "30,24", "--samples", "1") == 0
+    assert predict(run_folder, png, out, "--box", "10,5,50,40", "--samples", "1") == 0
+    assert json.loads((out / "summary.json").read_text())["prompt"]["type"] == "box"

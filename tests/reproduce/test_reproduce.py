@@ -125,6 +125,37 @@ def test_an_interrupted_run_is_resumed_from_its_checkpoint(tmp_path, smoke_run, 
     assert (run / "evaluation.json").is_file()
 
 
+def test_a_run_interrupted_before_its_first_checkpoint_is_started_over(tmp_path, smoke_run, monkeypatch):
+    out = tmp_path / "out"
+    import shutil
+
+    shutil.copytree(smoke_run["out"], out)
+    run = out / "runs" / "prob-unet-c6" / "seed-1"
+    for name in ("evaluation.json", "run.json", "checkpoints"):
+        shutil.rmtree(run / name) if (run / name).is_dir() else (run / name).unlink()
+    (run / "partial.txt").write_text("written by the interrupted run")
+    calls = []
+    real_train = reproduce_module.train
+
+    def counting(job, **kwargs):
+        calls.append((job.out, job.resume, (job.out / "partial.txt").exists()))
+        return real_train(job, **kwargs)
+
+    monkeypatch.setattr(reproduce_module, "train", counting)
+    assert reproduce(out, smoke_run["cache"]) == 0
+    assert calls == [(run, False, False)]
+
+
+def test_a_folder_with_a_users_file_is_refused_before_anything_runs(tmp_path, capsys):
+    thesis = tmp_path / "thesis"
+    thesis.mkdir()
+    (thesis / "chapter1.tex").write_text("three months of writing")
+    assert reproduce(thesis, tmp_path / "cache") == 2
+    assert "chapter1.tex" in capsys.readouterr().err
+    assert sorted(p.name for p in thesis.iterdir()) == ["chapter1.tex"]
+    assert not (tmp_path / "cache").exists()
+
+
 def test_other_settings_on_the_same_folder_are_refused(smoke_run, capsys):
     assert reproduce(smoke_run["out"], smoke_run["cache"], "--beta", "0.5") == 2
     assert "preset.beta" in capsys.readouterr().err
