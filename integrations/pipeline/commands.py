@@ -14,6 +14,7 @@ from accelerate import PartialState
 
 from uncertainty_adapters import metrics
 from uncertainty_adapters.integrations.data import build_dataset
+from uncertainty_adapters.integrations.sam.hf_checkpoint import resolve_sam_checkpoint
 
 from . import run_dir
 from .demo_backbone import ensure_demo_backbone
@@ -80,9 +81,7 @@ def _train_and_report(args: argparse.Namespace, preset: Preset, data: str) -> di
     check_out_dir(out, args.resume)
     backbone, meta, copy = None, {}, False
     if args.sam_checkpoint:
-        backbone = Path(args.sam_checkpoint)
-        if not backbone.is_file():
-            raise FileNotFoundError(f"--sam-checkpoint {backbone} does not exist")
+        backbone = resolve_sam_checkpoint(args.sam_checkpoint)
         meta["backbone_source"] = "user checkpoint"
     elif preset.sam == "demo":
         backbone, info = ensure_demo_backbone(preset.image_size, cache_dir=args.cache_dir, cpu=args.cpu)

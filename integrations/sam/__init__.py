@@ -7,7 +7,7 @@
 
 Parts: `spec` (SamSpec, SAM_SPECS), `build` (build_sam, build_uncertainty_sam), `attention`
 (SAM attention through scaled_dot_product_attention, `use_sdpa_attention`), `checkpoint`
-(official-layout weights), `prompts` (point/box prompts from masks), `decoder` (batched
+(official-layout weights), `hf_checkpoint` (transformers SamModel folders, converted to that layout), `prompts` (point/box prompts from masks), `decoder` (batched
 single-mask decoding), `segment` (the plain SAM forward, batched and differentiable), `model`
 (UncertaintySam).
 """
@@ -16,6 +16,7 @@ from .attention import SdpaAttention, use_sdpa_attention, uses_sdpa_attention
 from .build import build_sam, build_uncertainty_sam, check_image_size
 from .checkpoint import load_sam_weights, read_sam_checkpoint, sam_state_dict, save_sam_weights
 from .decoder import predict_single_masks
+from .hf_checkpoint import hf_sam_spec, hf_to_sam_state_dict, resolve_sam_checkpoint, sam_to_hf_state_dict
 from .model import UncertaintySam, UncertaintySamOutput
 from .predictor import UncertaintyPrediction, UncertaintySamPredictor
 from .prompts import PROMPT_MODES, Prompts, box_prompts, make_prompts, sample_point_prompts
@@ -38,12 +39,16 @@ __all__ = [
     "check_image_size",
     "decode_prompts",
     "get_sam_spec",
+    "hf_sam_spec",
+    "hf_to_sam_state_dict",
     "load_sam_weights",
     "make_prompts",
     "normalize_images",
     "predict_single_masks",
     "read_sam_checkpoint",
+    "resolve_sam_checkpoint",
     "sam_state_dict",
+    "sam_to_hf_state_dict",
     "sample_point_prompts",
     "save_sam_weights",
     "segment",
