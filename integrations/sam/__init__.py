@@ -7,9 +7,9 @@
 
 Parts: `spec` (SamSpec, SAM_SPECS), `build` (build_sam, build_uncertainty_sam), `attention`
 (SAM attention through scaled_dot_product_attention, `use_sdpa_attention`), `checkpoint`
-(official-layout weights), `hf_checkpoint` (transformers SamModel folders, converted to that layout), `prompts` (point/box prompts from masks), `decoder` (batched
-single-mask decoding), `segment` (the plain SAM forward, batched and differentiable), `model`
-(UncertaintySam).
+(official-layout weights), `hf_checkpoint` (transformers SamModel folders, converted to that
+layout), `prompts` (point/box prompts from masks), `decoder` (batched single-mask decoding),
+`segment` (the plain SAM forward, batched and differentiable), `model` (UncertaintySam).
 """
 
 from .attention import SdpaAttention, use_sdpa_attention, uses_sdpa_attention
