@@ -16,10 +16,11 @@ transformers ``SamModel.save_pretrained`` folder. Routes, side by side:
 Each load runs in a fresh Python process (so peak RSS is that load's alone), the routes in
 alternating order round by round; figures are medians over rounds. Load time is from the start
 of building the model to weights in place, on the CPU. Peak RSS is the process's maximum
-resident memory after loading minus its resident memory just before (after the imports). The forward is the image
-encoder alone (batch 1, float32, no grad) on ``--device``, after one warm-up call, median of
-``--forwards`` calls; on CUDA also the peak allocated GPU memory of loading to the GPU plus the
-forward. ``embedding_abs_mean`` shows that every route computes the same embedding.
+resident memory after loading minus its resident memory just before (after the imports). The
+forward is the image encoder alone (batch 1, float32, no grad) on ``--device``, after one
+warm-up call, median of ``--forwards`` calls (0: no forward, loading only); on CUDA also the
+peak allocated GPU memory of moving the model to the GPU plus the forward. ``embedding_abs_mean`` shows that every route computes the
+same embedding.
 """
 
 from __future__ import annotations
@@ -109,6 +110,9 @@ def measure(route: str, directory: Path, size: str, image_size: int, device: str
         raise ValueError(f"unknown route {route!r}; routes: {', '.join(ROUTES)}")
     load_s = time.perf_counter() - start
     peak_rss = _max_rss_mib() - baseline
+    result: dict[str, Any] = {"load_s": load_s, "peak_rss_mib": peak_rss}
+    if forwards < 1:
+        return result
     cuda = device == "cuda"
     if cuda:
         torch.cuda.reset_peak_memory_stats()
@@ -125,12 +129,8 @@ def measure(route: str, directory: Path, size: str, image_size: int, device: str
                 torch.cuda.synchronize()
             if index:
                 times.append(time.perf_counter() - begin)
-    result = {
-        "load_s": load_s,
-        "peak_rss_mib": peak_rss,
-        "forward_s": statistics.median(times),
-        "embedding_abs_mean": float(embedding.abs().mean()),
-    }
+    result["forward_s"] = statistics.median(times)
+    result["embedding_abs_mean"] = float(embedding.abs().mean())
     if cuda:
         result["peak_gpu_mib"] = torch.cuda.max_memory_allocated() / 2**20
     return result
@@ -163,7 +163,8 @@ def compare(directory: Path, size: str, image_size: int, device: str, rounds: in
         for route in summary:
             if route != "sam_pth":
                 ratios[f"{route}_vs_sam_pth"] = {
-                    key: summary[route][key] / base[key] for key in ("load_s", "peak_rss_mib", "forward_s") if base[key]
+                    key: summary[route][key] / base[key]
+                    for key in ("load_s", "peak_rss_mib", "forward_s") if base.get(key) and key in summary[route]
                 }
     return {"routes": summary, "ratios": ratios}
 
@@ -175,8 +176,10 @@ def _table(results: dict[str, Any]) -> str:
              f"{'route':<10} {'load s':>8} {'peak RSS MiB':>13} {'forward s':>10} {'peak GPU MiB':>13} {'|emb| mean':>11}"]
     for route, row in results["routes"].items():
         gpu = f"{row['peak_gpu_mib']:.0f}" if "peak_gpu_mib" in row else "-"
-        lines.append(f"{route:<10} {row['load_s']:>8.2f} {row['peak_rss_mib']:>13.0f} {row['forward_s']:>10.4f} "
-                     f"{gpu:>13} {row['embedding_abs_mean']:>11.6f}")
+        forward = f"{row['forward_s']:.4f}" if "forward_s" in row else "-"
+        embedding = f"{row['embedding_abs_mean']:.6f}" if "embedding_abs_mean" in row else "-"
+        lines.append(f"{route:<10} {row['load_s']:>8.2f} {row['peak_rss_mib']:>13.0f} {forward:>10} "
+                     f"{gpu:>13} {embedding:>11}")
     for name, ratio in results["ratios"].items():
         lines.append(f"{name}: " + ", ".join(f"{k} x{v:.2f}" for k, v in ratio.items()))
     return "\n".join(lines)
@@ -188,7 +191,8 @@ def main(argv: Sequence[str] | None = None, runner: Callable[..., dict[str, Any]
     parser.add_argument("--image-size", type=int, default=256, help="Encoder input side (default 256).")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="Where the forward runs.")
     parser.add_argument("--rounds", type=int, default=3, help="Loads per route (default 3).")
-    parser.add_argument("--forwards", type=int, default=3, help="Timed encoder forwards per load (default 3).")
+    parser.add_argument("--forwards", type=int, default=3,
+                        help="Timed encoder forwards per load (default 3; 0: loading only).")
     parser.add_argument("--routes", default=",".join(ROUTES), help=f"Comma-separated subset of {','.join(ROUTES)}.")
     parser.add_argument("--dir", help="Where the checkpoints are (written first when missing); default a temp folder.")
     parser.add_argument("--json", metavar="PATH", help="Also write the results as JSON here.")

@@ -4,7 +4,8 @@ The official checkpoints (``sam_vit_b_01ec64.pth`` and its vit_l / vit_h sibling
 dicts with keys ``image_encoder.*``, ``prompt_encoder.*`` and ``mask_decoder.*``, made for
 1024 x 1024 inputs. This module reads that layout from ``.pth`` files (with
 ``torch.load(weights_only=True)``, so no code in the file runs) and from ``.safetensors`` files,
-and writes it as safetensors.
+and writes it as safetensors. MedSAM's ``medsam_vit_b.pth`` has this layout too. A transformers
+``SamModel.save_pretrained`` folder is converted to it on reading (`hf_checkpoint`).
 
 Before any tensor is copied the checkpoint is checked against the model: a different variant
 (number of blocks, width) or patch size is named as such, other differences are listed by key.
