@@ -295,6 +295,7 @@ def hf_sam_spec(folder: str | Path) -> SamSpec:
         "prompt_encoder_config.hidden_size": (prompt.hidden_size, width),
         "prompt_encoder_config.hidden_act": (prompt.hidden_act, "gelu"),
         "prompt_encoder_config.num_point_embeddings": (prompt.num_point_embeddings, 4),
+        "prompt_encoder_config.layer_norm_eps": (prompt.layer_norm_eps, 1e-6),
         "mask_decoder_config.hidden_size": (decoder.hidden_size, width),
         "mask_decoder_config.hidden_act": (decoder.hidden_act, "relu"),
         "mask_decoder_config.attention_downsample_rate": (decoder.attention_downsample_rate, 2),
