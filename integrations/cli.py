@@ -35,7 +35,9 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
     add_preset_options(group, TRAINING_OPTIONS)
     run = parser.add_argument_group("run")
     run.add_argument("--seed", type=int, default=0, help="Seed of everything random (default 0).")
-    run.add_argument("--sam-checkpoint", help="Official SAM weights (e.g. sam_vit_b_01ec64.pth) for vit_* presets.")
+    run.add_argument("--sam-checkpoint", metavar="PATH", help="SAM weights: a segment-anything .pth/.safetensors "
+                     "(sam_vit_b_01ec64.pth, medsam_vit_b.pth) or a local Hugging Face SamModel folder "
+                     "(save_pretrained). Nothing is downloaded.")
     run.add_argument("--resume", action="store_true", help="Continue the run in --out from its last checkpoint.")
     run.add_argument("--overwrite", action="store_true",
                      help="Delete the run in --out first (only a folder ua-sam wrote; checked after the data).")

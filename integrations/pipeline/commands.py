@@ -15,6 +15,7 @@ from accelerate import PartialState
 from uncertainty_adapters import metrics
 from uncertainty_adapters.integrations.data import build_dataset, parse_data_spec
 from uncertainty_adapters.integrations.sam import compile_for_sampling
+from uncertainty_adapters.integrations.sam.hf_checkpoint import resolve_sam_checkpoint
 
 from . import output_dir, run_dir
 from .demo_backbone import ensure_demo_backbone
@@ -90,7 +91,7 @@ def _train_and_report(args: argparse.Namespace, preset: Preset, data: str) -> di
     check_out_dir(out, args.resume)
     backbone, meta, copy = None, {}, False
     if args.sam_checkpoint:
-        backbone = Path(args.sam_checkpoint)
+        backbone = resolve_sam_checkpoint(args.sam_checkpoint)
         meta["backbone_source"] = "user checkpoint"
     elif preset.sam == "demo":
         backbone, info = ensure_demo_backbone(preset.image_size, cache_dir=args.cache_dir, cpu=args.cpu)

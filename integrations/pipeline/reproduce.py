@@ -46,6 +46,8 @@ from safetensors.torch import save_file
 from uncertainty_adapters import checkpoint as ckpt
 from uncertainty_adapters import metrics
 from uncertainty_adapters.integrations.data import build_dataset
+from uncertainty_adapters.integrations.sam import read_sam_checkpoint
+from uncertainty_adapters.integrations.sam.hf_checkpoint import checkpoint_sha256, is_hf_sam_folder
 
 from . import output_dir, run_dir
 from .baselines import AdapterEnsemble
@@ -189,7 +191,7 @@ class ReproduceJob:
             "preset": self.preset.to_dict(),
             "data": self.data,
             "max_steps": self.max_steps,
-            "backbone_sha256": ckpt.file_sha256(self.backbone) if self.backbone is not None else None,
+            "backbone_sha256": checkpoint_sha256(self.backbone) if self.backbone is not None else None,
         }
         return json.loads(json.dumps(settings))  # as read back from disk (tuples become lists)
 
@@ -234,13 +236,17 @@ class Reproduction:
         self.backbone = self._place_backbone()
 
     def _place_backbone(self) -> Path | None:
-        """A small backbone (the demo's) is copied into DIR once, so the folder stands alone."""
+        """A small backbone file (the demo's) is copied into DIR once, as safetensors, so the folder
+        stands alone; a Hugging Face folder is used where it is."""
         job = self.job
-        if job.backbone is None or job.preset.sam != "demo":
+        if job.backbone is None or job.preset.sam != "demo" or is_hf_sam_folder(job.backbone):
             return job.backbone
         target = job.out / BACKBONE_FILE
         if not target.is_file():
-            shutil.copyfile(job.backbone, target)
+            if Path(job.backbone).suffix == ".safetensors":
+                shutil.copyfile(job.backbone, target)
+            else:
+                ckpt.save_tensors_atomic(target, read_sam_checkpoint(job.backbone))
         return target.resolve()
 
     # -- rows ------------------------------------------------------------------------------------

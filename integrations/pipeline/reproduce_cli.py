@@ -26,6 +26,7 @@ from typing import Any, Sequence
 import torch
 
 from uncertainty_adapters.integrations.data import build_dataset
+from uncertainty_adapters.integrations.sam.hf_checkpoint import resolve_sam_checkpoint
 
 from . import output_dir
 from .demo_backbone import PretrainSettings, ensure_demo_backbone
@@ -119,8 +120,9 @@ def add_reproduce_parser(subparsers: Any) -> argparse.ArgumentParser:
     add_preset_options(group, REPRODUCE_OPTIONS)
     group.add_argument("--max-steps", type=int, help="Cap on optimizer steps per training run.")
     run = parser.add_argument_group("run")
-    run.add_argument("--sam-checkpoint", help="SAM weights for every UA-SAM row (default for demo: the "
-                     "cached pretrained demo backbone; required for a meaningful paper-* run).")
+    run.add_argument("--sam-checkpoint", metavar="PATH", help="SAM weights for every UA-SAM row: a segment-anything "
+                     ".pth/.safetensors or a local Hugging Face SamModel folder (default for demo: the cached "
+                     "pretrained demo backbone; required for a meaningful paper-* run).")
     run.add_argument("--cache-dir", help="Where the pretrained demo backbone is cached.")
     run.add_argument("--cpu", action="store_true", help="Run on the CPU even when a GPU is present.")
     run.add_argument("--threads", type=int, help="torch CPU threads (1 is fastest for the demo on a busy CPU).")
@@ -131,9 +133,7 @@ def add_reproduce_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def _backbone(args: argparse.Namespace, preset, budget: Budget) -> tuple[Path | None, dict[str, Any]]:
     if args.sam_checkpoint:
-        path = Path(args.sam_checkpoint)
-        if not path.is_file():
-            raise FileNotFoundError(f"--sam-checkpoint {path} does not exist")
+        path = resolve_sam_checkpoint(args.sam_checkpoint)
         return path, {"source": "user checkpoint", "path": str(path.resolve())}
     if preset.sam == "demo":
         settings = PretrainSettings(image_size=preset.image_size)

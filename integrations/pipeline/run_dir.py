@@ -89,7 +89,7 @@ def backbone_path(directory: Path, meta: dict[str, Any]) -> Path | None:
         return None
     path = Path(recorded)
     path = path if path.is_absolute() else directory / path
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(
             f"the run in {directory} was trained on the SAM weights {path}, which no longer exist; "
             f"put the file back (or edit 'backbone' in {directory / RUN_CONFIG})"

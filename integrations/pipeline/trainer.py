@@ -207,7 +207,8 @@ def train(job: TrainJob, backbone: Path | None = None, meta: dict[str, Any] | No
 
     Args:
         job: what to train.
-        backbone: SAM weights to build on (a .pth in the official layout or .safetensors);
+        backbone: SAM weights to build on (a .pth in the official layout or .safetensors, or a
+            Hugging Face SamModel folder, whose config.json then gives the architecture);
             None for a randomly initialised backbone (meaningless results, for smoke runs).
         meta: extra facts recorded in run.json (e.g. how the backbone was obtained).
         copy_backbone: copy ``backbone`` into the run folder (small backbones: the demo's),

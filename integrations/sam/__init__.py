@@ -7,9 +7,9 @@
 
 Parts: `spec` (SamSpec, SAM_SPECS), `build` (build_sam, build_uncertainty_sam), `attention`
 (SAM attention through scaled_dot_product_attention or FlexAttention, `use_attention`), `checkpoint`
-(official-layout weights), `prompts` (point/box prompts from masks), `decoder` (batched
-single-mask decoding), `segment` (the plain SAM forward, batched and differentiable), `model`
-(UncertaintySam).
+(official-layout weights), `hf_checkpoint` (transformers SamModel folders, converted to that
+layout), `prompts` (point/box prompts from masks), `decoder` (batched single-mask decoding),
+`segment` (the plain SAM forward, batched and differentiable), `model` (UncertaintySam).
 """
 
 from .attention import (
@@ -26,6 +26,7 @@ from .build import build_sam, build_uncertainty_sam, check_image_size
 from .checkpoint import load_sam_weights, read_sam_checkpoint, sam_state_dict, save_sam_weights
 from .compiled import compile_for_sampling
 from .decoder import predict_single_masks
+from .hf_checkpoint import hf_sam_spec, hf_to_sam_state_dict, resolve_sam_checkpoint, sam_to_hf_state_dict
 from .model import UncertaintySam, UncertaintySamOutput
 from .predictor import UncertaintyPrediction, UncertaintySamPredictor
 from .prompts import PROMPT_MODES, Prompts, box_prompts, make_prompts, sample_point_prompts
@@ -53,12 +54,16 @@ __all__ = [
     "compile_for_sampling",
     "decode_prompts",
     "get_sam_spec",
+    "hf_sam_spec",
+    "hf_to_sam_state_dict",
     "load_sam_weights",
     "make_prompts",
     "normalize_images",
     "predict_single_masks",
     "read_sam_checkpoint",
+    "resolve_sam_checkpoint",
     "sam_state_dict",
+    "sam_to_hf_state_dict",
     "sample_point_prompts",
     "save_sam_weights",
     "segment",

@@ -24,6 +24,7 @@ import uncertainty_adapters as ua
 
 from .attention import use_attention
 from .checkpoint import load_sam_weights
+from .hf_checkpoint import checkpoint_spec
 from .model import UncertaintySam
 from .spec import SamSpec, get_sam_spec
 
@@ -122,11 +123,14 @@ def build_uncertainty_sam(
     """UA-SAM: build SAM, load its weights, then inject the uncertainty adapters.
 
     Args:
-        spec: a `SamSpec` or registered name ('vit_b' is the paper's).
+        spec: a `SamSpec` or registered name ('vit_b' is the paper's); for a Hugging Face
+            ``checkpoint`` folder its config.json gives the architecture instead.
         image_size: encoder input size S; None: the spec's (1024 for the official variants).
             A checkpoint made at another size is adapted (pos-embed and rel-pos interpolation).
-        checkpoint: official-layout SAM weights (``sam_vit_b_01ec64.pth`` or ``.safetensors``),
-            loaded before injection; None leaves SAM randomly initialised.
+        checkpoint: official-layout SAM weights (``sam_vit_b_01ec64.pth``, ``medsam_vit_b.pth`` or
+            ``.safetensors``) or a transformers ``SamModel.save_pretrained`` folder (converted to
+            segment-anything's modules, `hf_checkpoint`), loaded before injection; None leaves SAM
+            randomly initialised.
         adapter_config: None: the paper's configuration.
         train_decoder: let the mask decoder train too (off in the paper).
         latent_heads_kwargs: extra arguments of `ua.LatentHeads`.
@@ -139,6 +143,7 @@ def build_uncertainty_sam(
         An `UncertaintySam` in eval mode; only adapters and latent heads (and the decoder with
         ``train_decoder``) require grad.
     """
+    spec = checkpoint_spec(spec, checkpoint)
     sam = build_sam(spec, image_size, sdpa_attention=sdpa_attention, attention=attention)
     if checkpoint is not None:
         load_sam_weights(sam, checkpoint, spec_name=spec if isinstance(spec, str) else None)

@@ -4,7 +4,8 @@ The official checkpoints (``sam_vit_b_01ec64.pth`` and its vit_l / vit_h sibling
 dicts with keys ``image_encoder.*``, ``prompt_encoder.*`` and ``mask_decoder.*``, made for
 1024 x 1024 inputs. This module reads that layout from ``.pth`` files (with
 ``torch.load(weights_only=True)``, so no code in the file runs) and from ``.safetensors`` files,
-and writes it as safetensors.
+and writes it as safetensors. MedSAM's ``medsam_vit_b.pth`` has this layout too. A transformers
+``SamModel.save_pretrained`` folder is converted to it on reading (`hf_checkpoint`).
 
 Before any tensor is copied the checkpoint is checked against the model: a different variant
 (number of blocks, width) or patch size is named as such, other differences are listed by key.
@@ -31,6 +32,7 @@ from torch import nn
 from uncertainty_adapters import checkpoint as ckpt
 from uncertainty_adapters.checkpoint import CheckpointMismatchError
 
+from .hf_checkpoint import check_fits, is_hf_sam_folder, read_hf_sam_checkpoint
 from .spec import SAM_SPECS
 
 SAM_PARTS = ("image_encoder", "prompt_encoder", "mask_decoder")
@@ -60,8 +62,11 @@ def sam_state_dict(sam: nn.Module) -> dict[str, torch.Tensor]:
 
 def read_sam_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     """Read an official-layout checkpoint (``.pth``/``.pt`` via torch.load with
-    ``weights_only=True``, or ``.safetensors``) into a flat dict of CPU tensors."""
+    ``weights_only=True``, or ``.safetensors``) into a flat dict of CPU tensors. A Hugging Face
+    ``SamModel.save_pretrained`` folder is read and converted to that layout (`hf_checkpoint`)."""
     path = Path(path)
+    if is_hf_sam_folder(path):
+        return read_hf_sam_checkpoint(path)
     if not path.is_file():
         raise FileNotFoundError(f"no SAM checkpoint at {path}")
     if path.suffix == ".safetensors":
@@ -95,7 +100,7 @@ def load_sam_weights(sam: nn.Module, path: str | Path, spec_name: str | None = N
     Args:
         sam: a segment-anything `Sam` (e.g. from `build_sam`) or an `UncertaintySam`.
         path: ``sam_vit_b_01ec64.pth``-style file (``.pth``/``.pt``) or ``.safetensors`` of the
-            same layout.
+            same layout (SAM, MedSAM), or a transformers ``SamModel.save_pretrained`` folder.
         spec_name: the name of the model's spec, used in error messages; None: named from the
             model's number of blocks and width.
 
@@ -106,6 +111,8 @@ def load_sam_weights(sam: nn.Module, path: str | Path, spec_name: str | None = N
     """
     own = sam_state_dict(sam)
     tensors = read_sam_checkpoint(path)
+    if is_hf_sam_folder(path):
+        check_fits(sam, path)
     _check_variant(own, tensors, path, spec_name)
     tensors = _resize_to_model(tensors, own)
     ckpt.check_state_dict(own, tensors, f"SAM checkpoint {path}")

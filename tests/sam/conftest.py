@@ -81,3 +81,23 @@ def sam_reference_logits(sam: Sam, images: torch.Tensor, prompts: Prompts) -> to
 @pytest.fixture
 def model() -> UncertaintySam:
     return tiny_uncertainty_sam()
+
+
+def save_hf_sam(folder, spec: SamSpec = TINY, seed: int = 0, scale: float = 0.1):
+    """A transformers SamModel of ``spec``'s architecture with random weights everywhere (its
+    own init leaves the vision encoder near zero), written by ``save_pretrained`` into ``folder``;
+    returns the model (eager attention, eval mode)."""
+    from transformers import SamModel
+
+    from uncertainty_adapters.integrations.sam.hf_checkpoint import hf_sam_config
+
+    config = hf_sam_config(spec)
+    config._attn_implementation = "eager"
+    torch.manual_seed(seed)
+    model = SamModel(config).eval()
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(torch.randn(param.shape, generator=generator) * scale)
+    model.save_pretrained(folder)
+    return model
