@@ -11,9 +11,11 @@ prior by `draw_samples` (one encoder pass per image serves them all), scored aga
 
 `metrics.json` carries the pinned keys ``dice``, ``ged``, ``hm_iou``, ``diversity``, ``samples``
 (K), ``s_ncc``, ``soft_dice``, ``ece``, ``ged_samples`` (N) and ``ci95`` (a 95% percentile
-bootstrap interval over the test images for every metric, 1000 resamples, seeded). S_NCC is
-undefined (NaN) on images whose samples do not vary; its mean and interval are over the images
-where it is defined, counted in ``s_ncc_images`` (None when there are none).
+bootstrap interval over the test images for every metric, 1000 resamples, seeded). S_NCC, soft
+Dice and ECE read the samples' probabilities (S_NCC as PHiSeg does, on softmax outputs); the other
+metrics read the masks (probability > 0.5). S_NCC is undefined (NaN) on an image whose
+cross-entropy maps are constant (e.g. identical samples saturated at 0 / 1); its mean and interval
+are over the images where it is defined, counted in ``s_ncc_images`` (None when there are none).
 """
 
 from __future__ import annotations
@@ -248,7 +250,7 @@ def format_table(summary: dict[str, Any], title: str = "UA-SAM") -> str:
             continue
         value, interval = summary[key], intervals.get(key)
         if value is None or (isinstance(value, float) and math.isnan(value)):
-            lines.append(f"  {label:<{width}}  undefined on every image   ({note}; the samples never vary)")
+            lines.append(f"  {label:<{width}}  undefined on every image   ({note}; the samples' spread is constant)")
             continue
         shown = f"[{interval[0]:.4f}, {interval[1]:.4f}]" if interval else ""
         extra = ""

@@ -184,7 +184,7 @@ def _note(job, raters: tuple[float, float] | None, shown: dict[str, list]) -> st
         f"paper's protocol); every other column uses N = {job.ged_samples} samples per test image (the field's "
         "GED protocol): GED with d = 1 - IoU, HM-IoU matches samples to raters (Hungarian), diversity is the "
         "mean pairwise 1 - IoU of the samples, S_NCC (PHiSeg) correlates the samples' spread with their error "
-        "against each rater (undefined when the samples never vary), soft Dice thresholds the mean maps at "
+        "against each rater (on the probabilities, as PHiSeg does), soft Dice thresholds the mean maps at "
         "0.1..0.9, ECE bins the samples' mean probability against the raters' mean (docs/guide.md, Metrics). "
         "Under each mean ± seed spread: the 95% bootstrap interval over the test images of all seeds pooled. "
         "Bold: the best mean of a column. "
