@@ -3,6 +3,8 @@
     python benchmarks/bench_evaluate.py                        # the demo preset's model and test part
     python benchmarks/bench_evaluate.py --checkpoint DIR       # a trained run (e.g. `ua-sam demo --out DIR`)
     python benchmarks/bench_evaluate.py --json
+    python benchmarks/bench_evaluate.py --image-size 64 --latent-resolution 32 --cases 500 --ged-samples 4,16
+                                                               # the `reproduce --budget hour` rows
 
 What is timed: the whole evaluation of the test part (prompts, N samples per image drawn by
 `draw_samples`, every metric of `score_samples`), with the Dice vote's K fixed at the preset's,
@@ -123,11 +125,14 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     parser.add_argument("--rounds", type=int, default=1, help="Interleaved rounds (default 1).")
     parser.add_argument("--cases", type=int, help="Synthetic cases (default: the preset's; the test part is 20%%).")
     parser.add_argument("--preset", default="demo", help="Preset of the untrained model (default demo).")
+    parser.add_argument("--image-size", type=int, help="Override the preset's image size (e.g. 64: the hour budget).")
+    parser.add_argument("--latent-resolution", type=int, help="Override the preset's latent-head resolution.")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1).")
     parser.add_argument("--json", action="store_true", help="Print JSON instead of a table.")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    result = measure(get_preset(args.preset), args.ged_samples, args.rounds, args.checkpoint, args.cases)
+    preset = get_preset(args.preset).replace(image_size=args.image_size, latent_resolution=args.latent_resolution)
+    result = measure(preset, args.ged_samples, args.rounds, args.checkpoint, args.cases)
     print(json.dumps(result, indent=2) if args.json else format_result(result))
     return result
 
