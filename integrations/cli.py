@@ -2,7 +2,7 @@
 
     ua-sam demo     [--out DIR]
     ua-sam train    --data SPEC --preset NAME --out DIR [--interaction X] [--epochs N] [--seed S] ...
-    ua-sam evaluate --checkpoint DIR --data SPEC [--samples K] [--out DIR]
+    ua-sam evaluate --checkpoint DIR --data SPEC [--samples K] [--ged-samples N] [--save-samples] [--out DIR]
     ua-sam predict  --checkpoint DIR --image FILE (--point X,Y | --box X0,Y0,X1,Y1) [--samples K] --out DIR
     ua-sam reproduce --data SPEC --preset NAME --out DIR [--seeds N] [--budget B] [--latent-dims 2,4,6,8]
 
@@ -44,6 +44,16 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--max-steps", type=int, help="Stop after this many optimizer steps (smoke runs).")
     run.add_argument("--cpu", action="store_true", help="Run on the CPU even when a GPU is present.")
     run.add_argument("--cache-dir", help="Where the pretrained demo backbone is cached.")
+    _add_evaluation_outputs(run)
+
+
+def _add_evaluation_outputs(group: argparse._ActionsContainer) -> None:
+    group.add_argument("--save-samples", action="store_true",
+                       help="Also write OUT/samples/<case_id>.npz per test image: the N samples (bool), their "
+                       "probabilities (float16) and the raters (bool), to recompute any metric.")
+    group.add_argument("--max-rows", type=int, default=128,
+                       help="Most sampled masks (images x samples) decoded in one forward (default 128); lower it "
+                       "if memory runs out at large N.")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,7 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="Evaluate a trained run on a data spec.")
     evaluate.add_argument("--checkpoint", required=True, help="The --out folder of 'ua-sam train' or 'ua-sam demo'.")
     evaluate.add_argument("--data", required=True, help=DATA_HELP)
-    evaluate.add_argument("--samples", type=int, help="K samples per image (default: the run's preset).")
+    evaluate.add_argument("--samples", type=int,
+                          help="K samples per image for the majority-vote Dice (default: the run's preset, 4 / 3).")
+    evaluate.add_argument("--ged-samples", type=int,
+                          help="N samples per image for GED, HM-IoU, diversity, S_NCC, soft Dice and ECE "
+                          "(default: the run's preset, 16; 100 works).")
     evaluate.add_argument("--split", default="test", choices=("train", "test", "all"), help="Which part of the data (default test).")
     evaluate.add_argument("--out", help="Where to write metrics.json and the figure (default: --checkpoint).")
     evaluate.add_argument("--batch-size", type=int, default=8, help="Images per forward (default 8).")
@@ -82,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--cpu", action="store_true", help="Run on the CPU even when a GPU is present.")
     evaluate.add_argument("--compile", action="store_true",
                           help="torch.compile the encoder for sampling (CUDA graphs on a GPU; the first batch pays the compile).")
+    _add_evaluation_outputs(evaluate)
 
     add_predict_parser(commands)
     add_reproduce_parser(commands)

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks import gpu_check, overhead, param_count, profile_encoder, speedups, test_throughput  # noqa: E402
+from benchmarks import bench_evaluate, gpu_check, overhead, param_count, profile_encoder, speedups, test_throughput  # noqa: E402
 from benchmarks.workloads import TINY, Workloads  # noqa: E402
 
 
@@ -121,3 +121,12 @@ def test_profile_encoder_cpu_smoke_counts_operators_of_every_variant(tmp_path, c
     assert ops["plain"] < ops["ua_none"] < ops["ua_cmsm_one_by_one"]  # adapters, then their CMSM chain
     assert all(figures["kernels"] == 0 for figures in row.values())  # no CUDA on the CPU
     assert "UA-SAM encoder" in (tmp_path / "profile_encoder.txt").read_text()
+
+
+def test_bench_evaluate_reports_each_n_against_the_first():
+    preset = bench_evaluate.get_preset("demo").replace(image_size=64, latent_resolution=32, synthetic_cases=10)
+    result = bench_evaluate.measure(preset, (1, 2), rounds=1)
+    assert [row["ged_samples"] for row in result["rows"]] == [1, 2] and result["images"] == 2
+    assert result["rows"][0]["ratio_to_first"] == 1.0
+    assert all({"wall_s", "cpu_s", "ratio_over_linear", "metrics_s"} <= set(row) for row in result["rows"])
+    assert "x first" in bench_evaluate.format_result(result)

@@ -249,4 +249,4 @@ def test_diversity_rejects_probabilities():
 
 
 def test_metrics_are_reachable_as_module_attributes():
-    assert {"dice", "ged", "hungarian_iou", "diversity"} <= set(metrics.__all__)
+    assert {"dice", "ged", "hungarian_iou", "diversity", "s_ncc", "soft_dice", "ece"} <= set(metrics.__all__)

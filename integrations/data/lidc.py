@@ -7,17 +7,22 @@ The pickle (stefanknegt/Probabilistic-Unet-Pytorch, ``data_lidc.pickle``) maps a
 with `plain_pickle` (containers, scalars and numpy arrays only): anything else is refused
 unrun, with an error naming what the file holds.
 
-Split (fixed, seeded by ``split_seed``; see splits.py), 80/20:
+Split, 80/20 (see splits.py):
 
-- ``split_by="series"`` (default): whole CT series (``series_uid``) go to one side, so slices
-  of the same scan never appear in both train and test. This differs from the paper, which
-  reports an image-level split; the counts are then close to, not exactly, the paper's.
-- ``split_by="image"``: the paper's image-level split: with N = 15096, train =
-  floor(0.8 N) = 12076 images and test = the remaining 3020 cut to a multiple of
-  ``drop_last_multiple`` = 6 (its test loader dropped the last incomplete batch) = 3018.
+- ``split_by="series"`` (default, recommended): whole CT series (``series_uid``) go to one side,
+  in a seeded permutation, so slices of one scan never appear in both train and test.
+- ``split_by="image"``: a seeded permutation of the images. Slices of one series then fall on
+  both sides (neighbouring slices of one nodule are near copies), so test scores are optimistic.
+- ``split_by="ordered"``: the official UA-SAM code's split: the images in pickle order (files of a
+  folder in sorted name order), the first floor(0.8 N) train and the next floor(0.2 N) test
+  (with N = 15096: 12076 and 3019). It too puts slices of one series on both sides, wherever a
+  series straddles the cut; use it only to compare with numbers made by that code.
+
+The paper states an 80/20 split and does not say how it was drawn; none of these is "the paper's".
 
 Entries without ``series_uid`` make ``split_by="series"`` fall back to the image split, with a
-warning. Test is cut drop-last style in both modes; ``drop_last_multiple=1`` keeps every image.
+warning. Test is cut drop-last style in every mode (the official code's test loader drops its
+last incomplete batch); ``drop_last_multiple=1`` keeps every image.
 """
 
 from __future__ import annotations
@@ -34,12 +39,12 @@ import torch
 from .errors import DataError
 from .multi_rater import MultiRaterDataset
 from .plain_pickle import ForbiddenPickleGlobal, load_plain_pickle
-from .splits import split_cases, split_groups
+from .splits import split_cases, split_groups, split_ordered
 from .transforms import binarize_mask, image_to_tensor, masks_to_tensor
 
 logger = logging.getLogger(__name__)
 
-SPLIT_BY = ("series", "image")
+SPLIT_BY = ("series", "image", "ordered")
 
 
 def load_lidc_pickle(path: str | Path) -> dict[str, Any]:
@@ -87,8 +92,9 @@ class LIDCDataset(MultiRaterDataset):
         image_size: side S of the returned images and masks (the data is 128).
         split: ``"train"``, ``"test"`` or ``"all"`` (module docstring).
         seed: seeds the choice of the rater mask ``mask``.
-        split_by: ``"series"`` (no leakage across the split) or ``"image"`` (the paper's).
-        split_seed: seeds the train/test permutation.
+        split_by: ``"series"`` (no leakage across the split), ``"image"`` (a seeded permutation of
+            images) or ``"ordered"`` (the official code's: pickle order, first 80% / next 20%).
+        split_seed: seeds the train/test permutation (unused by ``"ordered"``).
         train_fraction: share of images in train.
         drop_last_multiple: test keeps a multiple of this many images (paper: 3020 -> 3018).
     """
@@ -111,6 +117,7 @@ class LIDCDataset(MultiRaterDataset):
             )
         self.path = Path(path).expanduser()
         data = load_lidc_pickle(path)
+        pickle_order = list(data)
         keys = sorted(data)
         self.num_raters = self._validate(data, keys)
         series = [data[key].get("series_uid") for key in keys]
@@ -126,16 +133,19 @@ class LIDCDataset(MultiRaterDataset):
             drop_last_multiple=drop_last_multiple,
         )
         if split_by == "series":
-            chosen = split_groups([str(uid) for uid in series], split, **options)
+            chosen = [keys[i] for i in split_groups([str(uid) for uid in series], split, **options)]
+        elif split_by == "image":
+            chosen = [keys[i] for i in split_cases(keys, split, **options)]
         else:
-            chosen = split_cases(keys, split, **options)
+            options.pop("split_seed")
+            chosen = [pickle_order[i] for i in split_ordered(len(pickle_order), split, **options)]
         if not chosen:
             raise DataError(
                 f"lidc:{path}: the {split!r} split of {len(keys)} images is empty (test is cut "
                 f"to a multiple of drop_last_multiple={drop_last_multiple}); use more data or "
                 "drop_last_multiple=1"
             )
-        self.case_ids = [keys[i] for i in chosen]
+        self.case_ids = chosen
         self.entries = [data[key] for key in self.case_ids]
         logger.info(
             "lidc:%s: %s split (by %s) has %d of %d images",

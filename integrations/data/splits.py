@@ -8,6 +8,11 @@ in that order while its image count stays <= ``floor(train_fraction * N)``; ever
 is test. In both rules test can then be cut, drop-last style, to a multiple of
 ``drop_last_multiple`` images by dropping its last ones in permuted order. The returned indices
 are in ascending order; ``"all"`` returns every index.
+
+Rule for an ordered split (LIDC ``split_by="ordered"``, the official UA-SAM code's): no
+permutation; train is the first ``floor(train_fraction * N)`` items in the given order and test
+the next ``floor((1 - train_fraction) * N)`` (so flooring can leave the last item out), then cut
+drop-last style as above.
 """
 
 from __future__ import annotations
@@ -99,3 +104,25 @@ def split_groups(
         return sorted(train)
     test = [index for name in order[position:] for index in members[name]]
     return sorted(_drop_last(test, drop_last_multiple))
+
+
+def split_ordered(
+    num_items: int,
+    split: str,
+    train_fraction: float = 0.8,
+    drop_last_multiple: int = 1,
+) -> list[int]:
+    """Indices of ``split`` under the ordered rule (module docstring): first part train, next test.
+
+    Args:
+        num_items: N, the items in their given order (e.g. the LIDC pickle's order).
+        split, train_fraction, drop_last_multiple: as in :func:`split_cases`.
+    """
+    check_split(split)
+    if split == "all":
+        return list(range(num_items))
+    n_train = _train_count(num_items, train_fraction)
+    if split == "train":
+        return list(range(n_train))
+    n_test = math.floor((1.0 - train_fraction) * num_items + 1e-9)
+    return _drop_last(list(range(n_train, min(num_items, n_train + n_test))), drop_last_multiple)

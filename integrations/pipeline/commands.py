@@ -6,6 +6,7 @@ import argparse
 import logging
 import shlex
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,8 @@ from .figures import save_cases_figure
 from .predict import run_predict
 from .preset_options import TRAINING_OPTIONS, preset_overrides
 from .presets import Preset, get_preset
+from .sample_drawing import DEFAULT_MAX_ROWS
+from .sample_files import SAMPLES_DIR
 from .trainer import RUN_RECORDS, TrainingDiverged, TrainJob, check_out_dir, dataset_kwargs_for, train
 
 __all__ = ["TrainingDiverged", "run_demo", "run_evaluate", "run_predict", "run_train"]
@@ -45,12 +48,18 @@ def _device(cpu: bool) -> torch.device:
 
 
 def _report(out: Path, model, dataset, preset: Preset, context: dict[str, Any], seed: int, cpu: bool,
-            samples: int | None = None, batch_size: int = 8) -> dict[str, Any]:
-    """Evaluate, write metrics.json and figure.png into ``out``, print the table."""
+            samples: int | None = None, batch_size: int = 8, ged_samples: int | None = None,
+            save_samples: bool = False, max_rows: int = DEFAULT_MAX_ROWS) -> dict[str, Any]:
+    """Evaluate, write metrics.json and figure.png (and with ``save_samples`` samples/*.npz) into
+    ``out``, print the table."""
     k = preset.eval_samples if samples is None else samples
+    n = preset.ged_samples if ged_samples is None else ged_samples
     model = model.to(_device(cpu))
+    started = time.time()
     result = evaluate(model, dataset, num_samples=k, batch_size=batch_size, prompt=preset.prompt, seed=seed,
-                      keep_examples=24)
+                      keep_examples=24, ged_samples=n, save_samples_to=out / SAMPLES_DIR if save_samples else None,
+                      max_rows=max_rows)
+    context = {**context, "eval_seconds": round(time.time() - started, 2)}
     summary = write_metrics(out / "metrics.json", result, context)
     figure = save_cases_figure(
         figure_cases(result.examples), out / "figure.png",
@@ -58,6 +67,8 @@ def _report(out: Path, model, dataset, preset: Preset, context: dict[str, Any], 
     )
     print(format_table(summary, title=f"UA-SAM on {context['data']} ({context.get('split', 'test')} part)"))
     print(f"metrics: {out / 'metrics.json'}\nfigure:  {figure}")
+    if save_samples:
+        print(f"samples: {out / SAMPLES_DIR} ({summary['num_images']} files)")
     return summary
 
 
@@ -117,7 +128,8 @@ def _train_and_report(args: argparse.Namespace, preset: Preset, data: str) -> di
     context = {"data": data, "split": "test", "preset": preset.name, "checkpoint": str(out),
                "command": _command_line(), "train_seconds": round(result.seconds, 1),
                "train_images_per_s": result.throughput.get("images_per_s")}
-    return _report(out, model, test, preset, context, args.seed, args.cpu)
+    return _report(out, model, test, preset, context, args.seed, args.cpu,
+                   save_samples=args.save_samples, max_rows=args.max_rows)
 
 
 def run_train(args: argparse.Namespace) -> dict[str, Any]:
@@ -142,4 +154,5 @@ def run_evaluate(args: argparse.Namespace) -> dict[str, Any]:
     context = {"data": args.data, "split": args.split, "preset": preset.name, "checkpoint": str(checkpoint),
                "command": _command_line(), "compiled": bool(getattr(args, "compile", False))}
     return _report(out, model, dataset, preset, context, args.seed, args.cpu,
-                   samples=args.samples, batch_size=args.batch_size)
+                   samples=args.samples, batch_size=args.batch_size, ged_samples=args.ged_samples,
+                   save_samples=args.save_samples, max_rows=args.max_rows)

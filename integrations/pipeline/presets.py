@@ -84,7 +84,12 @@ class Preset:
     prompt: str = field(default="point", metadata={"help": "Prompt: point (paper), box, or point+box."})
     box_jitter: float = field(default=0.1, metadata={"help": "Box prompts: max side shift, fraction of box size."})
     patience: int = field(default=5, metadata={"help": "Early stopping: epochs without validation improvement."})
-    eval_samples: int = field(default=4, metadata={"help": "K samples per image for the majority vote and metrics."})
+    eval_samples: int = field(default=4, metadata={"help": "K samples per image for the majority-vote Dice (paper: 4 / 3)."})
+    ged_samples: int = field(
+        default=16,
+        metadata={"help": "N samples per image for GED, HM-IoU, diversity, S_NCC, soft Dice and ECE (the field "
+                          "reports 16 and 100)."},
+    )
     val_fraction: float = field(default=0.1, metadata={"help": "Share of the train part held out for early stopping."})
     mixed_precision: str = field(default="no", metadata={"help": "no, bf16 or fp16 (Accelerate)."})
     grad_accum: int = field(default=1, metadata={"help": "Gradient accumulation steps."})

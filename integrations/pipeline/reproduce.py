@@ -1,7 +1,8 @@
 """`ua-sam reproduce`: the paper's Tables 1 and 2 (and Fig. 2, Fig. 3a) at a scale you can run.
 
 Every row is trained by `trainer.train` and scored by `evaluation.evaluate` with the same K
-samples, prompts and metrics, once per seed:
+samples (the majority-vote Dice), N samples (GED, HM-IoU, diversity, S_NCC, soft Dice, ECE),
+prompts and metrics, once per seed:
 
     Table 1   Adapter-SAM (interaction "none": deterministic, its K samples are identical),
               an ensemble of M Adapter-SAMs (hypothesis k = member k mod M), the Probabilistic
@@ -26,7 +27,8 @@ Layout of the output folder (DIR):
     DIR/table1.md, table2.md, latent_dims.md, results.json, fig2.png, latent_dims.png
 
 The run resumes at row granularity: a scored row (evaluation.json) is read back, not recomputed;
-a trained but unscored run is only evaluated; a run interrupted mid-training continues from its
+a trained but unscored run is only evaluated (so is a row scored at another N, or before the
+metrics it lacks existed: changing ``--ged-samples`` re-scores every row without retraining); a run interrupted mid-training continues from its
 last checkpoint. The tables are rewritten after every row, so a partial run already has them.
 """
 
@@ -34,6 +36,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -51,7 +54,7 @@ from uncertainty_adapters.integrations.sam.hf_checkpoint import checkpoint_sha25
 
 from . import output_dir, run_dir
 from .baselines import AdapterEnsemble
-from .evaluation import evaluate
+from .evaluation import METRIC_KEYS, evaluate
 from .presets import Preset
 from .reproduce_outputs import Invocation, write_outputs
 from .trainer import LOG_CSV, TrainJob, dataset_kwargs_for, train
@@ -185,10 +188,17 @@ class ReproduceJob:
     def samples(self) -> int:
         return self.preset.eval_samples
 
+    @property
+    def ged_samples(self) -> int:
+        return self.preset.ged_samples
+
     def settings(self) -> dict[str, Any]:
-        """What shapes the results: a rerun on the same DIR must match it to reuse rows."""
+        """What shapes the trained runs: a rerun on the same DIR must match it to reuse rows. The
+        evaluation's N (``ged_samples``) is left out: a rerun at another N re-scores the rows."""
+        preset = self.preset.to_dict()
+        preset.pop("ged_samples")
         settings = {
-            "preset": self.preset.to_dict(),
+            "preset": preset,
             "data": self.data,
             "max_steps": self.max_steps,
             "backbone_sha256": checkpoint_sha256(self.backbone) if self.backbone is not None else None,
@@ -271,7 +281,12 @@ class Reproduction:
         return self.job.out / "runs" / name / f"seed-{seed}"
 
     def is_scored(self, row: Row, seed: int) -> bool:
-        return (self.folder(row.evaluation_name, seed) / EVALUATION_FILE).is_file()
+        """Whether the row's evaluation at ``seed`` exists, at this job's N, with every metric."""
+        path = self.folder(row.evaluation_name, seed) / EVALUATION_FILE
+        if not path.is_file():
+            return False
+        record = ckpt.read_json(path)
+        return record.get("ged_samples") == self.job.ged_samples and all(key in record for key in METRIC_KEYS)
 
     def ensure_trained(self, spec: RunSpec, seed: int) -> Path:
         """The run folder of ``spec`` at ``seed``, training (or finishing) it if needed."""
@@ -301,7 +316,7 @@ class Reproduction:
         """The row's evaluation.json at ``seed``, training and evaluating what is missing."""
         folder = self.folder(row.evaluation_name, seed)
         path = folder / EVALUATION_FILE
-        if path.is_file():
+        if self.is_scored(row, seed):
             return ckpt.read_json(path)
         job = self.job
         run_folders = [self.ensure_trained(spec, seed) for spec in row.runs]
@@ -310,7 +325,7 @@ class Reproduction:
         test = build_dataset(job.data, job.preset.image_size, split="test", seed=seed, **self.dataset_kwargs)
         started = time.time()
         result = evaluate(model, test, num_samples=job.samples, batch_size=EVAL_BATCH, prompt=job.preset.prompt,
-                          seed=seed, keep_examples=job.figure_cases)
+                          seed=seed, keep_examples=job.figure_cases, ged_samples=job.ged_samples)
         timings = [ckpt.read_json(f / TRAIN_TIME_FILE) for f in run_folders]
         record = {
             **result.summary(),
@@ -324,12 +339,15 @@ class Reproduction:
             "stopped_early": [bool(t["stopped_early"]) for t in timings],
             "eval_seconds": round(time.time() - started, 2),
             "case_ids": result.case_ids[: job.figure_cases],
+            "per_image": {key: [None if math.isnan(v) else round(v, 6) for v in values.tolist()]
+                          for key, values in result.per_image.items()},
         }
         folder.mkdir(parents=True, exist_ok=True)
         _save_examples(folder / EXAMPLES_FILE, result.examples)
         ckpt.write_json_atomic(path, record)
-        logger.info("%s, seed %d: dice %.3f, GED %.3f, HM-IoU %.3f, diversity %.3f", row.method, seed,
-                    record["dice"], record["ged"], record["hm_iou"], record["diversity"])
+        logger.info("%s, seed %d: dice %.3f, GED %.3f, HM-IoU %.3f, diversity %.3f, S_NCC %s, soft Dice %.3f",
+                    row.method, seed, record["dice"], record["ged"], record["hm_iou"], record["diversity"],
+                    "undefined" if record["s_ncc"] is None else f"{record['s_ncc']:.3f}", record["soft_dice"])
         return record
 
     def rater_diversity(self, seed: int) -> float:

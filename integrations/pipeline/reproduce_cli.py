@@ -59,7 +59,7 @@ BUDGETS: dict[str, Budget] = {
         summary="64 px images, 500 synthetic cases, at most 8 epochs, latent heads at 32 px",
     ),
     "smoke": Budget(
-        overrides=dict(image_size=64, batch_size=4, epochs=1, synthetic_cases=24, eval_samples=2,
+        overrides=dict(image_size=64, batch_size=4, epochs=1, synthetic_cases=24, eval_samples=2, ged_samples=4,
                        latent_resolution=32, log_every=1, checkpoint_every=1000, prior_fit_epochs=1),
         max_steps=2, pretrain_steps=2,
         summary="2 steps per run on 24 cases: a pipeline check, not a result",
@@ -67,7 +67,7 @@ BUDGETS: dict[str, Budget] = {
 }
 
 _SHOWN = ("image_size", "synthetic_cases", "epochs", "batch_size", "lr", "latent_lr", "beta", "kl_warmup",
-          "prior_fit_epochs", "latent_dim", "patience", "eval_samples", "train_decoder")
+          "prior_fit_epochs", "latent_dim", "patience", "eval_samples", "ged_samples", "train_decoder")
 
 
 def _int_list(text: str) -> tuple[int, ...]:

@@ -123,9 +123,10 @@ def write_outputs(reproduction: "Reproduction", invocation: Invocation, figures:
         if table.key not in shown:
             continue
         rows = [(row.method, summaries[row.evaluation_name], row.paper_dice) for row in shown[table.key]]
-        tables[table.key] = markdown_table(table.title, rows)
+        counts = dict(samples=job.samples, ged_samples=job.ged_samples)
+        tables[table.key] = markdown_table(table.title, rows, **counts)
         note = _note(job, raters, {table.key: shown[table.key]})
-        (out / f"{table.key}.md").write_text(markdown_table(table.title, rows, note))
+        (out / f"{table.key}.md").write_text(markdown_table(table.title, rows, note, **counts))
     tables["note"] = _note(job, raters, shown)
     history = _history(out)
     results = {
@@ -135,6 +136,7 @@ def write_outputs(reproduction: "Reproduction", invocation: Invocation, figures:
         "preset": job.preset.to_dict(),
         "seeds": list(range(job.seeds)),
         "samples": job.samples,
+        "ged_samples": job.ged_samples,
         "ensemble_members": job.members,
         "latent_dims": list(job.latent_dims),
         "backbone": job.backbone_facts,
@@ -146,7 +148,8 @@ def write_outputs(reproduction: "Reproduction", invocation: Invocation, figures:
         "rows": {
             row.key: {"method": row.method, "evaluation": row.evaluation_name,
                       "runs": [spec.name for spec in row.runs], "paper_dice": row.paper_dice,
-                      **summaries[row.evaluation_name], "per_seed": records[row.evaluation_name]}
+                      **summaries[row.evaluation_name],
+                      "per_seed": [{k: v for k, v in r.items() if k != "per_image"} for r in records[row.evaluation_name]]}
             for rows in shown.values() for row in rows
         },
     }
@@ -177,9 +180,14 @@ def _note(job, raters: tuple[float, float] | None, shown: dict[str, list]) -> st
     parts = [
         f"Mean ± standard deviation over {seeds} seed{'s' if seeds > 1 else ''} (0..{seeds - 1}; each seed "
         f"re-draws the model initialisation, the data order{' and the synthetic cases' if job.data == 'synthetic' else ''}). "
-        f"K = {job.samples} samples per test image; Dice is the majority vote of the K samples against the "
-        "majority vote of the raters, GED uses d = 1 - IoU, HM-IoU matches samples to raters (Hungarian), "
-        "diversity is the mean pairwise 1 - IoU of the samples. Bold: the best mean of a column. "
+        f"Dice is the majority vote of K = {job.samples} samples against the majority vote of the raters (the "
+        f"paper's protocol); every other column uses N = {job.ged_samples} samples per test image (the field's "
+        "GED protocol): GED with d = 1 - IoU, HM-IoU matches samples to raters (Hungarian), diversity is the "
+        "mean pairwise 1 - IoU of the samples, S_NCC (PHiSeg) correlates the samples' spread with their error "
+        "against each rater (on the probabilities, as PHiSeg does), soft Dice thresholds the mean maps at "
+        "0.1..0.9, ECE bins the samples' mean probability against the raters' mean (docs/guide.md, Metrics). "
+        "Under each mean ± seed spread: the 95% bootstrap interval over the test images of all seeds pooled. "
+        "Bold: the best mean of a column. "
         "Train time: seconds of training on this machine"
         + (" (the ensemble: all its members)." if any(r.key == "ensemble" for rows in shown.values() for r in rows) else ".")
     ]

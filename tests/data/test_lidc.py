@@ -150,3 +150,19 @@ def test_an_entry_without_masks_raises(tmp_path: Path) -> None:
 def test_grayscale_image_is_replicated_to_three_channels(lidc_pickle: Path) -> None:
     image = LIDCDataset(lidc_pickle, 32, split="all")[0]["image"]
     assert torch.equal(image[0], image[2])
+
+
+def test_ordered_split_is_the_official_codes_first_80_then_next_20_percent_in_pickle_order(tmp_path: Path) -> None:
+    entries = lidc_entries(count=12)
+    shuffled = dict(reversed(list(entries.items())))  # pickle order differs from sorted order
+    path = write_pickle(tmp_path / "lidc.pickle", shuffled)
+    order = list(shuffled)
+    options = dict(split_by="ordered", drop_last_multiple=1)
+    assert LIDCDataset(path, 32, split="train", **options).case_ids == order[:9]  # floor(0.8 * 12)
+    assert LIDCDataset(path, 32, split="test", **options).case_ids == order[9:11]  # next floor(0.2 * 12)
+
+
+def test_ordered_split_ignores_the_split_seed(lidc_pickle: Path) -> None:
+    first = LIDCDataset(lidc_pickle, 32, split="test", split_by="ordered", split_seed=0, drop_last_multiple=1)
+    other = LIDCDataset(lidc_pickle, 32, split="test", split_by="ordered", split_seed=5, drop_last_multiple=1)
+    assert first.case_ids == other.case_ids

@@ -31,8 +31,27 @@ def test_train_writes_weights_metrics_and_figure(trained_run, capsys):
     names = set(os.listdir(trained_run))
     assert {"run.json", "adapters", "latent_heads.safetensors", "metrics.json", "figure.png", "train_log.csv"} <= names
     metrics = json.loads((trained_run / "metrics.json").read_text())
-    assert {"dice", "ged", "hm_iou", "diversity", "samples"} <= set(metrics)
-    assert metrics["samples"] == 2 and metrics["data"] == "synthetic"
+    assert {"dice", "ged", "hm_iou", "diversity", "samples", "s_ncc", "soft_dice", "ece", "ged_samples",
+            "ci95"} <= set(metrics)
+    assert metrics["samples"] == 2 and metrics["ged_samples"] == 16 and metrics["data"] == "synthetic"
+
+
+def test_evaluate_writes_the_field_metrics_with_intervals_and_the_sample_files(trained_run, tmp_path, capsys):
+    import numpy as np
+
+    code = main(["evaluate", "--checkpoint", str(trained_run), "--data", "synthetic", "--ged-samples", "5",
+                 "--save-samples", "--out", str(tmp_path), "--cpu"])
+    assert code == 0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    keys = ("dice", "ged", "hm_iou", "diversity", "s_ncc", "soft_dice", "ece")
+    assert metrics["ged_samples"] == 5 and metrics["samples"] == 2
+    assert set(keys) <= set(metrics) and set(keys) == set(metrics["ci95"])
+    files = sorted((tmp_path / "samples").iterdir())
+    assert len(files) == metrics["num_images"] and all(f.name.startswith("synthetic-") for f in files)
+    case = np.load(files[0])
+    assert case["samples"].shape == (5, SIZE, SIZE) and case["probs"].dtype == np.float16
+    assert case["raters"].dtype == np.bool_ and case["raters"].shape[1:] == (SIZE, SIZE)
+    assert "95% bootstrap interval" in capsys.readouterr().out
 
 
 def test_evaluate_reads_the_run_folder(trained_run, tmp_path, capsys):

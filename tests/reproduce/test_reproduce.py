@@ -35,6 +35,44 @@ def test_results_hold_mean_and_std_over_every_seed_for_every_row(smoke_run):
             assert metric in row["mean"] and metric in row["std"], (key, metric)
 
 
+def test_results_hold_the_field_metrics_with_pooled_intervals(smoke_run):
+    results = json.loads((smoke_run["out"] / "results.json").read_text())
+    assert results["samples"] == 2 and results["ged_samples"] == 4
+    row = results["rows"]["ua-sam"]
+    for metric in ("s_ncc", "soft_dice", "ece"):
+        assert metric in row["mean"] and metric in row["ci95"], metric
+    lo, hi = row["ci95"]["ged"]
+    assert lo <= row["mean"]["ged"] <= hi
+    assert all("per_image" not in record for record in row["per_seed"])
+
+
+def test_the_tables_name_k_for_dice_and_n_for_the_other_metrics(smoke_run):
+    header = next(line for line in (smoke_run["out"] / "table1.md").read_text().splitlines() if line.startswith("| Method"))
+    for column in ("Dice (K = 2)", "GED (N = 4)", "S_NCC", "Soft Dice", "ECE"):
+        assert column in header
+
+
+def test_s_ncc_is_computed_on_probabilities_so_a_deterministic_row_has_one(smoke_run):
+    # As PHiSeg does (softmax outputs): identical samples still have an entropy map to correlate.
+    rows = json.loads((smoke_run["out"] / "results.json").read_text())["rows"]
+    assert -1.0 <= rows["adapter-sam"]["mean"]["s_ncc"] <= 1.0
+
+
+def test_another_ged_samples_rescores_every_row_without_training(tmp_path, smoke_run, monkeypatch):
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(smoke_run["out"], out)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a trained run was trained again")
+
+    monkeypatch.setattr(reproduce_module, "train", refuse)
+    assert reproduce(out, smoke_run["cache"], "--ged-samples", "3") == 0
+    evaluations = list((out / "runs").glob("*/seed-*/evaluation.json"))
+    assert evaluations and all(json.loads(p.read_text())["ged_samples"] == 3 for p in evaluations)
+
+
 def test_deterministic_rows_report_zero_diversity(smoke_run):
     rows = json.loads((smoke_run["out"] / "results.json").read_text())["rows"]
     assert rows["adapter-sam"]["mean"]["diversity"] == 0.0
