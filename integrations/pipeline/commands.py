@@ -93,16 +93,15 @@ def _train_and_report(args: argparse.Namespace, preset: Preset, data: str) -> di
     # Check the arguments, the data and the output folder before anything slow (e.g. pretraining
     # the demo backbone) and before --overwrite deletes anything.
     build_dataset(data, preset.image_size, split="train", seed=args.seed, **dataset_kwargs_for(preset, data, {}))
-    if args.sam_checkpoint and not Path(args.sam_checkpoint).is_file():
-        raise FileNotFoundError(f"--sam-checkpoint {args.sam_checkpoint} does not exist")
+    # a file, a Hugging Face folder, or a cached hub name; a clear error otherwise
+    backbone = resolve_sam_checkpoint(args.sam_checkpoint) if args.sam_checkpoint else None
     if args.overwrite:
         output_dir.remove(out, RUN_RECORDS, inputs=[("--data", parse_data_spec(data).path),
-                                                    ("--sam-checkpoint", args.sam_checkpoint),
+                                                    ("--sam-checkpoint", backbone),
                                                     ("--cache-dir", args.cache_dir)])
     check_out_dir(out, args.resume)
-    backbone, meta, copy = None, {}, False
-    if args.sam_checkpoint:
-        backbone = resolve_sam_checkpoint(args.sam_checkpoint)
+    meta, copy = {}, False
+    if backbone is not None:
         meta["backbone_source"] = "user checkpoint"
     elif preset.sam == "demo":
         backbone, info = ensure_demo_backbone(preset.image_size, cache_dir=args.cache_dir, cpu=args.cpu)
