@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["LOCAL_HOSTS", "MAX_UPLOAD", "add_app_parser", "free_port", "run_app", "serve"]
+__all__ = ["LOCAL_HOSTS", "MAX_UPLOAD", "add_app_parser", "free_port", "host_warning", "run_app", "serve"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +56,15 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(probe.getsockname()[1])
 
 
+def host_warning(host: str, checkpoint: str | Path) -> str | None:
+    """What to tell the user about listening on ``host``: None for this machine only."""
+    if host in LOCAL_HOSTS:
+        return None
+    return (f"--host {host} makes the page reachable from other machines: anyone who reaches it can "
+            f"upload images and run the model (the run folder is fixed to {checkpoint}); use the default "
+            f"127.0.0.1 for this machine only")
+
+
 def _require_gradio() -> None:
     if importlib.util.find_spec("gradio") is None:
         raise ModuleNotFoundError(f"ua-sam app needs Gradio, which is not installed: {INSTALL_HINT}")
@@ -81,10 +90,9 @@ def serve(checkpoint: str | Path, host: str = "127.0.0.1", port: int = 7860, dev
     from .session import Segmenter
 
     local = host in LOCAL_HOSTS
-    if not local:
-        print(f"ua-sam app: warning: --host {host} makes the page reachable from other machines: anyone who "
-              f"reaches it can upload images and run the model (the run folder is fixed to {checkpoint}); "
-              f"use the default 127.0.0.1 for this machine only", file=sys.stderr)
+    warning = host_warning(host, checkpoint)
+    if warning:
+        print(f"ua-sam app: warning: {warning}", file=sys.stderr)
     port = free_port(host) if port == 0 else port
     segmenter = Segmenter(device=device)
     page = build_page(segmenter, checkpoint, checkpoint_editable=local)
