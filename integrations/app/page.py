@@ -181,6 +181,12 @@ def build_page(segmenter: Segmenter, checkpoint: str | Path, checkpoint_editable
         label = 0 if mode == "background point" else 1
         return prompt.add_click(start, end, label, size, drag_pixels=DRAG_PIXELS / scale).to_json()
 
+    def click(prompt_text: str, press: str, mode: str, image: str | None, samples: float, seed: float,
+              window: str, slice_value: Any, run_folder: str, event: gr.SelectData) -> tuple:
+        """One round trip per click: the new prompt text, and `segment`'s outputs for it."""
+        prompt_text = add_click(prompt_text, press, mode, image, window, slice_value, event)
+        return (prompt_text, *segment(image, prompt_text, samples, seed, window, slice_value, run_folder))
+
     def undo(prompt_text: str) -> str:
         try:
             return Prompt.from_json(prompt_text).undo().to_json()
@@ -252,8 +258,8 @@ def build_page(segmenter: Segmenter, checkpoint: str | Path, checkpoint_editable
         for control in (window, slice_number, seed, run_folder):
             control.change(segment, inputs, outputs, **private)
         samples.release(segment, inputs, outputs, **private)
-        canvas.select(add_click, [prompt_box, press, mode, upload, window, slice_number], prompt_box,
-                      js=_READ_PRESS, **private).then(segment, inputs, outputs, **private)
+        canvas.select(click, [prompt_box, press, mode, upload, samples, seed, window, slice_number, run_folder],
+                      [prompt_box, *outputs], js=_READ_PRESS, **private)
         undo_button.click(undo, prompt_box, prompt_box, **private).then(segment, inputs, outputs, **private)
         clear_button.click(lambda: "", None, prompt_box, **private).then(segment, inputs, outputs, **private)
         download_button.click(download, inputs, [files, message], api_name="download")

@@ -128,8 +128,12 @@ def _colour_bar(height: int) -> np.ndarray:
     return np.asarray(panel)
 
 
+_INFERNO = np.round(colormaps["inferno"](np.linspace(0, 1, 256))[:, :3] * 255).astype(np.uint8)
+
+
 def _inferno(values: np.ndarray) -> np.ndarray:
-    return np.round(colormaps["inferno"](np.clip(values, 0, 1))[..., :3] * 255).astype(np.uint8)
+    """Values in [0, 1] -> (..., 3) uint8 colours of matplotlib's inferno (256 levels)."""
+    return _INFERNO[np.round(np.clip(values, 0, 1) * 255).astype(np.intp)]
 
 
 def heat_map(pixels: np.ndarray, entropy: np.ndarray, mean: np.ndarray, scale: float) -> np.ndarray:
