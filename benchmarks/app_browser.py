@@ -112,7 +112,8 @@ class PageDriver:
     def _offset(self, x: float, y: float) -> tuple[int, int]:
         """Picture pixel (x, y) -> offset from the centre of the displayed <img>, CSS pixels."""
         image = self._find("#ua-canvas img")
-        rect = self.driver.execute_script("const r = arguments[0].getBoundingClientRect(); return [r.width, r.height];", image)
+        rect = self.driver.execute_script(
+            "const r = arguments[0].getBoundingClientRect(); return [r.width, r.height];", image)
         natural = self.canvas_size()
         scale = min(rect[0] / natural[0], rect[1] / natural[1], 1)
         return round((x - natural[0] / 2) * scale), round((y - natural[1] / 2) * scale)
@@ -129,8 +130,8 @@ class PageDriver:
 
         dx, dy = self._offset(x, y)
         image = self._find("#ua-canvas img")
-        return self._after(lambda: ActionChains(self.driver).move_to_element_with_offset(image, dx, dy).click().perform(),
-                           self.message())
+        chain = ActionChains(self.driver).move_to_element_with_offset(image, dx, dy).click()
+        return self._after(chain.perform, self.message())
 
     def drag(self, start: tuple[float, float], end: tuple[float, float]) -> tuple[str, float]:
         """Press at picture pixel ``start``, move, release at ``end``; wait for the result."""

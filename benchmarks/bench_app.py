@@ -111,6 +111,7 @@ def _browser_rounds(url: str, images: list, screenshot: Path | None) -> dict[str
                 times[name].append(seconds)
             if "cached embeddings" not in message:
                 raise RuntimeError(f"the second click encoded the image again: {message}")
+            times.setdefault("samples", []).append(int(message.split()[0]))
         if screenshot is not None:
             driver.screenshot(screenshot)
     finally:
@@ -118,42 +119,47 @@ def _browser_rounds(url: str, images: list, screenshot: Path | None) -> dict[str
     return times
 
 
-def _figures(times: dict[str, list[float]]) -> dict[str, float]:
+def _figures(times: dict[str, list[float]], samples: int) -> dict[str, float]:
     first, second = statistics.median(times["first"]), statistics.median(times["second"])
     return {"first_click_s": round(first, 4), "second_click_s": round(second, 4),
-            "second_to_first_ratio": round(second / first, 3), "rounds": len(times["first"])}
+            "second_to_first_ratio": round(second / first, 3), "rounds": len(times["first"]), "samples": samples}
 
 
 def main(argv: list[str] | None = None) -> dict[str, object]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", type=Path, help="A run folder (default: the demo's architecture, random weights).")
     parser.add_argument("--rounds", type=int, default=5, help="Images, each clicked twice (default 5).")
-    parser.add_argument("--samples", type=int, default=SAMPLES, help=f"K (default {SAMPLES}).")
+    parser.add_argument("--samples", type=int, default=SAMPLES,
+                        help=f"K through the API (default {SAMPLES}); the page uses the run's default K.")
     parser.add_argument("--browser", action="store_true", help="Also time the clicks on the page in headless Chromium.")
     parser.add_argument("--screenshot", type=Path, help="With --browser: save the page after the last round here.")
     parser.add_argument("--json", action="store_true", help="Print the figures as JSON.")
     args = parser.parse_args(argv)
-    torch.set_num_threads(1)
-
     from uncertainty_adapters.integrations.app.server import serve
 
-    with tempfile.TemporaryDirectory(prefix="bench-app-") as scratch:
-        scratch = Path(scratch)
-        checkpoint = args.checkpoint or make_run(scratch / "run")
-        images = lesion_images(scratch, args.rounds * (2 if args.browser else 1) + 1)
-        page, url = serve(checkpoint, port=0)
-        try:
-            _api_rounds(url, checkpoint, images[-1:], args.samples)  # warm-up: imports, first allocations
-            report: dict[str, object] = {
-                "api": _figures(_api_rounds(url, checkpoint, images[:args.rounds], args.samples)),
-                "samples": args.samples, "checkpoint": str(args.checkpoint or f"random weights, spec {SPEC}"),
-                "image": f"{IMAGE_SIZE} x {IMAGE_SIZE} synthetic test lesion", "machine": machine(),
-            }
-            if args.browser:
-                # the page uses the run's default K (its preset's eval_samples)
-                report["browser"] = _figures(_browser_rounds(url, images[args.rounds:2 * args.rounds], args.screenshot))
-        finally:
-            page.close()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-app-") as scratch:
+            scratch = Path(scratch)
+            checkpoint = args.checkpoint or make_run(scratch / "run")
+            images = lesion_images(scratch, args.rounds * (2 if args.browser else 1) + 1)
+            page, url = serve(checkpoint, port=0)
+            try:
+                _api_rounds(url, checkpoint, images[-1:], args.samples)  # warm-up: imports, first allocations
+                report: dict[str, object] = {
+                    "api": _figures(_api_rounds(url, checkpoint, images[:args.rounds], args.samples), args.samples),
+                    "checkpoint": str(args.checkpoint or f"random weights, spec {SPEC}"),
+                    "image": f"{IMAGE_SIZE} x {IMAGE_SIZE} synthetic test lesion", "machine": machine(),
+                }
+                if args.browser:
+                    # the page uses the run's default K (its preset's eval_samples), read off the page
+                    times = _browser_rounds(url, images[args.rounds:2 * args.rounds], args.screenshot)
+                    report["browser"] = _figures(times, times["samples"][0])
+            finally:
+                page.close()
+    finally:
+        torch.set_num_threads(threads)
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -162,7 +168,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
                 figures = report[where]
                 print(f"{where:8s} first click {figures['first_click_s']:.3f} s, second click "
                       f"{figures['second_click_s']:.3f} s: ratio {figures['second_to_first_ratio']:.3f} "
-                      f"(medians of {figures['rounds']} images, K = {args.samples})")
+                      f"(medians of {figures['rounds']} images, K = {figures['samples']})")
     return report
 
 

@@ -118,3 +118,12 @@ def test_profile_encoder_cpu_smoke_counts_operators_of_every_variant(tmp_path, c
     assert ops["plain"] < ops["ua_none"] < ops["ua_cmsm_one_by_one"]  # adapters, then their CMSM chain
     assert all(figures["kernels"] == 0 for figures in row.values())  # no CUDA on the CPU
     assert "UA-SAM encoder" in (tmp_path / "profile_encoder.txt").read_text()
+
+
+def test_bench_app_reports_first_and_second_click_through_the_api(capsys):
+    pytest.importorskip("gradio", reason="the app extra is not installed")
+    from benchmarks import bench_app
+
+    report = bench_app.main(["--rounds", "1", "--samples", "2", "--json"])
+    assert set(report["api"]) == {"first_click_s", "second_click_s", "second_to_first_ratio", "rounds", "samples"}
+    assert '"second_to_first_ratio"' in capsys.readouterr().out

@@ -237,15 +237,15 @@ def build_page(segmenter: Segmenter, checkpoint: str | Path, checkpoint_editable
                     run_folder = gr.Textbox(value=str(checkpoint), label="Run folder (--checkpoint)",
                                             interactive=checkpoint_editable, elem_id="ua-checkpoint")
                 download_button = gr.Button("Download the files of ua-sam predict", elem_id="ua-download")
-                files = gr.File(label="Files", file_count="multiple", interactive=False, elem_id="ua-files")
+                files = gr.File(label="Files", file_count="multiple", interactive=False, height=160, elem_id="ua-files")
             with gr.Column(scale=2):
                 message = gr.Markdown("Upload an image to start.", elem_id="ua-message")
                 canvas = gr.Image(label="Click: point, drag: box. Cyan: mean mask (mean probability 0.5)",
                                   interactive=False, format="png", elem_id=CANVAS_ID, buttons=[])
                 heat = gr.Image(label="Uncertainty: entropy of the mean of the K samples", interactive=False,
                                 format="png", elem_id="ua-heat", buttons=["download"])
-                gallery = gr.Gallery(label="The K sampled masks", columns=4, format="png", height="auto",
-                                     elem_id="ua-gallery")
+                gallery = gr.Gallery(label="The K sampled masks", columns=4, format="png", object_fit="contain",
+                                     height=300, elem_id="ua-gallery")
                 numbers = gr.JSON(label="summary.json", elem_id="ua-summary")
         press = gr.Textbox(visible="hidden", elem_id="ua-press")
 

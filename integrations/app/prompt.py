@@ -122,7 +122,8 @@ class Prompt:
             return {"type": "box", "box": list(self.box)}
         if len(self.points) == 1 and self.labels == [1] and self.box is None:
             return {"type": "point", "point": list(self.points[0]), "label": 1}
-        record: dict[str, Any] = {"type": "points", "points": [list(p) for p in self.points], "labels": list(self.labels)}
+        record: dict[str, Any] = {"type": "points", "points": [list(p) for p in self.points],
+                                  "labels": list(self.labels)}
         if self.box is not None:
             record["box"] = list(self.box)
         return record

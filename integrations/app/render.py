@@ -161,5 +161,5 @@ def thumbnails(pixels: np.ndarray, masks: np.ndarray) -> list[tuple[np.ndarray, 
         picture[shown] = picture[shown] * 0.55 + fill * 0.45
         picture = np.round(picture).astype(np.uint8)
         _paint_contour(picture, shown.astype(np.float32), SAMPLE_FILL)
-        out.append((picture, f"sample {index + 1} of {len(masks)}: {int(mask.sum())} px"))
+        out.append((picture, f"{index + 1}: {int(mask.sum())} px"))
     return out

@@ -68,8 +68,9 @@ def test_the_files_equal_those_of_predict_for_the_same_click(segmenter, app_run,
         checkpoint=str(app_run), image=str(lesion_png), point=(30.0, 20.0), box=None, samples=3, window=None,
         slice=None, seed=0, cpu=True, out=str(tmp_path / "predict")))
     expected = json.loads((tmp_path / "predict" / "summary.json").read_text())
-    assert sorted(p.name for p in (tmp_path / "app").iterdir()) == sorted(p.name for p in (tmp_path / "predict").iterdir())
-    app_arrays, predict_arrays = np.load(tmp_path / "app" / "prediction.npz"), np.load(tmp_path / "predict" / "prediction.npz")
+    app, predict = tmp_path / "app", tmp_path / "predict"
+    assert sorted(p.name for p in app.iterdir()) == sorted(p.name for p in predict.iterdir())
+    app_arrays, predict_arrays = np.load(app / "prediction.npz"), np.load(predict / "prediction.npz")
     assert all(np.array_equal(app_arrays[name], predict_arrays[name]) for name in predict_arrays.files)
     assert summary["files"] == expected["files"] and summary["prompt"] == expected["prompt"]
 
