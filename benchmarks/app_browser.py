@@ -17,6 +17,18 @@ from typing import Any
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
 DRIVER_NAMES = ("chromedriver", "chromium-driver")
 WAIT_SECONDS = 180
+# Timestamps taken inside the page, so that a timing leaves out Selenium's own round trips: the
+# last mouse press (capture phase) and the last change of the message once no request is pending.
+_CLOCKS = """
+if (!window.uaSamClocks) {
+  window.uaSamClocks = {press: 0, shown: 0};
+  document.addEventListener("mousedown", () => { window.uaSamClocks.press = performance.now(); }, true);
+  new MutationObserver(() => {
+    const box = document.getElementById("ua-message");
+    if (box && !/^(processing|\\d+(\\.\\d+)?s\\b|queue:)/i.test(box.innerText)) window.uaSamClocks.shown = performance.now();
+  }).observe(document.body, {subtree: true, childList: true, characterData: true});
+}
+"""
 _PENDING = re.compile(r"^(processing|\d+(\.\d+)?s\b|queue:)", re.I)
 
 
@@ -119,10 +131,13 @@ class PageDriver:
         return round((x - natural[0] / 2) * scale), round((y - natural[1] / 2) * scale)
 
     def _after(self, action: Any, before: str) -> tuple[str, float]:
-        start = time.perf_counter()
+        """Do ``action`` (a press and release on the picture), wait for a new result; returns the
+        message and the seconds from the press to the message's last change, as the page saw them."""
+        self.driver.execute_script(_CLOCKS)
         action()
         self._wait(lambda _: self.message() not in ("", before) and "samples for" in self.message(), "a result")
-        return self.message(), time.perf_counter() - start
+        clocks = self.driver.execute_script("return window.uaSamClocks;")
+        return self.message(), (clocks["shown"] - clocks["press"]) / 1000
 
     def click(self, x: float, y: float) -> tuple[str, float]:
         """Click picture pixel (x, y); wait for the result. Returns (message, seconds)."""

@@ -40,8 +40,9 @@ from uncertainty_adapters.integrations.sam import UncertaintySam, build_sam, sav
 SPEC, INPUT_SIZE, IMAGE_SIZE, SAMPLES = "demo", 128, 256, 4
 
 
-def make_run(directory: Path, seed: int = 0) -> Path:
-    """A run folder of the demo's architecture with random weights (see the module docstring)."""
+def make_run(directory: Path, samples: int = SAMPLES, seed: int = 0) -> Path:
+    """A run folder of the demo's architecture with random weights (see the module docstring),
+    whose preset samples K = ``samples`` (the page's default K)."""
     torch.manual_seed(seed)
     sam = build_sam(SPEC, image_size=INPUT_SIZE)
     plain = build_sam(SPEC, image_size=INPUT_SIZE)
@@ -54,7 +55,7 @@ def make_run(directory: Path, seed: int = 0) -> Path:
     save_sam_weights(plain, directory / run_dir.BACKBONE)
     run_dir.save_run(directory, model, {
         "backbone": run_dir.BACKBONE, "sam": SPEC, "image_size": INPUT_SIZE, "train_decoder": False,
-        "preset": {"name": "demo", "eval_samples": SAMPLES}, "data": "none (random weights, for timing)",
+        "preset": {"name": "demo", "eval_samples": samples}, "data": "none (random weights, for timing)",
     })
     return directory
 
@@ -130,7 +131,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     parser.add_argument("--checkpoint", type=Path, help="A run folder (default: the demo's architecture, random weights).")
     parser.add_argument("--rounds", type=int, default=5, help="Images, each clicked twice (default 5).")
     parser.add_argument("--samples", type=int, default=SAMPLES,
-                        help=f"K through the API (default {SAMPLES}); the page uses the run's default K.")
+                        help=f"K (default {SAMPLES}); on the page the run's default K (--samples without --checkpoint).")
     parser.add_argument("--browser", action="store_true", help="Also time the clicks on the page in headless Chromium.")
     parser.add_argument("--screenshot", type=Path, help="With --browser: save the page after the last round here.")
     parser.add_argument("--json", action="store_true", help="Print the figures as JSON.")
@@ -142,7 +143,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     try:
         with tempfile.TemporaryDirectory(prefix="bench-app-") as scratch:
             scratch = Path(scratch)
-            checkpoint = args.checkpoint or make_run(scratch / "run")
+            checkpoint = args.checkpoint or make_run(scratch / "run", args.samples)
             images = lesion_images(scratch, args.rounds * (2 if args.browser else 1) + 1)
             page, url = serve(checkpoint, port=0)
             try:

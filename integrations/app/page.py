@@ -101,6 +101,7 @@ def build_page(segmenter: Segmenter, checkpoint: str | Path, checkpoint_editable
     """
     default_k = segmenter.load_run(checkpoint).default_samples
     max_k = max(32, default_k)
+    scratch = tempfile.TemporaryDirectory(prefix="ua-sam-app-")  # downloads; removed when the server exits
 
     def blank(image: str | None, prompt: Prompt, window: str | None, slice_index: int | None,
               note: str) -> tuple:
@@ -201,7 +202,7 @@ def build_page(segmenter: Segmenter, checkpoint: str | Path, checkpoint_editable
         try:
             result = segmenter.segment(run_folder or checkpoint, image, Prompt.from_json(prompt_text), int(samples),
                                        int(seed or 0), _window(window), _slice(slice_value))
-            out = Path(tempfile.mkdtemp(prefix="ua-sam-app-"))
+            out = Path(tempfile.mkdtemp(dir=scratch.name))
             summary = segmenter.write_files(result, out / "files")
         except USER_ERRORS as error:
             return None, _message(error)
@@ -214,7 +215,7 @@ def build_page(segmenter: Segmenter, checkpoint: str | Path, checkpoint_editable
         return [str(archive)] + [str(out / "files" / name) for name in names], \
             f"Wrote {len(names)} files, as `ua-sam predict` does."
 
-    with gr.Blocks(title="UA-SAM", analytics_enabled=False) as page:
+    with gr.Blocks(title="UA-SAM", analytics_enabled=False, delete_cache=(3600, 3600)) as page:
         gr.Markdown(INTRO)
         with gr.Row():
             with gr.Column(scale=1, min_width=300):
