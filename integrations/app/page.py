@@ -246,7 +246,7 @@ def build_page(segmenter: Segmenter, checkpoint: str | Path, checkpoint_editable
                 heat = gr.Image(label="Uncertainty: entropy of the mean of the K samples", interactive=False,
                                 format="png", elem_id="ua-heat", buttons=["download"])
                 gallery = gr.Gallery(label="The K sampled masks", columns=4, format="png", object_fit="contain",
-                                     height=300, elem_id="ua-gallery")
+                                     height=220, elem_id="ua-gallery")
                 numbers = gr.JSON(label="summary.json", elem_id="ua-summary")
         press = gr.Textbox(visible="hidden", elem_id="ua-press")
 
