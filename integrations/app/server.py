@@ -23,8 +23,6 @@ import torch
 
 __all__ = ["LOCAL_HOSTS", "MAX_UPLOAD", "add_app_parser", "free_port", "host_warning", "run_app", "serve"]
 
-logger = logging.getLogger(__name__)
-
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 MAX_UPLOAD = "300mb"
 INSTALL_HINT = 'pip install "uncertainty-adapters[app]"'
@@ -119,4 +117,5 @@ def run_app(args: argparse.Namespace) -> None:
     if not 0 <= args.port <= 65535:
         raise ValueError(f"--port must be between 0 and 65535, got {args.port}")
     device = "cuda" if torch.cuda.is_available() and not args.cpu else "cpu"
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own requests to the local server
     serve(args.checkpoint, args.host, args.port, device=device, block=True)

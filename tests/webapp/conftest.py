@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from predict.conftest import make_run, write_png  # noqa: F401 - re-exported for the tests here
+from predict.conftest import make_run, write_png
 
 RUN_SAMPLES = 3  # the eval_samples of make_run's preset
 
