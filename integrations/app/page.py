@@ -85,6 +85,11 @@ def _slice(value: Any) -> int | None:
     return int(number)
 
 
+def _whole(value: Any, default: int | None) -> int | None:
+    """A number field's value as an int (an empty field: ``default``)."""
+    return default if value is None or value == "" else int(value)
+
+
 def _message(error: BaseException) -> str:
     return f"**Cannot do that:** {error}"
 
@@ -133,8 +138,8 @@ def build_page(segmenter: Segmenter, checkpoint: str | Path, checkpoint_editable
                 return (*blank(image, prompt, window_name, slice_index, "")[:4],
                         f"{Path(image).name}: {loaded.pixels.shape[1]} x {loaded.pixels.shape[0]} pixels{where}. "
                         "Click on the object (or drag a box around it).")
-            result = segmenter.segment(run_folder or checkpoint, image, prompt, int(samples), int(seed or 0),
-                                       window_name, slice_index)
+            result = segmenter.segment(run_folder or checkpoint, image, prompt, _whole(samples, None),
+                                       _whole(seed, 0), window_name, slice_index)
         except USER_ERRORS as error:
             return blank(image, prompt, _window(window), None, _message(error))
         except Exception as error:  # noqa: BLE001 - the server must outlive any one request
@@ -200,8 +205,8 @@ def build_page(segmenter: Segmenter, checkpoint: str | Path, checkpoint_editable
         if not image:
             return None, "Upload an image and click on it first."
         try:
-            result = segmenter.segment(run_folder or checkpoint, image, Prompt.from_json(prompt_text), int(samples),
-                                       int(seed or 0), _window(window), _slice(slice_value))
+            result = segmenter.segment(run_folder or checkpoint, image, Prompt.from_json(prompt_text),
+                                       _whole(samples, None), _whole(seed, 0), _window(window), _slice(slice_value))
             out = Path(tempfile.mkdtemp(dir=scratch.name))
             summary = segmenter.write_files(result, out / "files")
         except USER_ERRORS as error:
