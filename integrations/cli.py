@@ -4,6 +4,7 @@
     ua-sam train    --data SPEC --preset NAME --out DIR [--interaction X] [--epochs N] [--seed S] ...
     ua-sam evaluate --checkpoint DIR --data SPEC [--samples K] [--ged-samples N] [--save-samples] [--out DIR]
     ua-sam predict  --checkpoint DIR --image FILE (--point X,Y | --box X0,Y0,X1,Y1) [--samples K] --out DIR
+    ua-sam app      --checkpoint DIR [--host 127.0.0.1] [--port 7860]
     ua-sam reproduce --data SPEC --preset NAME --out DIR [--seeds N] [--budget B] [--latent-dims 2,4,6,8]
 
 Errors in what the user gave (a missing file, a bad data folder, a checkpoint that does not fit)
@@ -20,6 +21,7 @@ from typing import Sequence
 from uncertainty_adapters.checkpoint import CheckpointMismatchError
 from uncertainty_adapters.integrations.data import DATA_SPECS, DataError
 
+from .app.server import add_app_parser, run_app
 from .pipeline.predict import add_predict_parser
 from .pipeline.preset_options import TRAINING_OPTIONS, add_preset_options
 from .pipeline.presets import PRESETS
@@ -99,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluation_outputs(evaluate)
 
     add_predict_parser(commands)
+    add_app_parser(commands)
     add_reproduce_parser(commands)
     return parser
 
@@ -115,6 +118,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             commands.run_train(args)
         elif args.command == "predict":
             commands.run_predict(args)
+        elif args.command == "app":
+            run_app(args)
         elif args.command == "reproduce":
             run_reproduce(args, sys.argv[1:] if argv is None else list(argv))
         else:
@@ -127,7 +132,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except commands.TrainingDiverged as error:
         print(f"ua-sam {args.command}: error: {error}", file=sys.stderr)
         return 3
+    except (OSError, ModuleNotFoundError) as error:  # 'ua-sam app': the port is taken, Gradio is missing
+        if args.command != "app" or args.verbose:
+            raise
+        print(f"ua-sam {args.command}: error: {error}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
+        if args.command == "app":
+            return 0
         print(f"ua-sam {args.command}: interrupted; resume with --resume", file=sys.stderr)
         return 130
     return 0

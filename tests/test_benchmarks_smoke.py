@@ -130,3 +130,12 @@ def test_bench_evaluate_reports_each_n_against_the_first():
     assert result["rows"][0]["ratio_to_first"] == 1.0
     assert all({"wall_s", "cpu_s", "ratio_over_linear", "metrics_s"} <= set(row) for row in result["rows"])
     assert "x first" in bench_evaluate.format_result(result)
+
+
+def test_bench_app_reports_first_and_second_click_through_the_api(capsys):
+    pytest.importorskip("gradio", reason="the app extra is not installed")
+    from benchmarks import bench_app
+
+    report = bench_app.main(["--rounds", "1", "--samples", "2", "--json"])
+    assert set(report["api"]) == {"first_click_s", "second_click_s", "second_to_first_ratio", "rounds", "samples"}
+    assert '"second_to_first_ratio"' in capsys.readouterr().out

@@ -39,7 +39,8 @@ from uncertainty_adapters.integrations.sam.predictor import check_inside
 from . import output_dir, predict_figures, run_dir
 from .image_io import WINDOW_CHOICES, WINDOWS, LoadedImage, read_image
 
-__all__ = ["UNCERTAIN_ENTROPY_BITS", "add_predict_parser", "run_predict", "summarize"]
+__all__ = ["UNCERTAIN_ENTROPY_BITS", "add_predict_parser", "checkpoint_record", "model_line", "run_predict",
+           "summarize", "write_outputs"]
 
 UNCERTAIN_ENTROPY_BITS = 0.5
 DEFAULT_SAMPLES = 4
@@ -185,17 +186,10 @@ def run_predict(args: argparse.Namespace) -> dict[str, Any]:
 
     output_dir.claim(out, "predict")
     summary = summarize(prediction.masks, prediction.mean, prediction.entropy)
-    files = _write_outputs(out, loaded, prediction, prompt, _footnote(args, k, loaded, meta, model))
+    files = write_outputs(out, loaded, prediction, prompt, _footnote(args, k, loaded, meta, model))
     summary.update({
         "prompt": prompt,
-        "checkpoint": {
-            "path": str(checkpoint),
-            "preset": preset.get("name"),
-            "data": meta.get("data"),
-            "sam": meta.get("sam"),
-            "image_size": model.image_size,
-            "interaction": model.config.interaction,
-        },
+        "checkpoint": checkpoint_record(checkpoint, meta, model),
         "image": loaded.info,
         "seed": args.seed,
         "device": str(device),
@@ -223,19 +217,39 @@ def _command(args: argparse.Namespace, k: int) -> str:
     return " ".join(shlex.quote(word) for word in words + ["--out", str(args.out)])
 
 
-def _footnote(args: argparse.Namespace, k: int, loaded: LoadedImage, meta: dict[str, Any], model: Any) -> str:
-    """Two lines under every picture: the command, then the model and how the image was read."""
+def checkpoint_record(checkpoint: str | Path, meta: dict[str, Any], model: Any) -> dict[str, Any]:
+    """summary.json's ``checkpoint``: the run folder and what its run.json says about the model."""
+    return {
+        "path": str(checkpoint),
+        "preset": (meta.get("preset") or {}).get("name"),
+        "data": meta.get("data"),
+        "sam": meta.get("sam"),
+        "image_size": model.image_size,
+        "interaction": model.config.interaction,
+    }
+
+
+def model_line(checkpoint: str | Path, loaded: LoadedImage, meta: dict[str, Any], model: Any) -> str:
+    """The second footnote line of every picture: the model, and how the image was read."""
     preset = (meta.get("preset") or {}).get("name", "?")
-    model_line = (f"model: {Path(args.checkpoint).name} (preset {preset}, trained on {meta.get('data', '?')}, "
-                  f"SAM '{meta.get('sam')}' at {model.image_size} px, interaction {model.config.interaction})")
+    line = (f"model: {Path(checkpoint).name} (preset {preset}, trained on {meta.get('data', '?')}, "
+            f"SAM '{meta.get('sam')}' at {model.image_size} px, interaction {model.config.interaction})")
     window = loaded.info.get("window")
     if window:
-        model_line += f"; image window {window['name']} (centre {window['centre']:g}, width {window['width']:g})"
-    return f"{_command(args, k)}\n{model_line}"
+        line += f"; image window {window['name']} (centre {window['centre']:g}, width {window['width']:g})"
+    return line
 
 
-def _write_outputs(out: Path, loaded: LoadedImage, prediction: Any, prompt: dict[str, Any],
-                   footnote: str) -> dict[str, Any]:
+def _footnote(args: argparse.Namespace, k: int, loaded: LoadedImage, meta: dict[str, Any], model: Any) -> str:
+    """Two lines under every picture: the command, then the model and how the image was read."""
+    return f"{_command(args, k)}\n{model_line(args.checkpoint, loaded, meta, model)}"
+
+
+def write_outputs(out: Path, loaded: LoadedImage, prediction: Any, prompt: dict[str, Any],
+                  footnote: str) -> dict[str, Any]:
+    """Write predict's pictures and prediction.npz (the files of the module docstring, all but
+    summary.json) into ``out``; returns summary.json's ``files``. ``prompt`` is summary.json's
+    prompt (a point, a box, or points with labels and an optional box)."""
     k = prediction.num_samples
     image_name = Path(loaded.info["path"]).name
     where = f" (slice {loaded.info['slice']})" if "slice" in loaded.info else ""

@@ -53,19 +53,26 @@ def _show_image(ax: Any, image: np.ndarray) -> None:
 
 
 def _draw_prompt(ax: Any, prompt: dict[str, Any]) -> list[Any]:
-    """Draw the prompt (original-image pixels); returns its legend handles."""
+    """Draw the prompt (original-image pixels): a box, and points with labels 1 (foreground) or
+    0 (background), given as summary.json records them (``box``; ``point`` with ``label``, or
+    ``points`` with ``labels``); returns the legend handles."""
+    handles = []
     if "box" in prompt:
         x0, y0, x1, y1 = prompt["box"]
         ax.add_patch(plt.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0 + 1, y1 - y0 + 1, fill=False,
                                    edgecolor=_PROMPT, linewidth=2))
-        return [Patch(facecolor="none", edgecolor=_PROMPT, linewidth=2, label="prompt: box")]
-    x, y = prompt["point"]
-    foreground = prompt.get("label", 1) == 1
-    colour = _PROMPT if foreground else _NEGATIVE
-    ax.plot(x, y, marker="*", markersize=16, color=colour, markeredgecolor="black", linestyle="none")
-    label = "prompt: foreground point" if foreground else "prompt: background point"
-    return [Line2D([], [], marker="*", markersize=12, color=colour, markeredgecolor="black", linestyle="none",
-                   label=label)]
+        handles.append(Patch(facecolor="none", edgecolor=_PROMPT, linewidth=2, label="prompt: box"))
+    points = prompt["points"] if "points" in prompt else [prompt["point"]] if "point" in prompt else []
+    labels = prompt.get("labels", [prompt.get("label", 1)] * len(points))
+    for wanted, colour, label in ((1, _PROMPT, "prompt: foreground point"), (0, _NEGATIVE, "prompt: background point")):
+        chosen = [point for point, given in zip(points, labels) if given == wanted]
+        if not chosen:
+            continue
+        xs, ys = zip(*chosen)
+        ax.plot(xs, ys, marker="*", markersize=16, color=colour, markeredgecolor="black", linestyle="none")
+        handles.append(Line2D([], [], marker="*", markersize=12, color=colour, markeredgecolor="black",
+                              linestyle="none", label=label + ("s" if len(chosen) > 1 else "")))
+    return handles
 
 
 def _draw_contour(ax: Any, field: np.ndarray, colour: str, width: float = 2.0) -> bool:

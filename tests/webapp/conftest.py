@@ -1,0 +1,43 @@
+"""A small run folder and images for the app's tests (the predict tests' tiny 'demo' run), and
+one app server per test module on a free port of 127.0.0.1."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from predict.conftest import make_run, write_png
+
+RUN_SAMPLES = 3  # the eval_samples of make_run's preset
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models gain nothing from intra-op threads on a busy CI machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def app_run(tmp_path_factory) -> Path:
+    return make_run(tmp_path_factory.mktemp("app") / "run")
+
+
+@pytest.fixture(scope="session")
+def lesion_png(tmp_path_factory) -> Path:
+    return write_png(tmp_path_factory.mktemp("app-images") / "lesion.png")
+
+
+@pytest.fixture(scope="module")
+def server(app_run):
+    """(Gradio Blocks, URL) of `ua-sam app` on the tiny run, closed after the module."""
+    pytest.importorskip("gradio", reason="the app extra is not installed: pip install -e '.[app]'")
+    from uncertainty_adapters.integrations.app.server import serve
+
+    page, url = serve(app_run, port=0)
+    yield page, url
+    page.close()
