@@ -5,6 +5,7 @@
     ua-sam evaluate --checkpoint DIR --data SPEC [--samples K] [--out DIR]
     ua-sam predict  --checkpoint DIR --image FILE (--point X,Y | --box X0,Y0,X1,Y1) [--samples K] --out DIR
     ua-sam reproduce --data SPEC --preset NAME --out DIR [--seeds N] [--budget B] [--latent-dims 2,4,6,8]
+    ua-sam pretrain-backbone --out FILE.safetensors [--steps N] [--device auto|cpu|cuda] ...
 
 Errors in what the user gave (a missing file, a bad data folder, a checkpoint that does not fit)
 end the command with one line on stderr and exit status 2, without a traceback.
@@ -23,6 +24,7 @@ from uncertainty_adapters.checkpoint import CheckpointMismatchError
 from uncertainty_adapters.integrations.data import DATA_SPECS, DataError
 
 from .pipeline.predict import add_predict_parser
+from .pipeline.pretrain_cli import add_pretrain_parser, run_pretrain
 from .pipeline.preset_options import TRAINING_OPTIONS, add_preset_options
 from .pipeline.presets import PRESETS
 from .pipeline.reproduce_cli import add_reproduce_parser, run_reproduce
@@ -82,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_predict_parser(commands)
     add_reproduce_parser(commands)
+    add_pretrain_parser(commands)
     return parser
 
 
@@ -101,6 +104,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             commands.run_predict(args)
         elif args.command == "reproduce":
             run_reproduce(args, sys.argv[1:] if argv is None else list(argv))
+        elif args.command == "pretrain-backbone":
+            run_pretrain(args, sys.argv[1:] if argv is None else list(argv))
         else:
             commands.run_evaluate(args)
     except (DataError, CheckpointMismatchError, FileNotFoundError, FileExistsError, ValueError) as error:

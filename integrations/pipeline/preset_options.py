@@ -29,7 +29,8 @@ _OPTIONS: dict[str, tuple[str, dict[str, Any]]] = {
     "prior_fit_lr": ("--prior-fit-lr", dict(type=float, help="Adam learning rate of the prior-fit epochs.")),
     "latent_dim": ("--latent-dim", dict(type=int, help="Latent dimension C.")),
     "image_size": ("--image-size", dict(type=int, help="Encoder input side in pixels.")),
-    "prompt": ("--prompt", dict(choices=PROMPT_MODES, help="Prompt type (paper: one point).")),
+    "prompt": ("--prompt", dict(choices=PROMPT_MODES, help="Prompt type (paper: 'point', one click; demo: "
+                                "'component-points', one click per lesion of the raters' majority).")),
     "eval_samples": ("--samples", dict(type=int, help="K samples per image at evaluation.")),
     "mixed_precision": ("--mixed-precision", dict(choices=("no", "bf16", "fp16"), help="Accelerate mixed precision.")),
     "grad_accum": ("--grad-accum", dict(type=int, help="Gradient accumulation steps.")),
@@ -48,7 +49,7 @@ TRAINING_OPTIONS: tuple[str, ...] = tuple(_OPTIONS)
 REPRODUCE_OPTIONS: tuple[str, ...] = (
     "epochs", "batch_size", "lr", "latent_lr", "beta", "kl_warmup", "prior_fit_epochs", "prior_fit_lr",
     "latent_dim", "image_size",
-    "synthetic_cases", "patience", "eval_samples", "train_decoder",
+    "synthetic_cases", "patience", "eval_samples", "train_decoder", "prompt",
 )
 
 

@@ -65,7 +65,7 @@ BUDGETS: dict[str, Budget] = {
 }
 
 _SHOWN = ("image_size", "synthetic_cases", "epochs", "batch_size", "lr", "latent_lr", "beta", "kl_warmup",
-          "prior_fit_epochs", "latent_dim", "patience", "eval_samples", "train_decoder")
+          "prior_fit_epochs", "latent_dim", "patience", "eval_samples", "train_decoder", "prompt")
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -134,11 +134,11 @@ def _backbone(args: argparse.Namespace, preset, budget: Budget) -> tuple[Path | 
             raise FileNotFoundError(f"--sam-checkpoint {path} does not exist")
         return path, {"source": "user checkpoint", "path": str(path.resolve())}
     if preset.sam == "demo":
-        settings = PretrainSettings(image_size=preset.image_size)
+        settings = None  # the demo backbone: shipped with the package (any image size)
         if budget.pretrain_steps is not None:
             settings = PretrainSettings(image_size=preset.image_size, steps=budget.pretrain_steps, batch_size=4)
-        path, facts = ensure_demo_backbone(preset.image_size, cache_dir=args.cache_dir, cpu=args.cpu, settings=settings)
-        return path, {"source": "pretrained demo backbone (cached)", **facts}
+        path, facts = ensure_demo_backbone(cache_dir=args.cache_dir, cpu=args.cpu, settings=settings)
+        return path, {**facts, "source": f"pretrained demo backbone ({facts['source']})"}
     logger.warning("no --sam-checkpoint: the %s backbone is randomly initialised, so the UA-SAM rows say "
                    "nothing (fine for timing and smoke runs only)", preset.sam)
     return None, {"source": "random initialisation (no --sam-checkpoint)"}
@@ -178,7 +178,7 @@ def run_reproduce(args: argparse.Namespace, argv: Sequence[str] | None = None) -
         f"{args.seeds} seed(s); ensemble of {args.ensemble_members}; "
         + (f"rows {', '.join(args.rows)}; " if args.rows else "") +
         f"backbone: {facts.get('source')}"
-        + (f" ({'from the cache; ' if facts.get('cached') else ''}pretrained in {facts['seconds']:.0f} s, "
+        + (f" (pretrained in {facts['seconds']:.0f} s on {facts.get('device', 'this machine')}, "
            f"held-out IoU on crisp shapes {facts['held_out_iou']})" if "held_out_iou" in facts else "") + "."
     )
     job = ReproduceJob(

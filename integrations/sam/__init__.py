@@ -18,7 +18,7 @@ from .checkpoint import load_sam_weights, read_sam_checkpoint, sam_state_dict, s
 from .decoder import predict_single_masks
 from .model import UncertaintySam, UncertaintySamOutput
 from .predictor import UncertaintyPrediction, UncertaintySamPredictor
-from .prompts import PROMPT_MODES, Prompts, box_prompts, make_prompts, sample_point_prompts
+from .prompts import PROMPT_MODES, Prompts, box_prompts, component_point_prompts, make_prompts, sample_point_prompts
 from .segment import decode_prompts, normalize_images, segment
 from .spec import SAM_SPECS, SamSpec, get_sam_spec
 
@@ -36,6 +36,7 @@ __all__ = [
     "build_sam",
     "build_uncertainty_sam",
     "check_image_size",
+    "component_point_prompts",
     "decode_prompts",
     "get_sam_spec",
     "load_sam_weights",
