@@ -13,7 +13,6 @@ the file's SHA-256. The defaults are the recipe of the weights shipped in the pa
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import os
 import shlex
@@ -98,7 +97,6 @@ def run_pretrain(args: argparse.Namespace, argv: Sequence[str] | None = None) ->
         "command": "ua-sam " + " ".join(shlex.quote(arg) for arg in argv),
         "data": "crisp-shapes-v1: CrispShapes(seed=settings.seed) for training; held-out IoU on "
                 f"CrispShapes(seed={HELD_OUT_SEED}), its first {facts['held_out_cases']} items",
-        "settings_defaults": dataclasses.asdict(PretrainSettings()) == facts["settings"],
     }
     ckpt.write_json_atomic(record_path, record)
     logger.info("wrote %s and %s: held-out IoU %.4f (%s), %.0f s on %s", out, record_path,
