@@ -143,3 +143,13 @@ def test_pretrain_backbone_does_not_overwrite_without_being_asked(tmp_path, caps
     out.write_bytes(b"precious")
     assert main(["pretrain-backbone", "--out", str(out), "--steps", "2"]) == 2
     assert "--overwrite" in capsys.readouterr().err and out.read_bytes() == b"precious"
+
+
+def test_a_demo_preset_run_records_the_shipped_backbone_in_run_json(tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", "--data", "synthetic", "--preset", "demo", "--out", str(out), "--max-steps", "1",
+                 "--image-size", "64", "--synthetic-cases", "24", "--batch-size", "4", "--samples", "1",
+                 "--prior-fit-epochs", "0", "--cpu", "--cache-dir", str(tmp_path / "cache")]) == 0
+    source = json.loads((out / "run.json").read_text())["backbone_source"]
+    assert source["source"] == "shipped" and source["held_out_iou"] == shipped_record()["held_out_iou"]
+    assert source["command"] == shipped_record()["command"]
