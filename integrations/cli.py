@@ -58,10 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser(
         "demo",
-        help="Pretrain (or load) a small SAM backbone, train UA-SAM on synthetic lesions, evaluate.",
-        description="The whole method on the CPU in minutes: a small SAM-architecture backbone is "
-        "pretrained on crisp shapes (cached), frozen, and given uncertainty adapters trained on "
-        "synthetic ambiguous lesions; the test part is evaluated and a figure written.",
+        help="Load the small SAM backbone shipped with the package, train UA-SAM on synthetic lesions, evaluate.",
+        description="The whole method on the CPU in minutes: a small SAM-architecture backbone, "
+        "pretrained on crisp shapes and shipped with the package (ua-sam pretrain-backbone), is frozen "
+        "and given uncertainty adapters trained on synthetic ambiguous lesions; the test part is "
+        "evaluated and a figure written.",
     )
     demo.add_argument("--out", default="ua-sam-demo", help="Output folder (default ./ua-sam-demo).")
     _add_training_options(demo)

@@ -39,7 +39,8 @@ logger = logging.getLogger("ua-sam")
 @dataclass(frozen=True)
 class Budget:
     """A named schedule: preset overrides, a per-run step cap, and the demo backbone's
-    pretraining steps (None: the default, shared with `ua-sam demo` at the same image size)."""
+    pretraining steps (None: the demo backbone shipped with the package, as `ua-sam demo`, at
+    every image size)."""
 
     overrides: dict[str, Any] = field(default_factory=dict)
     max_steps: int | None = None
@@ -118,7 +119,7 @@ def add_reproduce_parser(subparsers: Any) -> argparse.ArgumentParser:
     group.add_argument("--max-steps", type=int, help="Cap on optimizer steps per training run.")
     run = parser.add_argument_group("run")
     run.add_argument("--sam-checkpoint", help="SAM weights for every UA-SAM row (default for demo: the "
-                     "cached pretrained demo backbone; required for a meaningful paper-* run).")
+                     "demo backbone shipped with the package; required for a meaningful paper-* run).")
     run.add_argument("--cache-dir", help="Where the pretrained demo backbone is cached.")
     run.add_argument("--cpu", action="store_true", help="Run on the CPU even when a GPU is present.")
     run.add_argument("--threads", type=int, help="torch CPU threads (1 is fastest for the demo on a busy CPU).")
