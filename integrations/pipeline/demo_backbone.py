@@ -51,7 +51,8 @@ HELD_OUT_CASES = 128
 class PretrainSettings:
     """Everything that shapes the pretrained weights (and so the cache key).
 
-    The defaults are the recipe of the shipped weights: batches of ``batch_size`` images, each
+    The defaults are ``ua-sam pretrain-backbone``'s recipe (the record of the shipped weights
+    states the settings they were made with): batches of ``batch_size`` images, each
     encoded once and decoded for ``targets`` objects of it (SAM's own training decodes several
     prompts per encoded image), AdamW with a one-cycle schedule (``warmup``: share of the steps
     with a rising learning rate) and gradient clipping. ``targets=1``, ``warmup=0.1``,

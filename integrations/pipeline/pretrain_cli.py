@@ -6,8 +6,9 @@
 Writes FILE (SAM's checkpoint layout) and FILE with the suffix ``.json``: the command, the
 `PretrainSettings`, the held-out IoU on crisp shapes (``crisp-shapes-v1``, held-out seed) of the
 stored weights, the IoU every ``--eval-every`` steps, seconds, device, torch version, dtype and
-the file's SHA-256. The defaults are the recipe of the weights shipped in the package
-(`shipped_backbone.py`); copying FILE and its record there replaces them.
+the file's SHA-256. The defaults are the recipe meant for the weights shipped in the package
+(`shipped_backbone.py`; their record names the settings they were made with); copying FILE and
+its record there replaces them.
 """
 
 from __future__ import annotations
@@ -44,10 +45,10 @@ def add_pretrain_parser(commands: argparse._SubParsersAction) -> argparse.Argume
         description="Train the whole small demo SAM to segment the object under a point on crisp, "
         "unambiguous synthetic shapes, measure its IoU on held-out shapes, and write FILE "
         "(safetensors, SAM layout) plus FILE.json (command, settings, held-out IoU, seconds, "
-        "device, torch version). The defaults make the weights shipped with the package.",
+        "device, torch version). Copy both to integrations/pipeline/weights/ to ship them.",
     )
     parser.add_argument("--out", required=True, help="The .safetensors file to write (its record: same name, .json).")
-    recipe = parser.add_argument_group("recipe (default: the shipped weights')")
+    recipe = parser.add_argument_group("recipe (PretrainSettings defaults)")
     for name, (flag, kind) in _FLAGS.items():
         recipe.add_argument(flag, dest=name, type=kind, default=getattr(defaults, name),
                             help=f"PretrainSettings.{name} (default {getattr(defaults, name)}).")
