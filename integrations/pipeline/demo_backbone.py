@@ -55,8 +55,7 @@ class PretrainSettings:
     states the settings they were made with): batches of ``batch_size`` images, each
     encoded once and decoded for ``targets`` objects of it (SAM's own training decodes several
     prompts per encoded image), AdamW with a one-cycle schedule (``warmup``: share of the steps
-    with a rising learning rate) and gradient clipping. ``targets=1``, ``warmup=0.1``,
-    ``grad_clip=0`` and 400 steps of 16 images at 5e-4 is the recipe before the shipped weights.
+    with a rising learning rate) and gradient clipping (``grad_clip=0``: none).
     """
 
     spec: str = "demo"
