@@ -3,8 +3,9 @@
 The stand-in for SAM's natural-image pretraining (DESIGN section 8): the demo backbone learns
 "segment the object under the point" on high-contrast colour images of several ellipses and
 convex polygons, then is frozen before the uncertainty adapters see ambiguous lesions. Each item
-is one target object of one image: its visible mask (after occlusion by shapes drawn on top)
-and a point prompt inside it. The image is a pure function of (seed, index); the target object
+is one target object of one image (or ``targets`` of them, to train the mask decoder on several
+prompts per encoded image, as SAM itself was trained): its visible mask (after occlusion by
+shapes drawn on top) and a point prompt inside it. The image is a pure function of (seed, index); the target object
 and its point also depend on the epoch (:meth:`CrispShapes.set_epoch`), so later epochs prompt
 other objects of the same images, reproducibly.
 """
@@ -33,12 +34,17 @@ class CrispShapes(Dataset):
       ``mask[0, int(y), int(x)] == 1``,
     - ``case_id``: str.
 
+    With ``targets`` = T > 1, ``mask`` is (T, S, S) and ``point`` (T, 2): T distinct objects of
+    the image (drawn again when it has fewer than T that may be prompted); the first target and
+    its point are the ones the item has with ``targets=1``.
+
     Args:
         length: number of images.
         image_size: side S (shapes are rasterised at S directly, no resizing).
         seed: seeds the images and the prompts.
         min_objects, max_objects: objects per image (inclusive).
         min_area: smallest visible area, in pixels, of an object that may be prompted.
+        targets: prompted objects per item (T >= 1).
     """
 
     def __init__(
@@ -49,13 +55,15 @@ class CrispShapes(Dataset):
         min_objects: int = 2,
         max_objects: int = 5,
         min_area: int = 16,
+        targets: int = 1,
     ) -> None:
-        if length < 1 or image_size < 16 or not 1 <= min_objects <= max_objects:
+        if length < 1 or image_size < 16 or not 1 <= min_objects <= max_objects or targets < 1:
             raise DataError(
-                "CrispShapes needs length >= 1, image_size >= 16 and 1 <= min_objects <= "
-                f"max_objects, got length={length}, image_size={image_size}, "
-                f"min_objects={min_objects}, max_objects={max_objects}"
+                "CrispShapes needs length >= 1, image_size >= 16, 1 <= min_objects <= "
+                f"max_objects and targets >= 1, got length={length}, image_size={image_size}, "
+                f"min_objects={min_objects}, max_objects={max_objects}, targets={targets}"
             )
+        self.targets = checked_int("targets", targets)
         self.length = length
         self.image_size = image_size
         self.seed = checked_int("seed", seed)
@@ -107,13 +115,25 @@ class CrispShapes(Dataset):
         if candidates.size == 0:
             candidates = np.array([int(np.argmax(areas)) + 1])
         rng = np.random.default_rng([self.seed, self.epoch, index, _PROMPT_STREAM])
-        target = labels == rng.choice(candidates)
-        rows, cols = np.nonzero(target)
-        pick = int(rng.integers(rows.size))
+        first = rng.choice(candidates)
+        rest = np.setdiff1d(candidates, [first])
+        rng_rest = np.random.default_rng([self.seed, self.epoch, index, _PROMPT_STREAM, 1])
+        extra = rng_rest.permutation(rest)[: self.targets - 1].tolist()
+        while len(extra) < self.targets - 1:  # fewer objects than targets: draw again
+            extra.append(int(rng_rest.choice(candidates)))
+        masks, points = [], []
+        for k, label in enumerate([first, *extra]):
+            target = labels == label
+            rows, cols = np.nonzero(target)
+            pick = int((rng if k == 0 else rng_rest).integers(rows.size))
+            masks.append(target)
+            points.append([cols[pick], rows[pick]])
+        mask = torch.from_numpy(np.stack(masks).astype(np.float32))
+        point = torch.tensor(points, dtype=torch.float32)
         return {
             "image": torch.from_numpy(image).permute(2, 0, 1).contiguous(),
-            "mask": torch.from_numpy(target.astype(np.float32))[None],
-            "point": torch.tensor([cols[pick], rows[pick]], dtype=torch.float32),
+            "mask": mask,
+            "point": point[0] if self.targets == 1 else point,
             "case_id": f"crisp-{index:06d}",
         }
 

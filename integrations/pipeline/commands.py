@@ -104,7 +104,7 @@ def _train_and_report(args: argparse.Namespace, preset: Preset, data: str) -> di
     if backbone is not None:
         meta["backbone_source"] = "user checkpoint"
     elif preset.sam == "demo":
-        backbone, info = ensure_demo_backbone(preset.image_size, cache_dir=args.cache_dir, cpu=args.cpu)
+        backbone, info = ensure_demo_backbone(cache_dir=args.cache_dir, cpu=args.cpu)
         meta["backbone_source"] = info
         copy = True
     else:

@@ -1,15 +1,23 @@
-"""The demo's backbone: a small SAM-architecture model pretrained on crisp shapes, then cached.
+"""The demo's backbone: a small SAM-architecture model pretrained on crisp shapes, shipped or cached.
 
 DESIGN.md section 8: a frozen *random* backbone would prove nothing, and SAM's real weights cannot
-be downloaded here. So the demo first trains the whole small SAM (encoder, prompt encoder, mask
-decoder) to "segment the object under the point" on crisp, unambiguous synthetic shapes (the
-stand-in for SAM's natural-image pretraining). The weights are cached in SAM's checkpoint layout
-(safetensors) under a name derived from every setting that shapes them, so the second run skips
-this stage; UA-SAM then freezes them and trains only its adapters on ambiguous lesions.
+be downloaded here. So the whole small SAM (encoder, prompt encoder, mask decoder) is trained to
+"segment the object under the point" on crisp, unambiguous synthetic shapes (the stand-in for
+SAM's natural-image pretraining); UA-SAM then freezes it and trains only its adapters on
+ambiguous lesions.
+
+`ensure_demo_backbone` finds the weights in this order:
+1. the weights shipped inside the package (`shipped_backbone.py`; ``ua-sam pretrain-backbone``
+   made them and regenerates them): always for the demo, else when made with the requested
+   `PretrainSettings`;
+2. the cache, in SAM's checkpoint layout (safetensors) under a name derived from every setting
+   that shapes them;
+3. else it pretrains them now (`pretrain`) and caches them.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -26,34 +34,71 @@ from tqdm.auto import tqdm
 
 from uncertainty_adapters import checkpoint as ckpt
 from uncertainty_adapters.integrations.data import CrispShapes
-from uncertainty_adapters.integrations.sam import build_sam, get_sam_spec, save_sam_weights
-from uncertainty_adapters.integrations.sam.segment import segment
+from uncertainty_adapters.integrations.sam import build_sam, get_sam_spec, load_sam_weights, save_sam_weights
+from uncertainty_adapters.integrations.sam.prompts import Prompts
+from uncertainty_adapters.integrations.sam.segment import decode_prompts, normalize_images, segment
 
 from .output_dir import OutputFolderError
 from .seeding import seed_everything_for
+from .shipped_backbone import shipped_demo_backbone, shipped_record
 
 logger = logging.getLogger(__name__)
 
 CACHE_ENV = "UA_CACHE_DIR"
-_HELD_OUT_SEED = 10_007
+HELD_OUT_SEED = 10_007
+HELD_OUT_CASES = 128
 
 
 @dataclass(frozen=True)
 class PretrainSettings:
-    """Everything that shapes the pretrained weights (and so the cache key)."""
+    """Everything that shapes the pretrained weights (and so the cache key).
+
+    The defaults are ``ua-sam pretrain-backbone``'s recipe (the record of the shipped weights
+    states the settings they were made with): batches of ``batch_size`` images, each
+    encoded once and decoded for ``targets`` objects of it (SAM's own training decodes several
+    prompts per encoded image), AdamW with a one-cycle schedule (``warmup``: share of the steps
+    with a rising learning rate) and gradient clipping (``grad_clip=0``: none).
+    """
 
     spec: str = "demo"
     image_size: int = 128
-    steps: int = 400
-    batch_size: int = 16
-    lr: float = 5e-4
+    steps: int = 2500
+    batch_size: int = 64
+    targets: int = 4
+    lr: float = 1e-3
+    warmup: float = 0.05
     weight_decay: float = 0.01
+    grad_clip: float = 1.0
     seed: int = 0
     data: str = "crisp-shapes-v1"
 
+    def __post_init__(self) -> None:
+        for name in ("image_size", "steps", "batch_size", "targets"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"PretrainSettings.{name} must be a positive integer, got {value!r}")
+        if not self.lr > 0 or not 0 < self.warmup < 1 or self.weight_decay < 0 or self.grad_clip < 0:
+            raise ValueError(
+                f"PretrainSettings needs lr > 0, 0 < warmup < 1, weight_decay >= 0 and grad_clip >= 0 "
+                f"(0: no clipping), got lr={self.lr}, warmup={self.warmup}, "
+                f"weight_decay={self.weight_decay}, grad_clip={self.grad_clip}"
+            )
+        if self.data != "crisp-shapes-v1":
+            raise ValueError(f"PretrainSettings.data: the only pretraining data is 'crisp-shapes-v1', got {self.data!r}")
+
     def key(self) -> str:
-        blob = json.dumps({**asdict(self), "arch": get_sam_spec(self.spec).to_dict()}, sort_keys=True)
+        blob = json.dumps({**_key_fields(self), "arch": get_sam_spec(self.spec).to_dict()}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _key_fields(settings: PretrainSettings) -> dict:
+    """The settings as a dict, without the new fields at their no-op values, so that the cache
+    keys of weights made before those fields existed stay the same."""
+    fields = asdict(settings)
+    for name, no_op in (("targets", 1), ("warmup", 0.1), ("grad_clip", 0.0)):
+        if fields[name] == no_op:
+            del fields[name]
+    return fields
 
 
 def default_cache_dir() -> Path:
@@ -65,34 +110,50 @@ def default_cache_dir() -> Path:
 
 
 def ensure_demo_backbone(
-    image_size: int = 128,
     cache_dir: str | Path | None = None,
     cpu: bool = False,
     settings: PretrainSettings | None = None,
 ) -> tuple[Path, dict]:
-    """Path of the pretrained demo SAM weights, pretraining them first if not cached.
+    """Path of the pretrained demo SAM weights: shipped, cached, or pretrained now (then cached).
+
+    Args:
+        cache_dir: the cache (default: `default_cache_dir`).
+        cpu: pretrain on the CPU even when a GPU is present.
+        settings: the recipe. None: the weights shipped with the package, whatever recipe their
+            record names (the demo's backbone; it runs at any image size, SAM's pos-embeds being
+            resized on loading), or, when the package ships none, the default `PretrainSettings`.
+            Given settings use the shipped weights only when those were made with exactly them.
 
     Returns:
         (path to the safetensors file in SAM's checkpoint layout, facts about the pretraining:
-        settings, held-out IoU, seconds, whether it came from the cache).
+        ``settings``, ``held_out_iou``, ``seconds``, ``source`` ("shipped", "cache" or
+        "pretrained now"), ``cached``, and what the pretraining recorded besides, e.g. the
+        command, the device and the torch version of shipped weights).
     """
-    settings = settings or PretrainSettings(image_size=image_size)
+    record = shipped_record()
+    wanted = asdict(settings) if settings is not None else (record or {}).get("settings")
+    shipped = shipped_demo_backbone(wanted) if wanted is not None else None
+    if shipped is not None:
+        path, record = shipped
+        logger.info("demo backbone: using the weights shipped with the package %s", path)
+        return path, {**record, "source": "shipped", "cached": True}
+    settings = settings or PretrainSettings()
     cache = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
     weights = cache / f"sam-{settings.spec}-{settings.image_size}px-{settings.key()}.safetensors"
     facts_path = weights.with_suffix(".json")
     if weights.is_file() and facts_path.is_file():
         facts = ckpt.read_json(facts_path)
         logger.info("demo backbone: using the cached pretrained weights %s", weights)
-        return weights, {**facts, "cached": True}
+        return weights, {**facts, "source": "cache", "cached": True}
     _check_replaceable(weights, facts_path)
     logger.info(
-        "demo backbone: pretraining a small SAM on crisp shapes (%d steps, once; cached in %s)",
-        settings.steps, cache,
+        "demo backbone: pretraining a small SAM on crisp shapes (%d steps of %d images, once; cached in %s)",
+        settings.steps, settings.batch_size, cache,
     )
     device = torch.device("cuda" if torch.cuda.is_available() and not cpu else "cpu")
     facts = pretrain(settings, weights, device)
     ckpt.write_json_atomic(facts_path, facts)
-    return weights, {**facts, "cached": False}
+    return weights, {**facts, "source": "pretrained now", "cached": False}
 
 
 def _check_replaceable(weights: Path, facts: Path) -> None:
@@ -122,39 +183,102 @@ def _is_cached_facts(path: Path) -> bool:
     return isinstance(facts, dict) and {"settings", "held_out_iou"} <= set(facts)
 
 
-def pretrain(settings: PretrainSettings, path: Path, device: torch.device) -> dict:
-    """Train all of a small SAM on point-prompted crisp shapes; save it to ``path``."""
+def pretrain(
+    settings: PretrainSettings,
+    path: Path,
+    device: torch.device,
+    num_workers: int = 0,
+    eval_every: int = 0,
+    dtype: torch.dtype = torch.float32,
+) -> dict:
+    """Train all of a small SAM on point-prompted crisp shapes; save it to ``path``.
+
+    Args:
+        settings: the recipe. path: the ``.safetensors`` file to write (SAM's layout).
+        device: where to train. num_workers: DataLoader processes rendering the shapes (the
+            items are a pure function of their index, so this does not change the weights).
+        eval_every: also measure the held-out IoU every this many steps (0: only at the end).
+        dtype: dtype the weights are stored in (float32, float16 or bfloat16); the reported
+            ``held_out_iou`` is measured with the stored weights.
+
+    Returns:
+        facts: ``settings``, ``held_out_iou`` (stored weights), ``held_out_iou_float32``,
+        ``iou_by_step`` ([step, IoU] pairs), ``seconds``, ``device``, ``torch``, ``dtype``,
+        ``parameters`` and the weights' ``sha256``.
+    """
+    if dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        raise ValueError(f"the weights are stored as float32, float16 or bfloat16, got {dtype}")
     started = time.time()
     seed_everything_for(settings.seed)
     sam = build_sam(settings.spec, image_size=settings.image_size).to(device).train()
-    data = CrispShapes(length=settings.steps * settings.batch_size, image_size=settings.image_size, seed=settings.seed)
-    loader = DataLoader(data, batch_size=settings.batch_size, shuffle=False)
+    data = CrispShapes(length=settings.steps * settings.batch_size, image_size=settings.image_size,
+                       seed=settings.seed, targets=settings.targets)
+    loader = DataLoader(data, batch_size=settings.batch_size, shuffle=False, num_workers=num_workers,
+                        pin_memory=device.type == "cuda")
     optimizer = torch.optim.AdamW(sam.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=settings.lr, total_steps=settings.steps, pct_start=0.1)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=settings.lr, total_steps=settings.steps, pct_start=settings.warmup
+    )
     loss_fn = DiceCELoss(sigmoid=True)
+    trend = []
     bar = tqdm(loader, total=settings.steps, desc="pretrain demo backbone")
-    for step, batch in enumerate(bar):
-        images, masks = batch["image"].to(device), batch["mask"].to(device)
-        logits = segment(sam, images, batch["point"].to(device)[:, None, :], torch.ones(len(images), 1, device=device))
-        loss = loss_fn(logits, masks)
+    for step, batch in enumerate(bar, start=1):
+        logits = _segment_targets(sam, batch["image"].to(device, non_blocking=True), batch["point"].to(device))
+        masks = batch["mask"].to(device, non_blocking=True)
+        loss = loss_fn(logits, masks.reshape(-1, 1, *masks.shape[-2:]))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if settings.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(sam.parameters(), settings.grad_clip)
         optimizer.step()
         schedule.step()
         if step % 20 == 0:
             bar.set_postfix(loss=f"{loss.item():.4f}")
+        if eval_every and step % eval_every == 0 and step < settings.steps:
+            trend.append([step, round(held_out_iou(sam, settings, device), 4)])
+            logger.info("demo backbone: held-out IoU %.3f after %d steps", trend[-1][1], step)
     bar.close()
-    iou = held_out_iou(sam, settings, device)
+    iou_float32 = held_out_iou(sam, settings, device)
+    trend.append([settings.steps, round(iou_float32, 4)])
+    save_sam_weights(copy.deepcopy(sam).to(dtype).cpu(), path)
+    iou = iou_float32
+    if dtype != torch.float32:  # measure what is stored, loaded as every user loads it
+        load_sam_weights(sam, path)
+        iou = held_out_iou(sam, settings, device)
     logger.info("demo backbone: held-out IoU on crisp shapes %.3f after %.0f s", iou, time.time() - started)
-    save_sam_weights(sam.cpu(), path)
-    return {"settings": asdict(settings), "held_out_iou": round(iou, 4), "seconds": round(time.time() - started, 1)}
+    return {
+        "settings": asdict(settings),
+        "held_out_iou": round(iou, 4),
+        "held_out_iou_float32": round(iou_float32, 4),
+        "held_out_cases": HELD_OUT_CASES,
+        "iou_by_step": trend,
+        "seconds": round(time.time() - started, 1),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "dtype": str(dtype).removeprefix("torch."),
+        "parameters": sum(p.numel() for p in sam.parameters()),
+        "sha256": ckpt.file_sha256(path),
+    }
+
+
+def _segment_targets(sam, images: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """Logits (B * T, 1, S, S) for T point prompts per image, each image encoded once.
+
+    Args:
+        images: (B, 3, S, S). points: (B, 2) (T = 1) or (B, T, 2) pixel (x, y), label 1.
+    """
+    points = points.reshape(-1, 1, 2)
+    targets = points.shape[0] // images.shape[0]
+    embeddings = sam.image_encoder(normalize_images(images, sam.pixel_mean, sam.pixel_std))
+    prompts = Prompts(points, torch.ones(points.shape[0], 1, dtype=torch.int64, device=points.device))
+    return decode_prompts(sam.prompt_encoder, sam.mask_decoder, embeddings.repeat_interleave(targets, 0), prompts)
 
 
 @torch.no_grad()
-def held_out_iou(sam, settings: PretrainSettings, device: torch.device, cases: int = 128) -> float:
+def held_out_iou(sam, settings: PretrainSettings, device: torch.device, cases: int = HELD_OUT_CASES) -> float:
     """Mean IoU of the pretrained model on crisp shapes it never saw (a separate seed)."""
     sam.eval()
-    data = CrispShapes(length=cases, image_size=settings.image_size, seed=_HELD_OUT_SEED)
+    data = CrispShapes(length=cases, image_size=settings.image_size, seed=HELD_OUT_SEED)
     scores = []
     for batch in DataLoader(data, batch_size=32):
         masks = batch["mask"].to(device) > 0.5

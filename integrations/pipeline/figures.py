@@ -23,6 +23,8 @@ def _draw_prompts(ax, prompts: Any) -> None:
     if getattr(prompts, "points", None) is not None:
         points, labels = prompts.points[0], prompts.labels[0]
         for (x, y), label in zip(points.tolist(), labels.tolist()):
+            if label == -1:  # padding ("not a point")
+                continue
             ax.plot(x, y, marker="*", markersize=11, color="lime" if label == 1 else "red",
                     markeredgecolor="black", linestyle="none")
     if getattr(prompts, "boxes", None) is not None:

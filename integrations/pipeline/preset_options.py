@@ -30,7 +30,8 @@ _OPTIONS: dict[str, tuple[str, dict[str, Any]]] = {
     "prior_fit_lr": ("--prior-fit-lr", dict(type=float, help="Adam learning rate of the prior-fit epochs.")),
     "latent_dim": ("--latent-dim", dict(type=int, help="Latent dimension C.")),
     "image_size": ("--image-size", dict(type=int, help="Encoder input side in pixels.")),
-    "prompt": ("--prompt", dict(choices=PROMPT_MODES, help="Prompt type (paper: one point).")),
+    "prompt": ("--prompt", dict(choices=PROMPT_MODES, help="Prompt type (paper: 'point', one click; demo: "
+                                "'component-points', one click per lesion of the raters' majority).")),
     "eval_samples": ("--samples", dict(type=int, help="K samples per image for the majority-vote Dice (paper: 4 / 3).")),
     "ged_samples": ("--ged-samples", dict(
         type=int, help="N samples per image for GED, HM-IoU, diversity, S_NCC, soft Dice, ECE (default 16; 100 works).")),
@@ -54,7 +55,7 @@ TRAINING_OPTIONS: tuple[str, ...] = tuple(_OPTIONS)
 REPRODUCE_OPTIONS: tuple[str, ...] = (
     "epochs", "batch_size", "lr", "latent_lr", "beta", "kl_warmup", "prior_fit_epochs", "prior_fit_lr",
     "latent_dim", "image_size",
-    "synthetic_cases", "patience", "eval_samples", "ged_samples", "train_decoder",
+    "synthetic_cases", "patience", "eval_samples", "ged_samples", "train_decoder", "prompt",
 )
 
 

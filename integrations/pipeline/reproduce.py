@@ -373,8 +373,16 @@ def _save_examples(path: Path, examples: list[dict[str, Any]]) -> None:
     tensors = {"probabilities": torch.stack([e["probabilities"] for e in examples]).half().contiguous()}
     prompts = [e["prompts"] for e in examples]
     if all(p.points is not None for p in prompts):
-        tensors["points"] = torch.cat([p.points for p in prompts]).float().contiguous()
-        tensors["labels"] = torch.cat([p.labels for p in prompts]).float().contiguous()
+        # Cases may have different numbers of points ('component-points'): pad to the most with
+        # label -1, and give every padding point NaN coordinates so that figures draw nothing.
+        most = max(p.points.shape[1] for p in prompts)
+        points = torch.full((len(prompts), most, 2), float("nan"))
+        labels = torch.full((len(prompts), most), -1.0)
+        for row, p in enumerate(prompts):
+            real = p.labels[0] != -1
+            points[row, : p.points.shape[1]] = torch.where(real[:, None], p.points[0].float(), float("nan"))
+            labels[row, : p.labels.shape[1]] = p.labels[0].float()
+        tensors["points"], tensors["labels"] = points, labels
     save_file(tensors, str(path))
 
 

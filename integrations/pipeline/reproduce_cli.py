@@ -41,7 +41,8 @@ logger = logging.getLogger("ua-sam")
 @dataclass(frozen=True)
 class Budget:
     """A named schedule: preset overrides, a per-run step cap, and the demo backbone's
-    pretraining steps (None: the default, shared with `ua-sam demo` at the same image size)."""
+    pretraining steps (None: the demo backbone shipped with the package, as `ua-sam demo`, at
+    every image size)."""
 
     overrides: dict[str, Any] = field(default_factory=dict)
     max_steps: int | None = None
@@ -67,7 +68,7 @@ BUDGETS: dict[str, Budget] = {
 }
 
 _SHOWN = ("image_size", "synthetic_cases", "epochs", "batch_size", "lr", "latent_lr", "beta", "kl_warmup",
-          "prior_fit_epochs", "latent_dim", "patience", "eval_samples", "ged_samples", "train_decoder")
+          "prior_fit_epochs", "latent_dim", "patience", "eval_samples", "ged_samples", "train_decoder", "prompt")
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -121,8 +122,8 @@ def add_reproduce_parser(subparsers: Any) -> argparse.ArgumentParser:
     group.add_argument("--max-steps", type=int, help="Cap on optimizer steps per training run.")
     run = parser.add_argument_group("run")
     run.add_argument("--sam-checkpoint", metavar="PATH", help="SAM weights for every UA-SAM row: a segment-anything "
-                     ".pth/.safetensors or a local Hugging Face SamModel folder (default for demo: the cached "
-                     "pretrained demo backbone; required for a meaningful paper-* run).")
+                     ".pth/.safetensors or a local Hugging Face SamModel folder (default for demo: the demo "
+                     "backbone shipped with the package; required for a meaningful paper-* run).")
     run.add_argument("--cache-dir", help="Where the pretrained demo backbone is cached.")
     run.add_argument("--cpu", action="store_true", help="Run on the CPU even when a GPU is present.")
     run.add_argument("--threads", type=int, help="torch CPU threads (1 is fastest for the demo on a busy CPU).")
@@ -136,11 +137,11 @@ def _backbone(args: argparse.Namespace, preset, budget: Budget) -> tuple[Path | 
         path = resolve_sam_checkpoint(args.sam_checkpoint)
         return path, {"source": "user checkpoint", "path": str(path.resolve())}
     if preset.sam == "demo":
-        settings = PretrainSettings(image_size=preset.image_size)
+        settings = None  # the demo backbone: shipped with the package (any image size)
         if budget.pretrain_steps is not None:
             settings = PretrainSettings(image_size=preset.image_size, steps=budget.pretrain_steps, batch_size=4)
-        path, facts = ensure_demo_backbone(preset.image_size, cache_dir=args.cache_dir, cpu=args.cpu, settings=settings)
-        return path, {"source": "pretrained demo backbone (cached)", **facts}
+        path, facts = ensure_demo_backbone(cache_dir=args.cache_dir, cpu=args.cpu, settings=settings)
+        return path, {**facts, "source": f"pretrained demo backbone ({facts['source']})"}
     logger.warning("no --sam-checkpoint: the %s backbone is randomly initialised, so the UA-SAM rows say "
                    "nothing (fine for timing and smoke runs only)", preset.sam)
     return None, {"source": "random initialisation (no --sam-checkpoint)"}
@@ -181,7 +182,7 @@ def run_reproduce(args: argparse.Namespace, argv: Sequence[str] | None = None) -
         f"{args.seeds} seed(s); ensemble of {args.ensemble_members}; "
         + (f"rows {', '.join(args.rows)}; " if args.rows else "") +
         f"backbone: {facts.get('source')}"
-        + (f" ({'from the cache; ' if facts.get('cached') else ''}pretrained in {facts['seconds']:.0f} s, "
+        + (f" (pretrained in {facts['seconds']:.0f} s on {facts.get('device', 'this machine')}, "
            f"held-out IoU on crisp shapes {facts['held_out_iou']})" if "held_out_iou" in facts else "") + "."
     )
     job = ReproduceJob(

@@ -2,7 +2,8 @@
 The same loop trains the Probabilistic U-Net baseline (``TrainJob.model = "prob-unet"``).
 
 The loop is the paper's (section 3.2): a rater mask drawn at random per image and epoch, one
-point prompt sampled from it, z ~ Q(z|X,Y), loss = DiceCE + beta * KL(Q||P) (Eq. 6), Adam,
+point prompt sampled from it (or, with ``prompt="component-points"``, one point per lesion of the
+raters' majority: `prompt_source`), z ~ Q(z|X,Y), loss = DiceCE + beta * KL(Q||P) (Eq. 6), Adam,
 StepLR per epoch, early stopping on the validation loss. Around it: mixed precision and gradient
 accumulation from Accelerate, a tqdm bar, CSV (and TensorBoard, when installed) logs, atomic
 resumable checkpoints of the trainable weights, exact resume, and a stop with a clear message
@@ -172,6 +173,17 @@ def check_out_dir(out: Path, resume: bool) -> None:
         )
 
 
+def prompt_source(preset: Preset, rater_mask: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
+    """The (B, 1, H, W) mask a training prompt is drawn from.
+
+    The paper's modes ('point', 'box', 'point+box') draw it from the rater mask being learnt.
+    'component-points' draws it from the raters' majority vote, as evaluation does: a click on
+    every lesion the majority marks, the same question for every rater of an image, so that the
+    prompt does not tell which rater is being learnt (a click on a satellite only one rater drew).
+    """
+    return batch["majority"].to(rater_mask.dtype) if preset.prompt == "component-points" else rater_mask
+
+
 def _validation_loss(model, loader, loss_fn, preset: Preset, seed: int, accelerator: Accelerator) -> float:
     """Mean ELBO over the validation part and every rater of each image (posterior z, seeded
     prompts): early stopping's score.
@@ -191,7 +203,8 @@ def _validation_loss(model, loader, loss_fn, preset: Preset, seed: int, accelera
             union = raters.amax(1, keepdim=True)
             for rater in range(raters.shape[1]):
                 mask = raters[:, rater : rater + 1].to(batch["mask"].dtype)
-                prompts = make_prompts(mask, preset.prompt, generator, union, preset.box_jitter)
+                prompts = make_prompts(prompt_source(preset, mask, batch), preset.prompt, generator, union,
+                                       preset.box_jitter)
                 output = model(batch["image"], prompts, masks=mask)
                 terms = loss_fn(output.logits.float(), mask, output.kl)
                 total += terms.loss.detach() * mask.shape[0]
@@ -352,7 +365,8 @@ class _TrainingLoop:
             with accelerator.accumulate(self.model):
                 mask = batch["mask"]
                 union = batch["masks"].amax(1, keepdim=True)
-                prompts = make_prompts(mask, preset.prompt, generator, union, preset.box_jitter)
+                prompts = make_prompts(prompt_source(preset, mask, batch), preset.prompt, generator, union,
+                                       preset.box_jitter)
                 if self.graphed is not None:
                     self.graphed.set_beta(self.loss_fn.beta)
                     terms = ElboTerms(*self.graphed(batch["image"], prompts, mask))

@@ -29,7 +29,7 @@ from .decoder import predict_single_masks
 from .hf_checkpoint import hf_sam_spec, hf_to_sam_state_dict, resolve_sam_checkpoint, sam_to_hf_state_dict
 from .model import UncertaintySam, UncertaintySamOutput
 from .predictor import UncertaintyPrediction, UncertaintySamPredictor
-from .prompts import PROMPT_MODES, Prompts, box_prompts, make_prompts, sample_point_prompts
+from .prompts import PROMPT_MODES, Prompts, box_prompts, component_point_prompts, make_prompts, sample_point_prompts
 from .segment import decode_prompts, normalize_images, segment
 from .spec import SAM_SPECS, SamSpec, get_sam_spec
 
@@ -52,6 +52,7 @@ __all__ = [
     "build_uncertainty_sam",
     "check_image_size",
     "compile_for_sampling",
+    "component_point_prompts",
     "decode_prompts",
     "get_sam_spec",
     "hf_sam_spec",

@@ -1,7 +1,9 @@
 """Prompts for SAM's prompt encoder, and how to derive them from a ground-truth mask.
 
-UA-SAM trains and is evaluated with one point prompt per image (paper section 3.2); a box, or a
-point and a box together, are the other modes (`PROMPT_MODES`).
+UA-SAM trains and is evaluated with one point prompt per image (paper section 3.2); a box, a
+point and a box together, or one point per connected component of the mask ('component-points':
+a click on every lesion, as a user asked to outline all lesions would give) are the other modes
+(`PROMPT_MODES`).
 
 Coordinates follow segment-anything's convention: (x, y) = (column, row) in pixels of the
 encoder's input image (the S x S image given to the model). A prompt at integer (x, y) names
@@ -10,17 +12,21 @@ before normalising by S, so no half-pixel offset is added here. Boxes are (x0, y
 the corners on the first and last foreground pixels (inclusive), as segment-anything's own
 ``batched_mask_to_box`` makes them.
 
-All samplers are vectorised over the batch (no Python loop) and take an optional
-``torch.Generator`` for reproducible prompts.
+The samplers take an optional ``torch.Generator`` for reproducible prompts and are vectorised
+over the batch (no Python loop), except the connected-component labelling of
+`component_point_prompts`, which runs image by image on the CPU (``scipy.ndimage.label``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
+from scipy import ndimage
 
-PROMPT_MODES = ("point", "box", "point+box")
+PROMPT_MODES = ("point", "box", "point+box", "component-points")
+_EIGHT_NEIGHBOURS = np.ones((3, 3), dtype=bool)
 
 
 @dataclass
@@ -137,6 +143,69 @@ def sample_point_prompts(
     return Prompts(points=xy[:, None, :], labels=found.to(torch.int64)[:, None])
 
 
+def component_point_prompts(
+    masks: torch.Tensor,
+    generator: torch.Generator | None = None,
+    fallback: torch.Tensor | None = None,
+    max_points: int = 8,
+    min_area: int = 4,
+) -> Prompts:
+    """One positive point per connected component of each mask: a click on every lesion.
+
+    Rules, per image:
+    1. the mask's foreground (else, as in `sample_point_prompts`, the union of ``fallback``'s
+       channels) is split into 8-connected components;
+    2. components smaller than ``min_area`` pixels are dropped, unless none is that large (then
+       the largest alone is kept); of the rest, the ``max_points`` largest are kept;
+    3. each kept component gets one point, a uniformly random pixel of it, label 1, largest
+       component first;
+    4. without any foreground: the image centre with label 0, as `sample_point_prompts`.
+
+    Images with fewer points than the batch's most are padded at (0, 0) with label -1: SAM's
+    "not a point" token, with which SAM itself pads point prompts. A mask with one component
+    gets exactly one point, a uniformly random pixel of it: the paper's single click.
+
+    Args:
+        masks: (B, 1, H, W) binary masks (bool, or numbers: foreground is > 0.5).
+        generator: random generator for reproducible points.
+        fallback: (B, R, H, W) binary masks used for images whose mask is empty, or None.
+        max_points: most points per image (>= 1). min_area: smallest clicked component, pixels.
+
+    Returns:
+        `Prompts` with points (B, P, 2) float (x, y) and labels (B, P) int64, P the largest
+        number of points of an image of the batch.
+    """
+    if isinstance(max_points, bool) or not isinstance(max_points, int) or max_points < 1:
+        raise ValueError(f"max_points must be a positive integer, got {max_points!r}")
+    if isinstance(min_area, bool) or not isinstance(min_area, int) or min_area < 1:
+        raise ValueError(f"min_area must be a positive integer (pixels), got {min_area!r}")
+    fg = _with_fallback(_single_mask_foreground(masks), fallback)
+    batch, height, width = fg.shape
+    labelled = np.zeros((batch, height, width), dtype=np.int64)
+    chosen: list[list[int]] = []
+    for b, image in enumerate(fg.cpu().numpy()):
+        labelled[b], count = ndimage.label(image, structure=_EIGHT_NEIGHBOURS)
+        areas = np.bincount(labelled[b].ravel(), minlength=count + 1)[1:]
+        order = np.argsort(-areas, kind="stable")  # largest first, ties by label
+        kept = [int(k) + 1 for k in order if areas[k] >= min_area] or [int(k) + 1 for k in order[:1]]
+        chosen.append(kept[:max_points])
+    points = max(1, max(len(kept) for kept in chosen))
+    ids = torch.tensor([kept + [-1] * (points - len(kept)) for kept in chosen], device=fg.device)  # (B, P)
+    flat = torch.from_numpy(labelled).to(fg.device).flatten(1)  # (B, HW), 0 = background
+    members = flat[:, None, :] == ids[:, :, None]  # (B, P, HW); padding (-1) matches no pixel
+    scores = _uniform((batch, 1, height * width), generator, fg.device).expand_as(members)
+    index = scores.masked_fill(~members, -1.0).argmax(dim=-1)  # (B, P)
+    xy = torch.stack([index % width, index // width], dim=-1).to(torch.float32)
+    real = ids > 0
+    labels = real.to(torch.int64) - (~real).to(torch.int64)  # 1 for a component, -1 padding
+    empty = ~fg.flatten(1).any(dim=1)
+    centre = torch.tensor([(width - 1) / 2, (height - 1) / 2], device=xy.device)
+    xy = torch.where(real[..., None], xy, torch.zeros_like(xy))
+    xy[:, 0] = torch.where(empty[:, None], centre, xy[:, 0])
+    labels[:, 0] = torch.where(empty, torch.zeros_like(labels[:, 0]), labels[:, 0])
+    return Prompts(points=xy, labels=labels)
+
+
 def box_prompts(
     masks: torch.Tensor,
     jitter: float = 0.1,
@@ -189,9 +258,12 @@ def make_prompts(
     jitter: float = 0.1,
 ) -> Prompts:
     """Prompts of one of `PROMPT_MODES` for (B, 1, H, W) masks: 'point' (the paper's single
-    point, `sample_point_prompts`), 'box' (`box_prompts`), or 'point+box' (both, point first)."""
+    point, `sample_point_prompts`), 'box' (`box_prompts`), 'point+box' (both, point first), or
+    'component-points' (one point per connected component, `component_point_prompts`)."""
     if mode not in PROMPT_MODES:
         raise ValueError(f"prompt mode must be one of {', '.join(repr(m) for m in PROMPT_MODES)}, got {mode!r}")
+    if mode == "component-points":
+        return component_point_prompts(masks, generator, fallback)
     points = sample_point_prompts(masks, generator, fallback) if "point" in mode else None
     boxes = box_prompts(masks, jitter, generator, fallback) if "box" in mode else None
     return Prompts(

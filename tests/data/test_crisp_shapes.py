@@ -82,3 +82,30 @@ def test_default_collate_batches_items(shapes: CrispShapes) -> None:
 def test_invalid_object_counts_are_rejected() -> None:
     with pytest.raises(DataError, match="min_objects"):
         CrispShapes(min_objects=4, max_objects=2)
+
+
+def test_targets_give_that_many_masks_and_points_per_item() -> None:
+    item = CrispShapes(length=4, image_size=64, seed=0, targets=3)[1]
+    assert item["mask"].shape == (3, 64, 64) and item["point"].shape == (3, 2)
+    for mask, (x, y) in zip(item["mask"], item["point"].long().tolist()):
+        assert mask[y, x] == 1
+
+
+def test_first_target_is_the_single_target_item(shapes: CrispShapes) -> None:
+    several = CrispShapes(length=64, image_size=64, seed=0, targets=4)
+    for index in range(8):
+        one, many = shapes[index], several[index]
+        assert torch.equal(one["image"], many["image"])
+        assert torch.equal(one["mask"][0], many["mask"][0]) and torch.equal(one["point"], many["point"][0])
+
+
+def test_targets_are_distinct_objects_while_the_image_has_enough() -> None:
+    data = CrispShapes(length=16, image_size=64, seed=0, min_objects=5, max_objects=5, min_area=1, targets=3)
+    for index in range(len(data)):
+        masks = data[index]["mask"].flatten(1)
+        assert all(not torch.equal(masks[a], masks[b]) for a in range(3) for b in range(a + 1, 3))
+
+
+def test_zero_targets_are_refused_by_name() -> None:
+    with pytest.raises(DataError, match="targets"):
+        CrispShapes(length=4, targets=0)

@@ -9,8 +9,10 @@ from uncertainty_adapters.integrations.sam import (
     Prompts,
     box_prompts,
     build_sam,
+    component_point_prompts,
     make_prompts,
     sample_point_prompts,
+    segment,
 )
 
 from .conftest import TINY, disc_masks
@@ -138,3 +140,79 @@ def test_point_at_integer_x_y_names_pixel_row_y_column_x_in_sams_prompt_encoder(
         sparse, _ = encoder(points=(prompts.points, prompts.labels), boxes=None, masks=None)
         dense_pe = encoder.get_dense_pe()[0, :, 2, 5]
     torch.testing.assert_close(sparse[0, 0] - encoder.point_embeddings[1].weight[0], dense_pe)
+
+
+def _two_blobs_and_a_speck() -> torch.Tensor:
+    """(1, 1, 16, 16): a 3 x 3 blob, a 4 x 4 blob and a one-pixel speck."""
+    mask = torch.zeros(1, 1, 16, 16)
+    mask[0, 0, 2:5, 2:5] = 1
+    mask[0, 0, 10:14, 10:14] = 1
+    mask[0, 0, 0, 15] = 1
+    return mask
+
+
+def test_component_points_click_every_component_largest_first():
+    prompts = component_point_prompts(_two_blobs_and_a_speck(), generator=_gen())
+    (first, second) = prompts.points[0].long().tolist()
+    assert prompts.labels.tolist() == [[1, 1]]
+    assert 10 <= first[0] < 14 and 10 <= first[1] < 14  # the 4 x 4 blob
+    assert 2 <= second[0] < 5 and 2 <= second[1] < 5  # the 3 x 3 blob
+
+
+def test_component_points_keep_specks_below_min_area_only_when_alone():
+    speck = torch.zeros(1, 1, 8, 8)
+    speck[0, 0, 3, 4] = 1
+    prompts = component_point_prompts(speck, generator=_gen())
+    assert prompts.points.tolist() == [[[4.0, 3.0]]] and prompts.labels.tolist() == [[1]]
+
+
+def test_component_points_join_diagonal_neighbours_into_one_component():
+    diagonal = torch.zeros(1, 1, 8, 8)
+    for k in range(5):
+        diagonal[0, 0, k, k] = 1
+    assert component_point_prompts(diagonal, generator=_gen()).labels.tolist() == [[1]]
+
+
+def test_component_points_pad_smaller_sets_with_not_a_point_labels():
+    one_blob = torch.zeros(1, 1, 16, 16)
+    one_blob[0, 0, 5:9, 5:9] = 1
+    prompts = component_point_prompts(torch.cat([_two_blobs_and_a_speck(), one_blob]), generator=_gen())
+    assert prompts.points.shape == (2, 2, 2)
+    assert prompts.labels.tolist() == [[1, 1], [1, -1]]
+
+
+def test_component_points_stop_at_max_points():
+    dots = torch.zeros(1, 1, 32, 32)
+    dots[0, 0, 2:30:4, 2:30:4] = 1  # 7 x 7 separate pixels
+    prompts = component_point_prompts(dots, generator=_gen(), max_points=3, min_area=1)
+    assert prompts.labels.tolist() == [[1, 1, 1]]
+
+
+def test_component_points_fall_back_to_the_union_then_to_the_centre():
+    empty = torch.zeros(2, 1, 9, 9)
+    raters = torch.zeros(2, 3, 9, 9)
+    raters[0, 1, 1:3, 6:8] = 1
+    prompts = component_point_prompts(empty, generator=_gen(), fallback=raters)
+    x, y = prompts.points[0, 0].long().tolist()
+    assert raters[0, 1, y, x] == 1 and prompts.labels[0].tolist() == [1]
+    assert prompts.points[1, 0].tolist() == [4.0, 4.0] and prompts.labels[1].tolist() == [0]
+
+
+def test_component_points_fall_uniformly_within_a_component():
+    mask = torch.zeros(1, 1, 8, 8)
+    mask[0, 0, 2:4, 2:4] = 1
+    seen = {tuple(component_point_prompts(mask, generator=_gen(seed)).points[0, 0].tolist()) for seed in range(60)}
+    assert seen == {(2.0, 2.0), (3.0, 2.0), (2.0, 3.0), (3.0, 3.0)}
+
+
+def test_make_prompts_component_points_mode_decodes_with_sam():
+    masks = disc_masks(2)
+    prompts = make_prompts(masks, "component-points", generator=_gen())
+    assert prompts.points.shape == (2, 1, 2) and prompts.boxes is None
+    sam = build_sam(TINY, image_size=masks.shape[-1])
+    assert segment(sam, torch.rand(2, 3, *masks.shape[-2:]), prompts.points, prompts.labels).shape == (2, 1, *masks.shape[-2:])
+
+
+def test_component_points_reject_a_non_positive_max_points():
+    with pytest.raises(ValueError, match="max_points"):
+        component_point_prompts(disc_masks(1), max_points=0)
