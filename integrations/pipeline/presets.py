@@ -77,6 +77,16 @@ class Preset:
     prior_fit_lr: float = field(default=1e-3, metadata={"help": "Adam learning rate of the prior-fit phase."})
     latent_dim: int = field(default=6, metadata={"help": "Latent dimension C (paper: 6)."})
     interaction: str = field(default="cmsm", metadata={"help": "cmsm, concat, sample, position or none."})
+    cmsm_activation: str = field(
+        default="relu", metadata={"help": "CMSM's modulation: relu (paper Eq. 2-3) or softmax (official code)."}
+    )
+    latent_placement: str = field(
+        default="residual",
+        metadata={"help": "Where z's per-adapter feature enters: residual (paper) or bottleneck (see UncertaintyAdapterConfig)."},
+    )
+    free_bits: float = field(
+        default=0.0, metadata={"help": "Free bits: nats per latent dimension the KL term does not penalise (0: none)."}
+    )
     latent_resolution: int = field(default=128, metadata={"help": "Side the prior/posterior nets see."})
     latent_filters: tuple[int, ...] = field(
         default=(32, 64, 128, 192), metadata={"help": "Filters per block of the prior/posterior nets (Prob. U-Net)."}

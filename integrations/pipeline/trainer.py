@@ -118,7 +118,10 @@ def build_model(job: TrainJob, backbone: Path | None) -> UncertaintySam | Probab
         preset.sam,
         image_size=preset.image_size,
         checkpoint=backbone,
-        adapter_config=ua.UncertaintyAdapterConfig(latent_dim=preset.latent_dim, interaction=preset.interaction),
+        adapter_config=ua.UncertaintyAdapterConfig(
+            latent_dim=preset.latent_dim, interaction=preset.interaction,
+            cmsm_activation=preset.cmsm_activation, latent_placement=preset.latent_placement,
+        ),
         train_decoder=preset.train_decoder,
         gradient_checkpointing=preset.gradient_checkpointing,
         latent_heads_kwargs={
@@ -246,7 +249,8 @@ class _TrainingLoop:
         optimizer = torch.optim.Adam(_parameter_groups(model, preset), lr=preset.lr, fused=pin or None)
         # Stepped once per epoch by hand, so it is not handed to accelerator.prepare.
         self.scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=preset.lr_step_epochs, gamma=preset.lr_gamma)
-        self.loss_fn = ua.ElboLoss(beta=preset.beta, validate=False)  # beta follows beta_at(step)
+        # beta follows beta_at(step); free bits floor the KL per latent dimension
+        self.loss_fn = ua.ElboLoss(beta=preset.beta, validate=False, free_bits=preset.free_bits)
         self.val_loss_fn = ua.ElboLoss(beta=preset.beta, validate=False)
         self.model, self.optimizer, self.train_loader, self.val_loader = accelerator.prepare(
             model, optimizer, train_loader, val_loader
@@ -322,7 +326,8 @@ class _TrainingLoop:
                 union = batch["masks"].amax(1, keepdim=True)
                 prompts = make_prompts(mask, preset.prompt, generator, union, preset.box_jitter)
                 output = self.model(batch["image"], prompts, masks=mask)
-                terms = self.loss_fn(output.logits.float(), mask, output.kl)
+                kl = output.kl_per_dim if preset.free_bits > 0 and output.kl_per_dim is not None else output.kl
+                terms = self.loss_fn(output.logits.float(), mask, kl)
                 accelerator.backward(terms.loss)
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
