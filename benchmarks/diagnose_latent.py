@@ -332,7 +332,7 @@ def fit_z_per_rater(model, dataset, pool, mode_regions, device, steps: int = 80,
 # -- one run -----------------------------------------------------------------------------------
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from uncertainty_adapters.integrations.data import build_dataset
-    from uncertainty_adapters.integrations.pipeline.demo_backbone import ensure_demo_backbone
+    from uncertainty_adapters.integrations.pipeline.demo_backbone import PretrainSettings, ensure_demo_backbone
     from uncertainty_adapters.integrations.pipeline.presets import get_preset
     from uncertainty_adapters.integrations.pipeline.run_dir import load_run
     from uncertainty_adapters.integrations.pipeline.trainer import TrainJob, build_model, train
@@ -344,6 +344,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     preset = get_preset("demo").replace(**overrides)
     if args.epochs:
         preset = preset.replace(epochs=args.epochs)
+    if args.image_size:
+        preset = preset.replace(image_size=args.image_size)
     if args.quick:
         preset = preset.replace(batch_size=2, epochs=1, prior_fit_epochs=1, log_every=1)
     kwargs: dict[str, Any] = {}
@@ -353,7 +355,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     else:
         folder = write_bimodal(out, cases=args.cases or 300, size=preset.image_size)
         spec = f"folder:{folder}"
-    backbone, facts = (None, {}) if args.quick else ensure_demo_backbone(preset.image_size)
+    pretrain = PretrainSettings(image_size=preset.image_size, **({"steps": args.pretrain_steps} if args.pretrain_steps else {}))
+    backbone, facts = (None, {}) if args.quick else ensure_demo_backbone(preset.image_size, settings=pretrain)
     run_dir = out / "runs" / f"{args.data}-{args.variant}"
     job = TrainJob(preset=preset, data=spec, out=run_dir, seed=args.seed, max_steps=args.max_steps,
                    dataset_kwargs=kwargs, resume=False)
@@ -386,7 +389,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             return {"centre": centre} if centre.any() else {}
     result = {
         "data": args.data, "variant": args.variant, "overrides": overrides, "seed": args.seed,
-        "epochs": preset.epochs, "train_seconds": round(seconds, 1),
+        "epochs": preset.epochs, "image_size": preset.image_size, "cases": getattr(preset, "synthetic_cases", None),
+        "pretrain_steps": pretrain.steps, "train_seconds": round(seconds, 1),
         "backbone_held_out_iou": facts.get("held_out_iou"),
         "kl": _kl_summary(run_dir / "train_log.csv"),
         "dead_cmsm": {"init": dead_init, "trained": dead_cmsm_share(model, test, device)},
@@ -428,6 +432,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, help="override the demo preset's epochs")
     parser.add_argument("--cases", type=int, help="cases in the data set (synthetic: preset's 600; bimodal: 300)")
+    parser.add_argument("--image-size", type=int, help="override the demo preset's 128 px (backbone pretrained at it)")
+    parser.add_argument("--pretrain-steps", type=int, help="demo backbone pretraining steps (default: its 400)")
     parser.add_argument("--test-cases", type=int, help="diagnose only the first N test cases")
     parser.add_argument("--max-steps", type=int, help="stop training after N steps")
     parser.add_argument("--samples", type=int, default=16, help="prior samples per test image")

@@ -39,3 +39,12 @@ def test_reproduce_flags_are_read_back_alike():
     overrides = preset_overrides(args, REPRODUCE_OPTIONS)
     assert overrides["latent_lr"] == 5e-5 and overrides["epochs"] == 2
     assert all(value is None for name, value in overrides.items() if name not in {"latent_lr", "epochs"})
+
+
+def test_the_latent_form_flags_reach_the_preset():
+    args = build_parser().parse_args(
+        ["train", "--data", "synthetic", "--preset", "demo", "--out", "x", "--cmsm-activation", "relu",
+         "--latent-placement", "residual", "--free-bits", "0.25"]
+    )
+    preset = _preset_from(args, "demo")
+    assert (preset.cmsm_activation, preset.latent_placement, preset.free_bits) == ("relu", "residual", 0.25)
