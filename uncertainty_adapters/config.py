@@ -38,6 +38,10 @@ USES_POSITION = frozenset({"cmsm", "concat", "position"})
 class UncertaintyAdapterConfig:
     """What to inject behind each transformer block, and how z enters.
 
+    The defaults are the paper's except for the z path (``cmsm_activation="softmax"``,
+    ``latent_placement="bottleneck"``; docs/results.md, "The latent path", says why); the paper's
+    own forms are ``cmsm_activation="relu", latent_placement="residual"``.
+
     Args (the full help text of each field is in its ``dataclasses.fields(...)[i].metadata``):
         latent_dim: C, the width of the latent sample z (paper: 6).
         bottleneck_ratio: adapter bottleneck width as a fraction of the embedding width D (0.25).
@@ -106,7 +110,7 @@ class UncertaintyAdapterConfig:
     )
 
     cmsm_activation: str = field(
-        default="relu",
+        default="softmax",
         metadata={
             "help": "Nonlinearity of CMSM's modulation A (Eq. 2-3): 'relu' (paper: A = ReLU(q k^T), "
             "f = ReLU(z') * w12(p'), exactly zero whenever the per-sample scalars are <= 0) or "
@@ -114,7 +118,7 @@ class UncertaintyAdapterConfig:
         },
     )
     latent_placement: str = field(
-        default="residual",
+        default="bottleneck",
         metadata={
             "help": "Where each adapter's per-sample feature W_f f_i (from z and p) enters: "
             "'residual' (paper: out = x + W_up act(W_down x) + W_f f_i, one vector for every "

@@ -99,7 +99,7 @@ def adapter_shifts(
     Example:
         >>> from uncertainty_adapters import UncertaintyAdapterConfig
         >>> from uncertainty_adapters.adapter import UncertaintyAdapter
-        >>> config = UncertaintyAdapterConfig(latent_dim=6)
+        >>> config = UncertaintyAdapterConfig(latent_dim=6, latent_placement="residual")
         >>> adapters = [UncertaintyAdapter(32, config, 4, is_last=i == 3) for i in range(4)]
         >>> adapter_shifts(adapters, torch.randn(2, 4), torch.randn(2, 6)).shape  # p_0 (B, L), z (B, C)
         torch.Size([2, 4, 32])

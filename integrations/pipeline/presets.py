@@ -78,10 +78,10 @@ class Preset:
     latent_dim: int = field(default=6, metadata={"help": "Latent dimension C (paper: 6)."})
     interaction: str = field(default="cmsm", metadata={"help": "cmsm, concat, sample, position or none."})
     cmsm_activation: str = field(
-        default="relu", metadata={"help": "CMSM's modulation: relu (paper Eq. 2-3) or softmax (official code)."}
+        default="softmax", metadata={"help": "CMSM's modulation: relu (paper Eq. 2-3) or softmax (official code)."}
     )
     latent_placement: str = field(
-        default="residual",
+        default="bottleneck",
         metadata={"help": "Where z's per-adapter feature enters: residual (paper) or bottleneck (see UncertaintyAdapterConfig)."},
     )
     free_bits: float = field(
