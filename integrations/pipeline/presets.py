@@ -27,6 +27,12 @@ raters disagree, GED 0.475 / 0.438). At 1e-4 the KL grows smoothly once the deco
 reading z (diversity 0.033 and 0.103, GED 0.416 / 0.391; together with the all-rater
 validation of trainer.py). Presets whose lr is the paper's leave ``latent_lr`` unset.
 
+``cmsm_activation`` / ``latent_placement``: every preset uses the library's defaults, the
+official code's softmax CMSM and z entering each adapter's bottleneck (see
+`uncertainty_adapters.UncertaintyAdapterConfig` and docs/results.md, "The latent path");
+``--cmsm-activation relu --latent-placement residual`` trains the paper's forms. ``free_bits``
+(0 in every preset) floors the KL per latent dimension (``uncertainty_adapters.ElboLoss``).
+
 ``prior_fit_epochs``: the demo ends with 20 epochs that fit the prior net alone to every rater's
 posterior (prior_fit.py), at 1e-3. Without them its prior stays where it started (sigma 1.21 on
 every image) and the samples of an image whose raters all agree still differ (diversity 0.151
