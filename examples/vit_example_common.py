@@ -32,6 +32,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 import uncertainty_adapters as ua
+from uncertainty_adapters.config import CMSM_ACTIVATIONS, LATENT_PLACEMENTS
 from uncertainty_adapters.integrations.data import CrispShapes, build_dataset
 
 # (net, images (B, 3, S, S), z (B, K, C) or None) -> token grid (B * K, D, h, w)
@@ -110,6 +111,8 @@ def build_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--save-backbone", help="write the pretrained backbone here (reuse with --weights)")
     parser.add_argument("--save-adapters", help="write the trained adapters here (ua.load_adapters reads them)")
     parser.add_argument("--interaction", default="cmsm", choices=ua.INTERACTIONS, help="how z enters the adapters")
+    parser.add_argument("--cmsm-activation", choices=CMSM_ACTIVATIONS, help="CMSM's modulation (default: the library's)")
+    parser.add_argument("--latent-placement", choices=LATENT_PLACEMENTS, help="where z enters each adapter (default: the library's)")
     parser.add_argument("--beta", type=float, help="weight of KL(Q||P) in the ELBO (default 0.003)")
     parser.add_argument("--samples", type=int, help="K hypotheses per test image (default 4)")
     parser.add_argument("--image-size", type=int, help="side of the images (default 64)")
@@ -400,14 +403,16 @@ def run(
             save_backbone(backbone.model, args.save_backbone)
             print(f"pretrained backbone written to {args.save_backbone} (pass it as --weights)")
 
-    config = ua.UncertaintyAdapterConfig(latent_dim=settings.latent_dim, interaction=args.interaction)
+    forms = {name: getattr(args, name) for name in ("cmsm_activation", "latent_placement") if getattr(args, name, None)}
+    config = ua.UncertaintyAdapterConfig(latent_dim=settings.latent_dim, interaction=args.interaction, **forms)
     model = ua.inject_uncertainty_adapters(backbone.model, config, blocks=backbone.blocks)  # freezes it
     fingerprint = backbone_fingerprint(model.base_model)
     latent = ua.LatentHeads(
         in_channels=3, latent_dim=settings.latent_dim, num_filters=settings.heads_filters,
         convs_per_block=2, resolution=settings.latent_resolution,
     )
-    print(f"uncertainty adapters ({args.interaction}) behind {model.num_blocks} blocks; ", end="")
+    print(f"uncertainty adapters ({args.interaction}, CMSM {config.cmsm_activation}, z into the {config.latent_placement}) "
+          f"behind {model.num_blocks} blocks; ", end="")
     model.print_trainable_parameters()
     terms = train_adapters(model, backbone, head, latent, train, settings, args.seed)
     print(f"trained adapters + head + latent heads for {settings.steps} steps (beta {settings.beta}, warmed up "

@@ -14,7 +14,7 @@ EMBED, ADAPTERS, BATCH = 32, 4, 3
 
 def _adapters(interaction: str) -> torch.nn.ModuleList:
     torch.manual_seed(0)
-    config = UncertaintyAdapterConfig(latent_dim=6, interaction=interaction)
+    config = UncertaintyAdapterConfig(latent_dim=6, interaction=interaction, latent_placement="residual")
     adapters = torch.nn.ModuleList(
         UncertaintyAdapter(EMBED, config, ADAPTERS, is_last=i == ADAPTERS - 1) for i in range(ADAPTERS)
     )

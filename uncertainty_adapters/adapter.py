@@ -1,7 +1,8 @@
 """The uncertainty-aware adapter behind each transformer block, and its two companions.
 
-- `UncertaintyAdapter`: bottleneck adapter whose up-projection also sees the uncertainty feature
-  f_i = MLP(f) (Eq. 4) of its interaction (`cmsm.py`): out = x + W_up [act(W_down x), f_i].
+- `UncertaintyAdapter`: bottleneck adapter that also sees the uncertainty feature f_i = MLP(f)
+  (Eq. 4) of its interaction (`cmsm.py`): out = x + W_up [act(W_down x), f_i] (paper,
+  ``latent_placement="residual"``) or out = x + W_up act(W_down x + W_f f_i) ("bottleneck").
 - `PositionCondition`: p_0 from the first block's output, per sample (the start of the
   position-variant chain).
 - `LatentReconstruction`: Recon(z), added to the last block's output (paper section 2).
@@ -9,7 +10,9 @@
 All three work on channels-last token tensors of any layout, (B, H, W, D) or (B, N, D): the
 linear maps act on the last axis and per-sample features broadcast over the others. The last
 layer of the up-projection and of Recon starts at zero, so an injected model computes exactly
-what the frozen model computed until it is trained.
+what the frozen model computed until it is trained. With the "residual" placement the last layer
+of the f_i path starts at zero too; with "bottleneck" it keeps its random start (the zero W_up
+already gives the identity), so z reaches the tokens as soon as W_up moves.
 """
 
 from __future__ import annotations
@@ -37,13 +40,16 @@ def _broadcast_over_tokens(feature: torch.Tensor, tokens: torch.Tensor) -> torch
 class UncertaintyAdapter(nn.Module):
     """One uncertainty-aware adapter (paper Fig. 1), inserted behind transformer block i.
 
-    out = x + W_up [act(W_down x), f_i],  f_i = MLP(f) (Eq. 4), f from the interaction.
-
+    "residual" placement (paper): out = x + W_up [act(W_down x), f_i],  f_i = MLP(f) (Eq. 4).
     W_up [h, f_i] = W_h h + W_f f_i, and f_i is the same at every token, so the f_i term is
     computed once per sample and broadcast rather than tiling f_i over the token grid. W_f is
     also merged with the last linear layer of Eq. 4's MLP (a product of two linear maps is one
     linear map of the same rank bound), so ``reconstruct`` maps f straight to W_f f_i: the
     same functions as the paper's concatenation with 1.3M fewer parameters on SAM ViT-B.
+    Its effect is one vector added to every token of the sample.
+
+    "bottleneck" placement: out = x + W_up act(W_down x + W_f f_i), ``reconstruct`` mapping f
+    to the bottleneck width. Through the activation, z changes each token's update differently.
 
     Args:
         embed_dim: D, the width of the block's output tokens.
@@ -68,14 +74,18 @@ class UncertaintyAdapter(nn.Module):
         self.act = _ACTIVATIONS[config.activation]()
         self.up = nn.Linear(bottleneck, embed_dim)
         _zero_(self.up)
+        self.placement = config.latent_placement
         self.interaction = build_interaction(
-            config.interaction, num_adapters, config.latent_dim, config.mlp_hidden_dim, not is_last
+            config.interaction, num_adapters, config.latent_dim, config.mlp_hidden_dim, not is_last,
+            config.cmsm_activation,
         )
         if self.interaction is not None:
+            width = embed_dim if self.placement == "residual" else bottleneck
             self.reconstruct = MLP(
-                self.interaction.out_dim, [config.mlp_hidden_dim, embed_dim], activation_layer=nn.GELU
+                self.interaction.out_dim, [config.mlp_hidden_dim, width], activation_layer=nn.GELU
             )
-            _zero_(self.reconstruct[-2])
+            if self.placement == "residual":
+                _zero_(self.reconstruct[-2])
         else:
             self.reconstruct = None
 
@@ -88,20 +98,25 @@ class UncertaintyAdapter(nn.Module):
             x: block output tokens (B, ..., D), e.g. (B, H, W, D) or (B, N, D).
             p: position variant p_i (B, L), or None for interactions without one.
             z: latent sample (B, C), or None for interactions that ignore it.
-            shift: W_f f_i (B, D) computed beforehand for all adapters at once
-                (`uncertainty_adapters.shifts.adapter_shifts`, as `UncertaintyModel` does);
-                when given, ``p`` and ``z`` are not read and p_{i+1} is not computed.
+            shift: W_f f_i (B, D), or (B, bottleneck) for the "bottleneck" placement, computed
+                beforehand for all adapters at once (`uncertainty_adapters.shifts.adapter_shifts`,
+                as `UncertaintyModel` does); when given, ``p`` and ``z`` are not read and
+                p_{i+1} is not computed.
 
         Returns:
             The adapted tokens (same shape as ``x``) and p_{i+1} (B, L) or None.
         """
-        out = x + self.up(self.act(self.down(x)))
-        if shift is not None:
-            return out + _broadcast_over_tokens(shift, out), None
-        if self.interaction is None:
-            return out, None
-        feature, p_next = self.interaction(p, z)
-        return out + _broadcast_over_tokens(self.reconstruct(feature), out), p_next
+        p_next = None
+        if shift is None and self.interaction is not None:
+            feature, p_next = self.interaction(p, z)
+            shift = self.reconstruct(feature)
+        hidden = self.down(x)
+        if shift is not None and self.placement == "bottleneck":
+            hidden = hidden + _broadcast_over_tokens(shift.to(hidden.dtype), hidden)
+        out = x + self.up(self.act(hidden))
+        if shift is not None and self.placement == "residual":
+            out = out + _broadcast_over_tokens(shift, out)
+        return out, p_next
 
 
 class PositionCondition(nn.Module):

@@ -7,7 +7,8 @@ an image's result does not depend on what else is in the batch.
 
 The variants, selected by ``UncertaintyAdapterConfig.interaction``:
 
-- ``cmsm``: the condition p modifies the sample z (the method, Eq. 1-3, 5).
+- ``cmsm``: the condition p modifies the sample z (the method, Eq. 1-3, 5), with the paper's
+  ReLU modulation or the official code's softmax one (``cmsm_activation``).
 - ``concat``: "WMS", z concatenated with the position feature, no modification.
 - ``sample``: z only, no position variant.
 - ``position``: the position variant only, z is never read.
@@ -15,6 +16,8 @@ The variants, selected by ``UncertaintyAdapterConfig.interaction``:
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -51,17 +54,39 @@ class PositionFeature(nn.Module):
         return p_feat, condition, p_next
 
 
+def modulate(query: torch.Tensor, key: torch.Tensor, sample: torch.Tensor, condition: torch.Tensor,
+             activation: str) -> torch.Tensor:
+    """CMSM's Eq. 2-3 on any leading axes: query, key, sample, condition (..., C) -> f (..., C).
+
+    "relu" (paper): A = ReLU(query key^T), f = ReLU(sample A) * condition. A is rank 1 and f
+    is exactly zero (no gradient to z) whenever the signs of the per-sample scalars say so.
+    "softmax" (official code): A = softmax(query key^T / sqrt(C)) along each row, f = (sample A)
+    * condition. Every row of A sums to 1, so f is zero only where the condition is.
+    """
+    scores = query.unsqueeze(-1) * key.unsqueeze(-2)  # (..., C, C): per-sample outer product
+    if activation == "relu":
+        return F.relu(torch.matmul(sample.unsqueeze(-2), F.relu(scores)).squeeze(-2)) * condition
+    if activation == "softmax":
+        weights = torch.softmax(scores / math.sqrt(query.shape[-1]), dim=-1)
+        return torch.matmul(sample.unsqueeze(-2), weights).squeeze(-2) * condition
+    raise ValueError(f"unknown cmsm_activation {activation!r}; use 'relu' or 'softmax'")
+
+
 class CMSM(nn.Module):
     """Condition Modifies Sample Module (Eq. 1-3, 5), one sample at a time.
 
-    With p' = MLP(p_i):  A = ReLU(w11(p') w21(z)^T) in R^{C x C},  z' = w22(z) A,
-    f = ReLU(z') * w12(p'),  p_{i+1} = MLP(w12(p')).
+    With p' = MLP(p_i), q = w11(p'), k = w21(z), v = w22(z), p_{i+1} = MLP(w12(p')):
+    - activation "relu" (paper): A = ReLU(q k^T) in R^{C x C}, f = ReLU(v A) * w12(p');
+    - activation "softmax" (official code): A = softmax(q k^T / sqrt(C)) along rows,
+      f = (v A) * w12(p').
+    See `modulate`.
 
     Args:
         num_adapters: L, the length of the position variant (the number of adapters).
         latent_dim: C, the width of z and of the modified sample.
         hidden_dim: hidden width of the MLPs of Eq. 1 and 5.
         emits_next: whether to compute p_{i+1} (False for the last adapter).
+        activation: "relu" or "softmax" (``UncertaintyAdapterConfig.cmsm_activation``).
 
     Example:
         >>> cmsm = CMSM(num_adapters=12, latent_dim=6, hidden_dim=64, emits_next=True)
@@ -70,8 +95,13 @@ class CMSM(nn.Module):
         (torch.Size([2, 6]), torch.Size([2, 12]))
     """
 
-    def __init__(self, num_adapters: int, latent_dim: int, hidden_dim: int, emits_next: bool) -> None:
+    def __init__(
+        self, num_adapters: int, latent_dim: int, hidden_dim: int, emits_next: bool, activation: str = "relu"
+    ) -> None:
         super().__init__()
+        if activation not in ("relu", "softmax"):
+            raise ValueError(f"unknown cmsm_activation {activation!r}; use 'relu' or 'softmax'")
+        self.activation = activation
         self.position = PositionFeature(num_adapters, latent_dim, hidden_dim, emits_next)
         self.w11 = nn.Linear(latent_dim, latent_dim)
         self.w21 = nn.Linear(latent_dim, latent_dim)
@@ -81,11 +111,7 @@ class CMSM(nn.Module):
     def forward(self, p: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """p (B, L), z (B, C) -> f (B, C), p_{i+1} (B, L) or None."""
         p_feat, condition, p_next = self.position(p)
-        query = self.w11(p_feat).unsqueeze(-1)  # (B, C, 1): Trans(w11(p'))
-        key = self.w21(z).unsqueeze(-2)  # (B, 1, C)
-        modulation = F.relu(query * key)  # (B, C, C), per-sample outer product (Eq. 2)
-        z_mod = torch.matmul(self.w22(z).unsqueeze(-2), modulation).squeeze(-2)  # (B, C)
-        return F.relu(z_mod) * condition, p_next  # Eq. 3
+        return modulate(self.w11(p_feat), self.w21(z), self.w22(z), condition, self.activation), p_next
 
 
 class ConcatInteraction(nn.Module):
@@ -129,11 +155,12 @@ class PositionInteraction(nn.Module):
 
 
 def build_interaction(
-    interaction: str, num_adapters: int, latent_dim: int, hidden_dim: int, emits_next: bool
+    interaction: str, num_adapters: int, latent_dim: int, hidden_dim: int, emits_next: bool,
+    cmsm_activation: str = "relu",
 ) -> nn.Module | None:
     """The interaction module for one adapter, or None for ``interaction="none"``."""
     if interaction == "cmsm":
-        return CMSM(num_adapters, latent_dim, hidden_dim, emits_next)
+        return CMSM(num_adapters, latent_dim, hidden_dim, emits_next, cmsm_activation)
     if interaction == "concat":
         return ConcatInteraction(num_adapters, latent_dim, hidden_dim, emits_next)
     if interaction == "sample":

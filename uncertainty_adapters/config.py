@@ -18,6 +18,16 @@ from typing import Any
 #: method), "concat" (WMS), "sample" (z only), "position" (p only), "none" (plain adapters).
 INTERACTIONS = ("cmsm", "concat", "sample", "position", "none")
 ACTIVATIONS = ("relu", "gelu")
+#: The valid values of ``UncertaintyAdapterConfig.cmsm_activation``: "relu" (paper Eq. 2-3) or
+#: "softmax" (the official code's row softmax of the scaled outer product).
+CMSM_ACTIVATIONS = ("relu", "softmax")
+#: The valid values of ``UncertaintyAdapterConfig.latent_placement``: where W_f f_i enters.
+LATENT_PLACEMENTS = ("residual", "bottleneck")
+
+#: What a config dict saved before a field existed means for that field: the behaviour of the
+#: version that wrote it. `UncertaintyAdapterConfig.from_dict` fills missing keys from here, so
+#: an old adapter_config.json rebuilds the adapters it was saved from.
+LEGACY_VALUES = {"cmsm_activation": "relu", "latent_placement": "residual"}
 
 # Interactions that read the latent sample z, and those that carry the position variant p.
 USES_SAMPLE = frozenset({"cmsm", "concat", "sample"})
@@ -28,6 +38,10 @@ USES_POSITION = frozenset({"cmsm", "concat", "position"})
 class UncertaintyAdapterConfig:
     """What to inject behind each transformer block, and how z enters.
 
+    The defaults are the paper's except for the z path (``cmsm_activation="softmax"``,
+    ``latent_placement="bottleneck"``; docs/results.md, "The latent path", says why); the paper's
+    own forms are ``cmsm_activation="relu", latent_placement="residual"``.
+
     Args (the full help text of each field is in its ``dataclasses.fields(...)[i].metadata``):
         latent_dim: C, the width of the latent sample z (paper: 6).
         bottleneck_ratio: adapter bottleneck width as a fraction of the embedding width D (0.25).
@@ -36,6 +50,15 @@ class UncertaintyAdapterConfig:
         mlp_hidden_dim: hidden width of the small MLPs on p and z (64).
         activation: "relu" (paper) or "gelu", after the down-projection.
         embed_dim: D; None reads it from the backbone's first block when injecting.
+        cmsm_activation: the nonlinearity of CMSM's modulation (Eq. 2-3), one of
+            `CMSM_ACTIVATIONS`: "relu" (paper) or "softmax" (official code; never all zero).
+        latent_placement: where each adapter's per-sample feature W_f f_i enters, one of
+            `LATENT_PLACEMENTS`: "residual" (paper: added to the adapter's output, the same
+            vector at every token) or "bottleneck" (added to W_down x before the activation,
+            so that z acts on each token differently).
+
+    A dict without ``cmsm_activation`` or ``latent_placement`` (written before they existed)
+    means `LEGACY_VALUES` for them in `from_dict`, not the current defaults.
 
     Raises:
         ValueError: a field is out of range or unknown; the message names it and the valid values.
@@ -86,6 +109,24 @@ class UncertaintyAdapterConfig:
         },
     )
 
+    cmsm_activation: str = field(
+        default="softmax",
+        metadata={
+            "help": "Nonlinearity of CMSM's modulation A (Eq. 2-3): 'relu' (paper: A = ReLU(q k^T), "
+            "f = ReLU(z') * w12(p'), exactly zero whenever the per-sample scalars are <= 0) or "
+            "'softmax' (official code: A = softmax(q k^T / sqrt(C)) over each row, f = z' * w12(p'))."
+        },
+    )
+    latent_placement: str = field(
+        default="bottleneck",
+        metadata={
+            "help": "Where each adapter's per-sample feature W_f f_i (from z and p) enters: "
+            "'residual' (paper: out = x + W_up act(W_down x) + W_f f_i, one vector for every "
+            "token) or 'bottleneck' (out = x + W_up act(W_down x + W_f f_i): through the "
+            "activation, so z changes each token differently)."
+        },
+    )
+
     def __post_init__(self) -> None:
         _check_positive_int("latent_dim", self.latent_dim)
         _check_positive_int("mlp_hidden_dim", self.mlp_hidden_dim)
@@ -105,6 +146,11 @@ class UncertaintyAdapterConfig:
                 f"interaction must be one of {', '.join(repr(i) for i in INTERACTIONS)}, "
                 f"got {self.interaction!r}"
             )
+        for name, valid in (("cmsm_activation", CMSM_ACTIVATIONS), ("latent_placement", LATENT_PLACEMENTS)):
+            if getattr(self, name) not in valid:
+                raise ValueError(
+                    f"{name} must be one of {', '.join(repr(v) for v in valid)}, got {getattr(self, name)!r}"
+                )
         if self.activation not in ACTIVATIONS:
             raise ValueError(
                 f"activation must be one of {', '.join(repr(a) for a in ACTIVATIONS)}, "
@@ -131,14 +177,15 @@ class UncertaintyAdapterConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "UncertaintyAdapterConfig":
-        """Build from a dict, refusing keys this version does not know (names them)."""
+        """Build from a dict, refusing keys this version does not know (names them). Keys of
+        `LEGACY_VALUES` that ``data`` lacks take their legacy value (the dict predates them)."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(
                 f"unknown UncertaintyAdapterConfig field(s) {unknown}; known fields: {sorted(known)}"
             )
-        return cls(**data)
+        return cls(**{**LEGACY_VALUES, **data})
 
     def to_json(self, path: str | Path | None = None) -> str:
         """The config as JSON text; also written to ``path`` when given."""

@@ -56,11 +56,16 @@ class DiagonalGaussian:
 
     def kl(self, other: "DiagonalGaussian") -> torch.Tensor:
         """Analytic KL(self || other) summed over the latent axis: (B,), computed in float32."""
+        return self.kl_per_dim(other).sum(dim=-1)
+
+    def kl_per_dim(self, other: "DiagonalGaussian") -> torch.Tensor:
+        """Analytic KL(self || other) of each latent dimension: (B, C), computed in float32
+        (what free bits, `uncertainty_adapters.ElboLoss`'s ``free_bits``, floors)."""
         mu_q, ls_q = self.mean.float(), self.log_sigma.float()
         mu_p, ls_p = other.mean.float(), other.log_sigma.float()
         var_ratio = torch.exp(2 * (ls_q - ls_p))
         mahalanobis = (mu_q - mu_p).pow(2) * torch.exp(-2 * ls_p)
-        return 0.5 * (var_ratio + mahalanobis - 1.0 - 2 * (ls_q - ls_p)).sum(dim=-1)
+        return 0.5 * (var_ratio + mahalanobis - 1.0 - 2 * (ls_q - ls_p))
 
 
 class ConvGaussianEncoder(nn.Module):

@@ -3,6 +3,10 @@
 ``L = L_rec(logits, target) + beta * KL(posterior || prior)``, where the reconstruction term is
 MONAI's ``DiceCELoss`` on sigmoid logits (Dice + binary cross-entropy) and the KL divergence comes
 from the prior/posterior latent heads, one value per image.
+
+Optionally with free bits (Kingma et al. 2016): given the KL per latent dimension (B, C), the
+penalised term is sum_d max(lambda, mean_b KL_bd), so the loss stops pushing a dimension onto
+the prior once it carries less than lambda nats.
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ class ElboTerms(NamedTuple):
     Attributes:
         loss: ``reconstruction + beta * kl``; call ``.backward()`` on this one.
         reconstruction: the DiceCE reconstruction term.
-        kl: the KL divergence, averaged over the batch (not multiplied by beta).
+        kl: the KL divergence, averaged over the batch (not multiplied by beta, not floored by
+            free bits).
     """
 
     loss: torch.Tensor
@@ -41,6 +46,8 @@ class ElboLoss(nn.Module):
         validate: check that the target is binary on every call; this reads a value back from
             the device (a host-device sync), so training loops may turn it off once the data
             pipeline is trusted. Shape checks always run and cost nothing.
+        free_bits: lambda, nats per latent dimension below which the KL is not penalised (0:
+            the plain ELBO). When > 0, ``kl`` must be given per dimension, (B, C).
 
     Example:
         >>> criterion = ElboLoss(beta=1.0)
@@ -56,11 +63,15 @@ class ElboLoss(nn.Module):
         lambda_dice: float = 1.0,
         lambda_ce: float = 1.0,
         validate: bool = True,
+        free_bits: float = 0.0,
     ) -> None:
         super().__init__()
         if beta < 0:
             raise ValueError(f"beta must be >= 0, got {beta}")
+        if not free_bits >= 0:
+            raise ValueError(f"free_bits must be >= 0 nats per latent dimension, got {free_bits}")
         self.beta = beta
+        self.free_bits = float(free_bits)
         self.validate = validate
         self.dice_ce = DiceCELoss(sigmoid=True, lambda_dice=lambda_dice, lambda_ce=lambda_ce)
 
@@ -70,7 +81,8 @@ class ElboLoss(nn.Module):
         Args:
             logits: predicted mask logits (B, 1, H, W), before the sigmoid.
             target: binary ground-truth mask (B, 1, H, W), bool or 0/1 numbers.
-            kl: KL(posterior || prior) per image (B,), or an already reduced scalar.
+            kl: KL(posterior || prior) per image (B,), per image and latent dimension (B, C)
+                (required when ``free_bits`` > 0), or an already reduced scalar.
 
         Returns:
             ``ElboTerms(loss, reconstruction, kl)``, each a scalar tensor.
@@ -79,8 +91,14 @@ class ElboLoss(nn.Module):
         if not target.is_floating_point():
             target = target.to(logits.dtype)
         reconstruction = self.dice_ce(logits, target)
-        kl = kl.mean()
-        return ElboTerms(reconstruction + self.beta * kl, reconstruction, kl)
+        if kl.dim() == 2:
+            per_dim = kl.mean(0)  # (C,)
+            penalised = per_dim.clamp_min(self.free_bits).sum() if self.free_bits > 0 else per_dim.sum()
+            kl = per_dim.sum()
+        else:
+            kl = kl.mean()
+            penalised = kl
+        return ElboTerms(reconstruction + self.beta * penalised, reconstruction, kl)
 
     def _check(self, logits: torch.Tensor, target: torch.Tensor, kl: torch.Tensor) -> None:
         if logits.dim() != 4 or logits.shape[1] != 1:
@@ -95,11 +113,15 @@ class ElboLoss(nn.Module):
             )
         if not logits.is_floating_point():
             raise TypeError(f"logits must be a floating tensor, got {logits.dtype}")
-        if kl.dim() > 1 or (kl.dim() == 1 and kl.shape[0] != logits.shape[0]):
+        if kl.dim() > 2 or (kl.dim() >= 1 and kl.shape[0] != logits.shape[0]):
             raise ValueError(
-                f"kl must have shape (B,) = ({logits.shape[0]},) or be a scalar, got "
-                f"{tuple(kl.shape)} (logits {tuple(logits.shape)}); sum a per-latent KL over "
-                "its last dim first, e.g. kl.sum(-1)"
+                f"kl must have shape (B,) = ({logits.shape[0]},), (B, C) per latent dimension, or be "
+                f"a scalar, got {tuple(kl.shape)} (logits {tuple(logits.shape)})"
+            )
+        if self.free_bits > 0 and kl.dim() != 2:
+            raise ValueError(
+                f"free_bits={self.free_bits} needs the KL per latent dimension, (B, C), got shape "
+                f"{tuple(kl.shape)}; pass posterior.kl_per_dim(prior)"
             )
         if (
             self.validate

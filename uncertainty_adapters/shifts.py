@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .cmsm import CMSM, ConcatInteraction, PositionInteraction, SampleInteraction
+from .cmsm import CMSM, ConcatInteraction, PositionInteraction, SampleInteraction, modulate
 
 
 def _stack(layers: Sequence[nn.Linear]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -74,10 +74,8 @@ def _interaction_features(interactions: Sequence[nn.Module], p: torch.Tensor | N
     if kind is CMSM:
         query = _linear_per_adapter(p_feat, [i.w11 for i in interactions])  # (B, L, C)
         key = _shared_input_per_adapter(z, [i.w21 for i in interactions])  # (B, L, C)
-        modulation = F.relu(query.unsqueeze(-1) * key.unsqueeze(-2))  # (B, L, C, C), Eq. 2
         sample = _shared_input_per_adapter(z, [i.w22 for i in interactions])  # (B, L, C)
-        z_mod = torch.einsum("blc,blcd->bld", sample, modulation)
-        return F.relu(z_mod) * condition  # Eq. 3
+        return modulate(query, key, sample, condition, interactions[0].activation)  # Eq. 2-3
     raise TypeError(f"adapter_shifts does not know the interaction {kind.__name__}")
 
 
@@ -95,12 +93,13 @@ def adapter_shifts(
             autocast is active): the reference the batched one is tested and timed against.
 
     Returns:
-        (B, L, D), or None for adapters without an interaction (``interaction="none"``).
+        (B, L, D) (or (B, L, bottleneck) for ``latent_placement="bottleneck"``), or None for
+        adapters without an interaction (``interaction="none"``).
 
     Example:
         >>> from uncertainty_adapters import UncertaintyAdapterConfig
         >>> from uncertainty_adapters.adapter import UncertaintyAdapter
-        >>> config = UncertaintyAdapterConfig(latent_dim=6)
+        >>> config = UncertaintyAdapterConfig(latent_dim=6, latent_placement="residual")
         >>> adapters = [UncertaintyAdapter(32, config, 4, is_last=i == 3) for i in range(4)]
         >>> adapter_shifts(adapters, torch.randn(2, 4), torch.randn(2, 6)).shape  # p_0 (B, L), z (B, C)
         torch.Size([2, 4, 32])

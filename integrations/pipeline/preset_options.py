@@ -12,13 +12,18 @@ from __future__ import annotations
 import argparse
 from typing import Any, Sequence
 
-from uncertainty_adapters.config import INTERACTIONS
+from uncertainty_adapters.config import CMSM_ACTIVATIONS, INTERACTIONS, LATENT_PLACEMENTS
 from uncertainty_adapters.integrations.sam.attention import ATTENTION_KINDS
 from uncertainty_adapters.integrations.sam.prompts import PROMPT_MODES
 
 # field -> (flag, argparse keyword arguments); every default is None: "keep the preset's value".
 _OPTIONS: dict[str, tuple[str, dict[str, Any]]] = {
     "interaction": ("--interaction", dict(choices=INTERACTIONS, help="How z enters the adapters (paper Table 2).")),
+    "cmsm_activation": ("--cmsm-activation", dict(
+        choices=CMSM_ACTIVATIONS, help="CMSM's modulation: relu (paper Eq. 2-3) or softmax (official code).")),
+    "latent_placement": ("--latent-placement", dict(
+        choices=LATENT_PLACEMENTS, help="Where z enters each adapter: residual (paper) or bottleneck.")),
+    "free_bits": ("--free-bits", dict(type=float, help="Nats per latent dimension the KL term does not penalise.")),
     "epochs": ("--epochs", dict(type=int, help="Maximum epochs (early stopping may end sooner).")),
     "batch_size": ("--batch-size", dict(type=int, help="Images per step and process.")),
     "lr": ("--lr", dict(type=float, help="Adam learning rate.")),
@@ -53,6 +58,7 @@ _OPTIONS: dict[str, tuple[str, dict[str, Any]]] = {
 
 TRAINING_OPTIONS: tuple[str, ...] = tuple(_OPTIONS)
 REPRODUCE_OPTIONS: tuple[str, ...] = (
+    "cmsm_activation", "latent_placement", "free_bits",
     "epochs", "batch_size", "lr", "latent_lr", "beta", "kl_warmup", "prior_fit_epochs", "prior_fit_lr",
     "latent_dim", "image_size",
     "synthetic_cases", "patience", "eval_samples", "ged_samples", "train_decoder", "prompt",

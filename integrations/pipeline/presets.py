@@ -27,6 +27,12 @@ raters disagree, GED 0.475 / 0.438). At 1e-4 the KL grows smoothly once the deco
 reading z (diversity 0.033 and 0.103, GED 0.416 / 0.391; together with the all-rater
 validation of trainer.py). Presets whose lr is the paper's leave ``latent_lr`` unset.
 
+``cmsm_activation`` / ``latent_placement``: every preset uses the library's defaults, the
+official code's softmax CMSM and z entering each adapter's bottleneck (see
+`uncertainty_adapters.UncertaintyAdapterConfig` and docs/results.md, "The latent path");
+``--cmsm-activation relu --latent-placement residual`` trains the paper's forms. ``free_bits``
+(0 in every preset) floors the KL per latent dimension (``uncertainty_adapters.ElboLoss``).
+
 ``prior_fit_epochs``: the demo ends with 20 epochs that fit the prior net alone to every rater's
 posterior (prior_fit.py), at 1e-3. Without them its prior stays where it started (sigma 1.21 on
 every image) and the samples of an image whose raters all agree still differ (diversity 0.151
@@ -84,6 +90,16 @@ class Preset:
     prior_fit_lr: float = field(default=1e-3, metadata={"help": "Adam learning rate of the prior-fit phase."})
     latent_dim: int = field(default=6, metadata={"help": "Latent dimension C (paper: 6)."})
     interaction: str = field(default="cmsm", metadata={"help": "cmsm, concat, sample, position or none."})
+    cmsm_activation: str = field(
+        default="softmax", metadata={"help": "CMSM's modulation: relu (paper Eq. 2-3) or softmax (official code)."}
+    )
+    latent_placement: str = field(
+        default="bottleneck",
+        metadata={"help": "Where z's per-adapter feature enters: residual (paper) or bottleneck (see UncertaintyAdapterConfig)."},
+    )
+    free_bits: float = field(
+        default=0.0, metadata={"help": "Free bits: nats per latent dimension the KL term does not penalise (0: none)."}
+    )
     latent_resolution: int = field(default=128, metadata={"help": "Side the prior/posterior nets see."})
     latent_filters: tuple[int, ...] = field(
         default=(32, 64, 128, 192), metadata={"help": "Filters per block of the prior/posterior nets (Prob. U-Net)."}

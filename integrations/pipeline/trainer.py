@@ -122,7 +122,10 @@ def build_model(job: TrainJob, backbone: Path | None) -> UncertaintySam | Probab
         preset.sam,
         image_size=preset.image_size,
         checkpoint=backbone,
-        adapter_config=ua.UncertaintyAdapterConfig(latent_dim=preset.latent_dim, interaction=preset.interaction),
+        adapter_config=ua.UncertaintyAdapterConfig(
+            latent_dim=preset.latent_dim, interaction=preset.interaction,
+            cmsm_activation=preset.cmsm_activation, latent_placement=preset.latent_placement,
+        ),
         train_decoder=preset.train_decoder,
         gradient_checkpointing=preset.gradient_checkpointing,
         attention=preset.attention,
@@ -282,7 +285,8 @@ class _TrainingLoop:
             optimizer = torch.optim.Adam(_parameter_groups(model, preset), lr=preset.lr, fused=pin or None)
         # Stepped once per epoch by hand, so it is not handed to accelerator.prepare.
         self.scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=preset.lr_step_epochs, gamma=preset.lr_gamma)
-        self.loss_fn = ua.ElboLoss(beta=preset.beta, validate=False)  # beta follows beta_at(step)
+        # beta follows beta_at(step); free bits floor the KL per latent dimension
+        self.loss_fn = ua.ElboLoss(beta=preset.beta, validate=False, free_bits=preset.free_bits)
         self.val_loss_fn = ua.ElboLoss(beta=preset.beta, validate=False)
         self.model, self.optimizer, self.train_loader, self.val_loader = accelerator.prepare(
             model, optimizer, train_loader, val_loader
@@ -323,8 +327,13 @@ class _TrainingLoop:
             )
         self.accelerator.wait_for_everyone()
 
+    def _kl_for_loss(self, output) -> torch.Tensor:
+        """The KL the loss takes: per latent dimension (B, C) under free bits, else per image (B,)."""
+        per_dim = getattr(output, "kl_per_dim", None)
+        return per_dim if self.preset.free_bits > 0 and per_dim is not None else output.kl
+
     def _reconstruction_and_kl(self, output, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        terms = self.loss_fn(output.logits.float(), mask, output.kl)
+        terms = self.loss_fn(output.logits.float(), mask, self._kl_for_loss(output))
         return terms.reconstruction, terms.kl
 
     # -- the loop ----------------------------------------------------------------------------
@@ -372,7 +381,7 @@ class _TrainingLoop:
                     terms = ElboTerms(*self.graphed(batch["image"], prompts, mask))
                 else:
                     output = self.model(batch["image"], prompts, masks=mask)
-                    terms = self.loss_fn(output.logits.float(), mask, output.kl)
+                    terms = self.loss_fn(output.logits.float(), mask, self._kl_for_loss(output))
                     accelerator.backward(terms.loss)
                     self.optimizer.step()
                     self.optimizer.zero_grad(set_to_none=True)

@@ -37,11 +37,14 @@ class UncertaintySamOutput:
         kl: (B,) KL(Q(z|X,Y) || P(z|X)) when masks were given (zeros for interactions without a
             latent), else None.
         z: (B, K, C) the latent samples used, or None for interactions without a latent.
+        kl_per_dim: (B, C) the KL of each latent dimension (its sum over C is ``kl``) when
+            masks were given and the model has a latent, else None.
     """
 
     logits: torch.Tensor
     kl: torch.Tensor | None
     z: torch.Tensor | None
+    kl_per_dim: torch.Tensor | None = None
 
 
 class UncertaintySam(nn.Module):
@@ -157,20 +160,21 @@ class UncertaintySam(nn.Module):
         batch, k = images.shape[0], num_samples
         if prompts.batch_size != batch:
             raise ValueError(f"got {batch} images but {prompts.batch_size} prompt sets; give one prompt set per image")
-        z, kl = None, None
+        z, kl, kl_per_dim = None, None, None
         if self.latent_heads is not None:
             prior = self.latent_heads.prior(images)
             if masks is None:
                 z = prior.rsample(k, generator=generator)
             else:
                 posterior = self.latent_heads.posterior(images, masks)
-                z, kl = posterior.rsample(k, generator=generator), posterior.kl(prior)
+                z, kl_per_dim = posterior.rsample(k, generator=generator), posterior.kl_per_dim(prior)
+                kl = kl_per_dim.sum(dim=-1)
         elif masks is not None:
             kl = images.new_zeros(batch)
         # Interactions without a latent read only K from a 3-D z.
         encoder_z = z if z is not None else images.new_zeros(batch, k, self.config.latent_dim)
         logits = self.decode(self.encode(images, encoder_z), prompts.repeat_interleave(k))
-        return UncertaintySamOutput(logits.view(batch, k, self.image_size, self.image_size), kl, z)
+        return UncertaintySamOutput(logits.view(batch, k, self.image_size, self.image_size), kl, z, kl_per_dim)
 
     def _check_images(self, images: torch.Tensor) -> None:
         s = self.image_size

@@ -55,3 +55,12 @@ def test_the_attention_kind_and_compile_reach_the_preset():
 ])
 def test_evaluate_and_predict_take_compile(command):
     assert build_parser().parse_args(command).compile is True
+
+
+def test_the_latent_form_flags_reach_the_preset():
+    args = build_parser().parse_args(
+        ["train", "--data", "synthetic", "--preset", "demo", "--out", "x", "--cmsm-activation", "relu",
+         "--latent-placement", "residual", "--free-bits", "0.25"]
+    )
+    preset = _preset_from(args, "demo")
+    assert (preset.cmsm_activation, preset.latent_placement, preset.free_bits) == ("relu", "residual", 0.25)

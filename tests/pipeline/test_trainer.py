@@ -142,3 +142,14 @@ def test_compile_compiles_the_encoder_in_place_and_keeps_the_checkpoint_names(tm
     compiled = build_model(job(tmp_path / "y", compile=True), backbone_file)
     assert compiled.encoder._compiled_call_impl is not None and eager.encoder._compiled_call_impl is None
     assert compiled.trainable_state_dict().keys() == eager.trainable_state_dict().keys()
+
+
+def test_the_presets_latent_forms_reach_the_adapters(tmp_path, backbone_file):
+    model = build_model(job(tmp_path / "x", cmsm_activation="softmax", latent_placement="bottleneck"), backbone_file)
+    assert (model.config.cmsm_activation, model.config.latent_placement) == ("softmax", "bottleneck")
+
+
+def test_a_run_with_free_bits_trains_and_records_them(tmp_path, backbone_file):
+    train(job(tmp_path / "run", max_steps=1, epochs=1, free_bits=0.5, prior_fit_epochs=0), backbone=backbone_file)
+    meta = run_dir.read_run_config(tmp_path / "run")
+    assert meta["preset"]["free_bits"] == 0.5

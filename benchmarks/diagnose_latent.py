@@ -1,0 +1,453 @@
+"""Does UA-SAM's latent z matter? Train one variant of the demo preset, then measure where z acts.
+
+One run = one variant (a set of preset overrides, `VARIANTS`) trained through the project's own
+trainer (`ua-sam train`'s loop) on one data set, then diagnosed on the data's test part:
+
+- ``kl``: the training log's KL(Q||P) at the first log, the quartiles of training and the end;
+- ``posterior_spread``: per test image, the std over its raters of the posterior means, in units
+  of the prior's sigma, averaged over latent dimensions and images whose raters disagree;
+- ``ged`` / ``diversity`` at K prior samples, where the raters disagree and where they agree,
+  and ``oracle_ged``: GED of the decodings of each rater's own posterior mean (how far the
+  right z moves the output);
+- ``modes``: per ambiguity mode the generator knows (synthetic: satellite, faint lesion,
+  boundary ring; bimodal: the filled centre) the share of raters that mark it against the
+  share of samples that do (a mask marks a region when it covers at least half of it);
+- ``dead_cmsm``: the share of (image, adapter) pairs whose CMSM output f is exactly zero, at
+  initialisation and after training (z from the prior);
+- ``z_fit``: on a few test cases with the mode, one z per rater fitted by gradient descent
+  (everything else frozen) to that rater's mask: can the frozen decoder draw each rater's
+  version at all?
+
+The ``bimodal`` data set is written by this script (`write_bimodal`): a bright ring around a
+dimmer centre, which half the raters fill (disc) and half leave open (ring); a third of the
+cases are solid discs that every rater draws alike. It differs from ``synthetic`` on purpose.
+
+Usage (results as JSON in OUT/<data>-<variant>.json, a markdown table with ``--summarize``)::
+
+    python benchmarks/diagnose_latent.py --out diag --data synthetic --variant paper
+    python benchmarks/diagnose_latent.py --out diag --data bimodal --variant softmax-bottleneck
+    python benchmarks/diagnose_latent.py --out diag --summarize
+
+``--epochs``, ``--cases`` and ``--max-steps`` shorten a run; ``--quick`` is a seconds-long smoke
+run on a random backbone (meaningless numbers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+#: Preset overrides of each variant (the rest is the ``demo`` preset).
+VARIANTS: dict[str, dict[str, Any]] = {
+    "paper": {"cmsm_activation": "relu", "latent_placement": "residual"},
+    "paper-beta0": {"cmsm_activation": "relu", "latent_placement": "residual", "beta": 0.0},
+    "softmax": {"cmsm_activation": "softmax", "latent_placement": "residual"},
+    "bottleneck": {"cmsm_activation": "relu", "latent_placement": "bottleneck"},
+    "softmax-bottleneck": {"cmsm_activation": "softmax", "latent_placement": "bottleneck"},
+    "softmax-bottleneck-freebits": {"cmsm_activation": "softmax", "latent_placement": "bottleneck",
+                                    "beta": 1e-2, "free_bits": 0.5},
+    "concat-bottleneck": {"interaction": "concat", "latent_placement": "bottleneck"},
+    "sample-bottleneck": {"interaction": "sample", "latent_placement": "bottleneck"},
+    "concat": {"interaction": "concat", "latent_placement": "residual"},
+    "sample": {"interaction": "sample", "latent_placement": "residual"},
+    "none": {"interaction": "none"},
+}
+
+_COVER = 0.5  # a mask marks a region when it covers at least this share of it
+_STARTED = time.time()
+
+
+def _stage(message: str) -> None:
+    print(f"[{time.time() - _STARTED:7.1f} s] {message}", file=sys.stderr, flush=True)
+
+
+# -- the bimodal folder ------------------------------------------------------------------------
+def write_bimodal(root: Path, cases: int = 300, size: int = 128, seed: int = 0) -> Path:
+    """Write the ring-or-disc folder (``folder:`` layout, 4 raters) and its modes.
+
+    Returns the folder; ``root/bimodal_modes.npz`` holds, per case id, the centre region
+    (bool (S, S)) and whether the raters disagree on it.
+    """
+    from PIL import Image
+
+    folder = root / "bimodal"
+    modes_path = root / "bimodal_modes.npz"
+    if modes_path.is_file():
+        return folder
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
+    modes: dict[str, np.ndarray] = {}
+    for case in range(cases):
+        case_id = f"bimodal-{case:04d}"
+        cy, cx = rng.uniform(0.35, 0.65, size=2) * size
+        radius = rng.uniform(0.14, 0.22) * size
+        inner = rng.uniform(0.45, 0.6) * radius
+        dist = np.hypot(yy - cy, xx - cx)
+        disc = dist < radius
+        centre = dist < inner
+        ambiguous = rng.random() < 0.67
+        image = rng.uniform(0.1, 0.25) + 0.02 * rng.standard_normal((size, size))
+        image = image + rng.uniform(0.5, 0.6) * disc
+        if ambiguous:  # a ring of the same brightness around a dimmer, but not empty, centre
+            image = image - rng.uniform(0.25, 0.35) * centre
+            masks = [disc, disc, disc & ~centre, disc & ~centre]
+        else:
+            masks = [disc] * 4
+        image = np.clip(image, 0, 1)
+        case_dir = folder / case_id
+        case_dir.mkdir(parents=True, exist_ok=True)
+        Image.fromarray((image * 255).astype(np.uint8)).save(case_dir / f"{case_id}.png")
+        for k, mask in enumerate(masks, start=1):
+            Image.fromarray(mask.astype(np.uint8) * 255).save(case_dir / f"{case_id}_seg_{k}.png")
+        modes[case_id] = centre if ambiguous else np.zeros_like(centre)
+    np.savez_compressed(modes_path, **modes)
+    return folder
+
+
+# -- measuring ---------------------------------------------------------------------------------
+def _covers(masks: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+    """masks (N, H, W) bool, region (H, W) bool -> (N,) bool: covers >= _COVER of the region."""
+    area = region.sum().clamp_min(1)
+    return (masks & region).flatten(1).sum(-1) >= _COVER * area
+
+
+def _dilate(mask: torch.Tensor, pixels: int) -> torch.Tensor:
+    return F.max_pool2d(mask[None, None].float(), 2 * pixels + 1, 1, pixels)[0, 0] > 0
+
+
+def _modes_synthetic(dataset, index: int, size: int) -> dict[str, torch.Tensor]:
+    """Regions of the ambiguity modes of synthetic case ``index`` at side ``size``."""
+    case = dataset.render_case(index)
+
+    def resize(array: np.ndarray) -> torch.Tensor:
+        t = torch.from_numpy(array.astype(np.float32))[None, None]
+        return F.interpolate(t, size=(size, size), mode="nearest")[0, 0] > 0.5
+
+    masks = torch.stack([resize(m) for m in case.masks])
+    out: dict[str, torch.Tensor] = {}
+    blocked = torch.zeros(size, size, dtype=torch.bool)
+    for name, region in (("satellite", case.satellite), ("faint", case.faint)):
+        if region is not None:
+            out[name] = resize(region)
+            blocked |= _dilate(out[name], 3)
+    if case.ambiguous:
+        ring = masks.any(0) & ~masks.all(0) & ~blocked
+        if ring.sum() > 0:
+            out["boundary"] = ring
+    return out
+
+
+class _DeadCounter:
+    """Counts CMSM outputs f that are exactly zero (hooks on every CMSM module)."""
+
+    def __init__(self, model) -> None:
+        from uncertainty_adapters.cmsm import CMSM
+
+        self.dead = self.total = 0
+        self.handles = [m.register_forward_hook(self._hook) for m in model.modules() if isinstance(m, CMSM)]
+
+    def _hook(self, module, args, output) -> None:
+        feature = output[0]
+        self.dead += int((feature == 0).all(-1).sum())
+        self.total += feature.shape[0]
+
+    def close(self) -> float | None:
+        for handle in self.handles:
+            handle.remove()
+        return self.dead / self.total if self.total else None
+
+
+@torch.no_grad()
+def dead_cmsm_share(model, dataset, device, images: int = 32) -> float | None:
+    """Share of (image, adapter) pairs with an all-zero CMSM output, z from the prior."""
+    from uncertainty_adapters.integrations.sam.prompts import make_prompts
+
+    if not any(type(m).__name__ == "CMSM" for m in model.modules()):
+        return None
+    encoder = model.encoder
+    batched, encoder.batched_shifts = encoder.batched_shifts, False  # so every CMSM forward runs
+    counter = _DeadCounter(model)
+    try:
+        batch = _batch(dataset, range(min(images, len(dataset))), device)
+        prompts = make_prompts(batch["majority"], "point", torch.Generator(device=device).manual_seed(0),
+                               batch["masks"].amax(1, keepdim=True))
+        model(batch["image"], prompts, num_samples=4, generator=torch.Generator(device=device).manual_seed(1))
+    finally:
+        encoder.batched_shifts = batched
+    return counter.close()
+
+
+def _batch(dataset, indices, device) -> dict[str, Any]:
+    items = [dataset[i] for i in indices]
+    out = {key: torch.stack([item[key] for item in items]).to(device) for key in ("image", "masks", "majority")}
+    out["case_id"] = [item["case_id"] for item in items]
+    out["index"] = list(indices)
+    return out
+
+
+def _kl_summary(log: Path) -> dict[str, Any]:
+    rows = [r for r in csv.DictReader(open(log)) if r.get("kl") not in (None, "")]
+    values = [(int(r["step"]), float(r["kl"])) for r in rows]
+    if not values:
+        return {}
+    picks = sorted({0, len(values) // 4, len(values) // 2, 3 * len(values) // 4, len(values) - 1})
+    return {"steps": [values[i][0] for i in picks], "kl": [round(values[i][1], 5) for i in picks],
+            "min": round(min(v for _, v in values), 5)}
+
+
+def diagnose(model, dataset, data: str, device, samples: int, mode_regions, zfit_cases: int,
+             zfit_steps: int = 80) -> dict[str, Any]:
+    """Every measurement on the trained model (see the module docstring)."""
+    from uncertainty_adapters import metrics
+    from uncertainty_adapters.integrations.sam.prompts import make_prompts
+
+    model.eval()
+    size = model.image_size
+    per: dict[str, list[float]] = {k: [] for k in ("ged", "diversity", "oracle_ged", "oracle_diversity",
+                                                      "rater_diversity", "spread", "ambiguous")}
+    modes: dict[str, dict[str, list[float]]] = {}
+    zfit_pool: list[tuple[int, str]] = []
+    generator = torch.Generator(device=device).manual_seed(0)
+    has_latent = model.latent_heads is not None
+    for start in range(0, len(dataset), 16):
+        batch = _batch(dataset, range(start, min(start + 16, len(dataset))), device)
+        raters = batch["masks"] > 0.5  # (B, R, S, S)
+        prompts = make_prompts(batch["majority"], "point", generator, raters.any(1, keepdim=True).float())
+        with torch.no_grad():
+            out = model(batch["image"], prompts, num_samples=samples, generator=generator)
+            sampled = out.logits.float() > 0
+            per["ged"] += metrics.ged(sampled, raters).tolist()
+            per["diversity"] += metrics.diversity(sampled).tolist()
+            per["rater_diversity"] += metrics.diversity(raters).tolist()
+            ambiguous = (raters != raters[:, :1]).flatten(1).any(-1)
+            per["ambiguous"] += ambiguous.float().tolist()
+            if has_latent:
+                prior = model.latent_heads.prior(batch["image"])
+                means = torch.stack([model.latent_heads.posterior(batch["image"], raters[:, r:r + 1].float()).mean
+                                     for r in range(raters.shape[1])], 1)  # (B, R, C)
+                spread = (means.std(1, unbiased=False) / prior.sigma).mean(-1)
+                per["spread"] += spread.tolist()
+                oracle = model.decode(model.encode(batch["image"], means), prompts.repeat_interleave(raters.shape[1]))
+                oracle = oracle.view(raters.shape).float() > 0
+                per["oracle_ged"] += metrics.ged(oracle, raters).tolist()
+                per["oracle_diversity"] += metrics.diversity(oracle).tolist()
+        for b, index in enumerate(batch["index"]):
+            for name, region in mode_regions(index, batch["case_id"][b]).items():
+                region = region.to(device)
+                entry = modes.setdefault(name, {"raters": [], "samples": [], "rater_std": [], "sample_std": []})
+                if name == "boundary":  # coverage of the disagreement ring, and its spread
+                    cov_r = (raters[b] & region).flatten(1).sum(-1).float() / region.sum()
+                    cov_s = (sampled[b] & region).flatten(1).sum(-1).float() / region.sum()
+                    entry["raters"].append(float(cov_r.mean()))
+                    entry["samples"].append(float(cov_s.mean()))
+                    entry["rater_std"].append(float(cov_r.std(unbiased=False)))
+                    entry["sample_std"].append(float(cov_s.std(unbiased=False)))
+                else:
+                    entry["raters"].append(float(_covers(raters[b], region).float().mean()))
+                    entry["samples"].append(float(_covers(sampled[b], region).float().mean()))
+                    if name in ("satellite", "centre") and len(zfit_pool) < zfit_cases:
+                        zfit_pool.append((index, name))
+    amb = torch.tensor(per["ambiguous"]) > 0.5
+    result: dict[str, Any] = {"images": len(dataset), "ambiguous_images": int(amb.sum()), "samples": samples}
+    for key in ("ged", "diversity", "rater_diversity", "oracle_ged", "oracle_diversity"):
+        if per[key]:
+            values = torch.tensor(per[key])
+            result[key] = {"all": round(float(values.mean()), 4), "disagree": round(float(values[amb].mean()), 4),
+                           "agree": round(float(values[~amb].mean()), 4) if (~amb).any() else None}
+    if per["spread"]:
+        result["posterior_spread_prior_sigmas"] = round(float(torch.tensor(per["spread"])[amb].mean()), 4)
+    result["modes"] = {name: {k: round(float(np.mean(v)), 4) for k, v in entry.items() if v} | {"cases": len(entry["raters"])}
+                       for name, entry in modes.items()}
+    _stage("sampled the test part")
+    if has_latent and zfit_pool:
+        result["z_fit"] = fit_z_per_rater(model, dataset, zfit_pool, mode_regions, device, steps=zfit_steps)
+        _stage("fitted z per rater")
+    return result
+
+
+def fit_z_per_rater(model, dataset, pool, mode_regions, device, steps: int = 80, lr: float = 0.1) -> dict[str, Any]:
+    """For each case in ``pool`` and each rater: z fitted by Adam to the rater's mask (DiceCE),
+    the model frozen. Reports IoU with the rater's mask and whether the decoding marks the mode
+    exactly when the rater does, for the posterior mean (start) and the fitted z (end)."""
+    from monai.losses import DiceCELoss
+
+    from uncertainty_adapters.integrations.sam.prompts import make_prompts
+
+    loss_fn = DiceCELoss(sigmoid=True)
+    indices = [index for index, _ in pool]
+    batch = _batch(dataset, indices, device)
+    raters = batch["masks"] > 0.5
+    b, r = raters.shape[:2]
+    prompts = make_prompts(batch["majority"], "point", torch.Generator(device=device).manual_seed(2),
+                           raters.any(1, keepdim=True).float()).repeat_interleave(r)
+    target = raters.flatten(0, 1)[:, None].float()
+    with torch.no_grad():
+        z0 = torch.stack([model.latent_heads.posterior(batch["image"], raters[:, k:k + 1].float()).mean
+                          for k in range(r)], 1)  # (B, R, C)
+    z = z0.clone().requires_grad_(True)
+    optimizer = torch.optim.Adam([z], lr=lr)
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+
+    def decode(latent: torch.Tensor) -> torch.Tensor:
+        return model.decode(model.encode(batch["image"], latent), prompts)
+
+    def score(logits: torch.Tensor) -> dict[str, float]:
+        pred = (logits > 0)[:, 0].view(b, r, *raters.shape[2:])
+        inter = (pred & raters).flatten(2).sum(-1).float()
+        union = (pred | raters).flatten(2).sum(-1).float().clamp_min(1)
+        agree = []
+        for i, (index, name) in enumerate(pool):
+            region = mode_regions(index, batch["case_id"][i])[name].to(device)
+            agree.append((_covers(pred[i], region) == _covers(raters[i], region)).float())
+        return {"iou": round(float((inter / union).mean()), 4), "mode_agrees": round(float(torch.stack(agree).mean()), 4)}
+
+    try:
+        with torch.no_grad():
+            start = score(decode(z0))
+        for _ in range(steps):
+            optimizer.zero_grad()
+            loss = loss_fn(decode(z), target)
+            loss.backward()
+            optimizer.step()
+        with torch.no_grad():
+            end = score(decode(z))
+            moved = float(((z - z0).norm(dim=-1)).mean())
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+    return {"cases": b, "posterior_mean": start, "fitted": end, "z_moved": round(moved, 3), "steps": steps}
+
+
+# -- one run -----------------------------------------------------------------------------------
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from uncertainty_adapters.integrations.data import build_dataset
+    from uncertainty_adapters.integrations.pipeline.demo_backbone import PretrainSettings, ensure_demo_backbone
+    from uncertainty_adapters.integrations.pipeline.presets import get_preset
+    from uncertainty_adapters.integrations.pipeline.run_dir import load_run
+    from uncertainty_adapters.integrations.pipeline.trainer import TrainJob, build_model, train
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    overrides = dict(VARIANTS[args.variant])
+    preset = get_preset("demo").replace(**overrides)
+    if args.epochs:
+        preset = preset.replace(epochs=args.epochs)
+    if args.image_size:
+        preset = preset.replace(image_size=args.image_size)
+    if args.quick:
+        preset = preset.replace(batch_size=2, epochs=1, prior_fit_epochs=1, log_every=1)
+    kwargs: dict[str, Any] = {}
+    if args.data == "synthetic":
+        spec = "synthetic"
+        preset = preset.replace(synthetic_cases=args.cases or preset.synthetic_cases)
+    else:
+        folder = write_bimodal(out, cases=args.cases or 300, size=preset.image_size)
+        spec = f"folder:{folder}"
+    pretrain = PretrainSettings(image_size=preset.image_size, **({"steps": args.pretrain_steps} if args.pretrain_steps else {}))
+    backbone, facts = (None, {}) if args.quick else ensure_demo_backbone(preset.image_size, settings=pretrain)
+    run_dir = out / "runs" / f"{args.data}-{args.variant}"
+    job = TrainJob(preset=preset, data=spec, out=run_dir, seed=args.seed, max_steps=args.max_steps,
+                   dataset_kwargs=kwargs, resume=False)
+    test = build_dataset(spec, preset.image_size, split="test", seed=args.seed,
+                         **({"length": preset.synthetic_cases} if spec == "synthetic" else {}))
+    if args.test_cases:
+        test = torch.utils.data.Subset(test, range(min(args.test_cases, len(test))))
+    torch.manual_seed(args.seed)
+    fresh = build_model(job, backbone).to(device)
+    dead_init = dead_cmsm_share(fresh, test, device) if hasattr(fresh, "encoder") else None
+    del fresh
+    _stage(f"{args.data} {args.variant}: training")
+    started = time.time()
+    if not (run_dir / "run.json").is_file():
+        train(job, backbone)
+    seconds = time.time() - started
+    _stage("trained")
+    model, _ = load_run(run_dir, device)
+    if spec == "synthetic":
+        source = test.dataset if isinstance(test, torch.utils.data.Subset) else test
+        offset = test.indices if isinstance(test, torch.utils.data.Subset) else None
+
+        def regions(index: int, case_id: str) -> dict[str, torch.Tensor]:
+            return _modes_synthetic(source, offset[index] if offset is not None else index, preset.image_size)
+    else:
+        saved = np.load(out / "bimodal_modes.npz")
+
+        def regions(index: int, case_id: str) -> dict[str, torch.Tensor]:
+            centre = torch.from_numpy(saved[case_id])
+            return {"centre": centre} if centre.any() else {}
+    result = {
+        "data": args.data, "variant": args.variant, "overrides": overrides, "seed": args.seed,
+        "epochs": preset.epochs, "image_size": preset.image_size, "cases": getattr(preset, "synthetic_cases", None),
+        "pretrain_steps": pretrain.steps, "train_seconds": round(seconds, 1),
+        "backbone_held_out_iou": facts.get("held_out_iou"),
+        "kl": _kl_summary(run_dir / "train_log.csv"),
+        "dead_cmsm": {"init": dead_init, "trained": dead_cmsm_share(model, test, device)},
+    }
+    result.update(diagnose(model, test, args.data, device, args.samples, regions, args.zfit_cases, args.zfit_steps))
+    path = out / f"{args.data}-{args.variant}.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def summarize(out: Path) -> str:
+    """A markdown table of every result JSON in ``out``."""
+    lines = ["| data | variant | GED dis/agree | diversity dis/agree (raters) | oracle GED | spread | "
+             "mode: raters -> samples | KL first/last | dead CMSM init/trained | z-fit mode agrees (start -> fitted) |",
+             "|" + "---|" * 10]
+    for path in sorted(out.glob("*.json")):
+        r = json.loads(path.read_text())
+        fmt = lambda d, k: "-" if not d or d.get(k) is None else f"{d[k]:.3f}"  # noqa: E731
+        modes = "; ".join(f"{n} {m['raters']:.2f}->{m['samples']:.2f}" for n, m in r.get("modes", {}).items())
+        kl = r.get("kl", {}).get("kl", [])
+        dead = r.get("dead_cmsm", {})
+        zf = r.get("z_fit")
+        lines.append(
+            f"| {r['data']} | {r['variant']} | {fmt(r.get('ged'), 'disagree')}/{fmt(r.get('ged'), 'agree')} | "
+            f"{fmt(r.get('diversity'), 'disagree')}/{fmt(r.get('diversity'), 'agree')} "
+            f"({fmt(r.get('rater_diversity'), 'disagree')}) | {fmt(r.get('oracle_ged'), 'all')} | "
+            f"{r.get('posterior_spread_prior_sigmas', '-')} | {modes} | "
+            f"{kl[0] if kl else '-'}/{kl[-1] if kl else '-'} | {dead.get('init')}/{dead.get('trained')} | "
+            f"{(str(zf['posterior_mean']['mode_agrees']) + ' -> ' + str(zf['fitted']['mode_agrees'])) if zf else '-'} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", required=True, help="folder for runs and result JSON files")
+    parser.add_argument("--data", choices=("synthetic", "bimodal"), default="synthetic")
+    parser.add_argument("--variant", choices=tuple(VARIANTS), default="paper")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epochs", type=int, help="override the demo preset's epochs")
+    parser.add_argument("--cases", type=int, help="cases in the data set (synthetic: preset's 600; bimodal: 300)")
+    parser.add_argument("--image-size", type=int, help="override the demo preset's 128 px (backbone pretrained at it)")
+    parser.add_argument("--pretrain-steps", type=int, help="demo backbone pretraining steps (default: its 400)")
+    parser.add_argument("--test-cases", type=int, help="diagnose only the first N test cases")
+    parser.add_argument("--max-steps", type=int, help="stop training after N steps")
+    parser.add_argument("--samples", type=int, default=16, help="prior samples per test image")
+    parser.add_argument("--zfit-cases", type=int, default=8, help="test cases for the per-rater z fit")
+    parser.add_argument("--zfit-steps", type=int, default=80, help="Adam steps of the per-rater z fit")
+    parser.add_argument("--quick", action="store_true", help="smoke run: random backbone, tiny batches")
+    parser.add_argument("--summarize", action="store_true", help="print the table of OUT's results and exit")
+    args = parser.parse_args(argv)
+    if args.summarize:
+        print(summarize(Path(args.out)))
+        return 0
+    print(json.dumps(run(args), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

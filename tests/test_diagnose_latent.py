@@ -1,0 +1,37 @@
+"""benchmarks/diagnose_latent.py: its self-made bimodal folder and its mode measurements."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks import diagnose_latent  # noqa: E402
+from uncertainty_adapters.integrations.data import build_dataset  # noqa: E402
+
+
+def test_the_bimodal_folder_loads_and_half_its_raters_fill_the_centre(tmp_path):
+    folder = diagnose_latent.write_bimodal(tmp_path, cases=6, size=32, seed=0)
+    data = build_dataset(f"folder:{folder}", 32, split="all")
+    modes = np.load(tmp_path / "bimodal_modes.npz")
+    ambiguous = [item for item in data if modes[item["case_id"]].any()]
+    assert ambiguous, "some cases should be ring-or-disc cases"
+    for item in ambiguous:
+        centre = torch.from_numpy(modes[item["case_id"]])
+        marks = diagnose_latent._covers(item["masks"] > 0.5, centre)
+        assert marks.tolist() == [True, True, False, False]
+
+
+def test_a_mask_marks_a_region_when_it_covers_half_of_it():
+    region = torch.zeros(4, 4, dtype=torch.bool)
+    region[0, :] = True
+    masks = torch.zeros(3, 4, 4, dtype=torch.bool)
+    masks[1, 0, :2] = True
+    masks[2, 0, :1] = True
+    assert diagnose_latent._covers(masks, region).tolist() == [False, True, False]
