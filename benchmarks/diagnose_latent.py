@@ -211,7 +211,6 @@ def diagnose(model, dataset, data: str, device, samples: int, mode_regions, zfit
     from uncertainty_adapters.integrations.sam.prompts import make_prompts
 
     model.eval()
-    size = model.image_size
     per: dict[str, list[float]] = {k: [] for k in ("ged", "diversity", "oracle_ged", "oracle_diversity",
                                                       "rater_diversity", "spread", "ambiguous")}
     modes: dict[str, dict[str, list[float]]] = {}

@@ -170,7 +170,7 @@ def run_predict(args: argparse.Namespace) -> dict[str, Any]:
     preset = meta.get("preset") or {}
     k = args.samples or preset.get("eval_samples") or DEFAULT_SAMPLES
 
-    if args.compile:
+    if getattr(args, "compile", False):  # callers may build the namespace by hand
         compile_for_sampling(model)
     predictor = UncertaintySamPredictor(model)
     started = time.perf_counter()
@@ -194,7 +194,7 @@ def run_predict(args: argparse.Namespace) -> dict[str, Any]:
         "seed": args.seed,
         "device": str(device),
         "encode_seconds": round(encode_seconds, 3),
-        "compiled": bool(args.compile),
+        "compiled": bool(getattr(args, "compile", False)),
         "files": files,
         "command": _command(args, k),
         "library_version": ua.__version__,

@@ -14,6 +14,7 @@ from PIL import Image
 from uncertainty_adapters.checkpoint import CheckpointMismatchError
 from uncertainty_adapters.integrations.app import Prompt, Segmenter
 from uncertainty_adapters.integrations.data import DataError
+from uncertainty_adapters.integrations.pipeline.output_dir import MARKER
 from uncertainty_adapters.integrations.pipeline.predict import run_predict
 
 from .conftest import RUN_SAMPLES
@@ -69,7 +70,8 @@ def test_the_files_equal_those_of_predict_for_the_same_click(segmenter, app_run,
         slice=None, seed=0, cpu=True, out=str(tmp_path / "predict")))
     expected = json.loads((tmp_path / "predict" / "summary.json").read_text())
     app, predict = tmp_path / "app", tmp_path / "predict"
-    assert sorted(p.name for p in app.iterdir()) == sorted(p.name for p in predict.iterdir())
+    # predict also marks its --out folder as ua-sam's (output_dir.MARKER); the app's download is a temp folder
+    assert sorted(p.name for p in app.iterdir()) == sorted(p.name for p in predict.iterdir() if p.name != MARKER)
     app_arrays, predict_arrays = np.load(app / "prediction.npz"), np.load(predict / "prediction.npz")
     assert all(np.array_equal(app_arrays[name], predict_arrays[name]) for name in predict_arrays.files)
     assert summary["files"] == expected["files"] and summary["prompt"] == expected["prompt"]
