@@ -22,6 +22,7 @@ import torch
 from uncertainty_adapters import checkpoint as ckpt
 from uncertainty_adapters.integrations.data import build_dataset
 
+from .output_dir import OutputFolderError
 from .reproduce_figures import save_comparison_figure, save_latent_dim_plot
 from .tables import markdown_table, mean_and_std, summarize
 
@@ -248,12 +249,20 @@ def write_report(path: Path, results: dict[str, Any], tables: dict[str, str], fi
     around it (a new block goes at the end of the file)."""
     begin, end = BEGIN.format(section=section), END.format(section=section)
     images = path.parent / "images"
+    text = path.read_text() if path.is_file() else ""
+    current = text.split(begin, 1)[1].split(end, 1)[0] if begin in text and end in text else ""
+    targets = {key: images / f"reproduce-{section}-{figure.name}" for key, figure in figures.items()}
+    for target in targets.values():  # replace only a figure that this block itself shows
+        if target.exists() and f"]({os.path.relpath(target, path.parent)})" not in current:
+            raise OutputFolderError(
+                f"--report: {target} exists but is not a figure of the '{section}' block of {path}; nothing "
+                f"was written. Move the file away, or choose another --report-section"
+            )
     links = []
     for key, figure in figures.items():
         images.mkdir(parents=True, exist_ok=True)
-        target = images / f"reproduce-{section}-{figure.name}"
-        shutil.copyfile(figure, target)
-        links.append((key, os.path.relpath(target, path.parent)))
+        shutil.copyfile(figure, targets[key])
+        links.append((key, os.path.relpath(targets[key], path.parent)))
     last = results["invocations"][-1]
     box = results["machine"]
     lines = [
@@ -284,7 +293,6 @@ def write_report(path: Path, results: dict[str, Any], tables: dict[str, str], fi
         lines += [f"![{titles.get(key, key)}]({link})", ""]
     lines.append(end)
     block = "\n".join(lines)
-    text = path.read_text() if path.is_file() else ""
     if begin in text and end in text:
         head, rest = text.split(begin, 1)
         text = head + block + rest.split(end, 1)[1]

@@ -220,3 +220,19 @@ def test_the_plan_puts_cmsm_in_both_tables_and_the_sweep():
 def test_an_ensemble_needs_a_member():
     with pytest.raises(ValueError, match="at least one member"):
         plan_tables(latent_dim=6, members=0)
+
+
+def test_the_report_never_replaces_a_figure_file_its_block_does_not_show(smoke_run, tmp_path):
+    from uncertainty_adapters.integrations.pipeline.output_dir import OutputFolderError
+    from uncertainty_adapters.integrations.pipeline.reproduce_outputs import write_report
+
+    report = tmp_path / "results.md"
+    report.write_text("# Mine\n")
+    theirs = tmp_path / "images" / "reproduce-results-fig2.png"
+    theirs.parent.mkdir()
+    theirs.write_bytes(b"a user's picture")
+    figure = tmp_path / "fig2.png"
+    figure.write_bytes(b"new figure")
+    with pytest.raises(OutputFolderError, match="not a figure of the 'results' block"):
+        write_report(report, {}, {}, {"comparison": figure})
+    assert theirs.read_bytes() == b"a user's picture" and report.read_text() == "# Mine\n"
