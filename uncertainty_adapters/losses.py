@@ -91,14 +91,19 @@ class ElboLoss(nn.Module):
         if not target.is_floating_point():
             target = target.to(logits.dtype)
         reconstruction = self.dice_ce(logits, target)
+        penalised, kl = self.kl_terms(kl)
+        return ElboTerms(reconstruction + self.beta * penalised, reconstruction, kl)
+
+    def kl_terms(self, kl: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the KL term beta multiplies, the batch-mean KL), both scalars, from ``kl`` of shape
+        (B,), (B, C) or (); they differ only under free bits, where the first is
+        sum_d max(free_bits, mean_b KL_bd)."""
         if kl.dim() == 2:
             per_dim = kl.mean(0)  # (C,)
             penalised = per_dim.clamp_min(self.free_bits).sum() if self.free_bits > 0 else per_dim.sum()
-            kl = per_dim.sum()
-        else:
-            kl = kl.mean()
-            penalised = kl
-        return ElboTerms(reconstruction + self.beta * penalised, reconstruction, kl)
+            return penalised, per_dim.sum()
+        kl = kl.mean()
+        return kl, kl
 
     def _check(self, logits: torch.Tensor, target: torch.Tensor, kl: torch.Tensor) -> None:
         if logits.dim() != 4 or logits.shape[1] != 1:

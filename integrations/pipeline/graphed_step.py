@@ -49,8 +49,10 @@ class GraphedTrainStep:
             ``model(images, prompts, masks=mask)``.
         optimizer: a ``torch.optim`` optimizer of ``model``'s trainable parameters, built with
             ``capturable=True`` and tensor learning rates on CUDA (see `capturable_adam`).
-        reconstruction_and_kl: ``(output, mask) -> (reconstruction, kl)``, both scalar tensors;
-            the loss is ``reconstruction + beta * kl``.
+        reconstruction_and_kl: ``(output, mask) -> (reconstruction, kl)`` or
+            ``(reconstruction, penalised_kl, kl)``, scalar tensors; the loss is
+            ``reconstruction + beta * penalised_kl`` (``penalised_kl`` is ``kl`` unless given, e.g.
+            under free bits, `ElboLoss.kl_terms`), and the step reports ``kl``.
         beta: the KL weight; change it with `set_beta` (a device tensor inside the graph).
         autocast_dtype: e.g. ``torch.bfloat16`` for mixed precision; None: float32.
         warmup_steps: eager steps on a side stream before each capture.
@@ -113,8 +115,8 @@ class GraphedTrainStep:
     def _step(self, images: torch.Tensor, prompts: Prompts, mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
         with self._autocast():
             output = self.model(images, prompts, masks=mask)
-        reconstruction, kl = self.terms(output, mask)
-        loss = reconstruction + self.beta * kl
+        reconstruction, *penalised, kl = self.terms(output, mask)
+        loss = reconstruction + self.beta * (penalised[0] if penalised else kl)
         loss.backward()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=False)

@@ -332,9 +332,11 @@ class _TrainingLoop:
         per_dim = getattr(output, "kl_per_dim", None)
         return per_dim if self.preset.free_bits > 0 and per_dim is not None else output.kl
 
-    def _reconstruction_and_kl(self, output, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        terms = self.loss_fn(output.logits.float(), mask, self._kl_for_loss(output))
-        return terms.reconstruction, terms.kl
+    def _reconstruction_and_kl(self, output, mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """(reconstruction, the KL term beta multiplies, the mean KL) for `GraphedTrainStep`."""
+        kl = self._kl_for_loss(output)
+        terms = self.loss_fn(output.logits.float(), mask, kl)
+        return terms.reconstruction, self.loss_fn.kl_terms(kl)[0], terms.kl
 
     # -- the loop ----------------------------------------------------------------------------
     @property

@@ -82,3 +82,19 @@ def test_on_cuda_a_float_learning_rate_is_refused_with_the_fix():
     model = torch.nn.Linear(2, 2).cuda()
     with pytest.raises(ValueError, match="capturable"):
         GraphedTrainStep(model, torch.optim.Adam(model.parameters(), lr=1e-3), lambda out, mask: (out, out))
+
+
+def test_under_free_bits_the_step_penalises_the_floored_kl_and_reports_the_mean_kl():
+    torch.manual_seed(0)
+    model = build_uncertainty_sam(TINY).train()
+    loss_fn = ua.ElboLoss(validate=False, free_bits=5.0)  # above any KL here: every dimension is floored
+
+    def terms(output, mask):
+        elbo = loss_fn(output.logits.float(), mask, output.kl_per_dim)
+        return elbo.reconstruction, loss_fn.kl_terms(output.kl_per_dim)[0], elbo.kl
+
+    step = GraphedTrainStep(model, torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.0),
+                            terms, beta=1.0)
+    loss, reconstruction, kl = step(*_batch())
+    torch.testing.assert_close(loss, reconstruction + 5.0 * model.config.latent_dim)
+    assert kl < 5.0
