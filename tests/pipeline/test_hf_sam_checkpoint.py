@@ -16,6 +16,8 @@ from uncertainty_adapters.integrations.cli import main
 from uncertainty_adapters.integrations.pipeline import run_dir
 from uncertainty_adapters.integrations.sam import SamSpec
 
+from predict.conftest import one_thread  # noqa: F401  (autouse: one torch thread)
+
 from .conftest import SIZE
 
 transformers = pytest.importorskip("transformers")
@@ -28,14 +30,6 @@ SMALL_SAM = SamSpec(
 )
 SMALL = ["--image-size", str(SIZE), "--synthetic-cases", "40", "--batch-size", "4", "--samples", "2", "--cpu",
          "--prior-fit-epochs", "1"]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

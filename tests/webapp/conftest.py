@@ -6,20 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 
-from predict.conftest import make_run, write_png
+from predict.conftest import make_run, one_thread, write_png  # noqa: F401  (one_thread: autouse)
 
 RUN_SAMPLES = 3  # the eval_samples of make_run's preset
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from intra-op threads on a busy CI machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")
