@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import gc
 import json
 import sys
 import time
@@ -50,30 +49,13 @@ except ImportError:  # a source tree that pip could not install: map the package
     uncertainty_adapters.__path__.append(str(ROOT))
 
 from benchmarks import bench_predictor, speedups
-from benchmarks.timing import interleaved, machine
+from benchmarks.timing import Budget, interleaved, machine, release_device_memory
 from benchmarks.workloads import GPU, TINY, BenchConfig, Workloads, synchronize
 from uncertainty_adapters.integrations.sam import UncertaintySamPredictor
 
 
-class Budget:
-    """Seconds left for the check; each item asks before it starts."""
-
-    def __init__(self, seconds: float) -> None:
-        self.deadline = time.perf_counter() + seconds
-
-    def left(self) -> float:
-        return self.deadline - time.perf_counter()
-
-
 def _is_oom(error: BaseException) -> bool:
     return isinstance(error, torch.cuda.OutOfMemoryError) or "out of memory" in str(error)
-
-
-def _release(device: torch.device) -> None:
-    """Give the memory of the last trial back to the CUDA allocator (nothing to do on a CPU)."""
-    if device.type == "cuda":
-        gc.collect()
-        torch.cuda.empty_cache()
 
 
 def measure(work: Workloads, make: Callable[[int], Callable[[], object]], batch: int, steps: int,
@@ -91,7 +73,7 @@ def measure(work: Workloads, make: Callable[[int], Callable[[], object]], batch:
     seconds = (time.perf_counter() - start) / steps
     peak = round(torch.cuda.max_memory_allocated() / 2**20, 1) if device.type == "cuda" else None
     del step
-    _release(device)
+    release_device_memory(device)
     return {"batch": batch, "s_per_call": round(seconds, 4), "per_s": round(per_call * batch / seconds, 2),
             "peak_memory_mb": peak}
 
@@ -107,9 +89,9 @@ def largest_batch(work: Workloads, make: Callable[[int], Callable[[], object]], 
         except RuntimeError as error:
             if not _is_oom(error):
                 raise
-            _release(work.device)
+            release_device_memory(work.device)
             return best, True
-        _release(work.device)
+        release_device_memory(work.device)
         best, batch = batch, batch * 2
     return best, False
 
@@ -141,7 +123,7 @@ def run_check(config: BenchConfig, budget_s: float, steps: int, cap: int,
         try:
             results[name] = fn()
         except Exception as error:  # one failing figure must not cost the others (device time is scarce)
-            _release(work.device)
+            release_device_memory(work.device)
             results.setdefault("errors", {})[name] = f"{type(error).__name__}: {error}"[:500]
         results["total_s"] = round(time.perf_counter() - started, 1)
         on_item(results)

@@ -23,7 +23,6 @@ and writes DIR/gpu_speed.json (after every item) and DIR/gpu_speed.txt.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import time
 from pathlib import Path
@@ -32,7 +31,7 @@ from typing import Callable
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from benchmarks.timing import interleaved, machine
+from benchmarks.timing import Budget, interleaved, machine, release_device_memory
 from benchmarks.workloads import GPU, TINY, BenchConfig, Workloads, synchronize
 from uncertainty_adapters.integrations.sam import compile_for_sampling
 
@@ -43,20 +42,6 @@ PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, 
 
 def peak_tflops(name: str) -> float | None:
     return next((value for key, value in PEAK_BF16_TFLOPS.items() if key in name), None)
-
-
-class Budget:
-    def __init__(self, seconds: float) -> None:
-        self.deadline = time.perf_counter() + seconds
-
-    def left(self) -> float:
-        return self.deadline - time.perf_counter()
-
-
-def _release(work: Workloads) -> None:
-    gc.collect()
-    if work.device.type == "cuda":
-        torch.cuda.empty_cache()
 
 
 def seconds_per_call(step: Callable[[], object], rounds: int, device: torch.device, warmup: int = 2) -> float:
@@ -81,7 +66,7 @@ def plain_encoder(work: Workloads, rounds: int, batches: tuple[int, ...]) -> dic
                 out[f"{kind}_batch_{batch}"] = {"error": f"{type(error).__name__}: {error}"[:300]}
                 continue
             finally:
-                _release(work)
+                release_device_memory(work.device)
             out[f"{kind}_batch_{batch}"] = {"s_per_call": round(s, 5), "images_per_s": round(batch / s, 2)}
     work.with_attention("sdpa")
     return out
@@ -100,7 +85,7 @@ def attention(work: Workloads, rounds: int, kinds: tuple[str, ...] = KINDS) -> d
                 cases[kind] = case
             except Exception as error:
                 row[f"{kind}_error"] = f"{type(error).__name__}: {error}"[:300]
-                _release(work)
+                release_device_memory(work.device)
         timings = interleaved(cases, rounds=rounds, warmup=1)
         row.update({f"{kind}_over_sdpa": round(timings.ratio(kind, "sdpa"), 4) for kind in cases})
         row["s_sdpa"] = round(timings.median("sdpa"), 5)
@@ -131,7 +116,7 @@ def overhead(work: Workloads, rounds: int, batches: tuple[int, ...]) -> dict[str
         timings = interleaved(cases, rounds=rounds, warmup=2)
         out[f"batch_{batch}"] = {"overhead_ratio": round(timings.ratio("ua", "plain"), 4),
                                  "s_plain": round(timings.median("plain"), 5), "s_ua": round(timings.median("ua"), 5)}
-        _release(work)
+        release_device_memory(work.device)
     return out
 
 
@@ -152,7 +137,7 @@ def training(work: Workloads, rounds: int, batch: int, compile_mode: str | None)
             synchronize(work.device)
         except Exception as error:  # a path that fails here must not cost the others
             out[f"{name}_error"] = f"{type(error).__name__}: {error}"[:400]
-            _release(work)
+            release_device_memory(work.device)
             continue
         out[f"{name}_first_call_s"] = round(time.perf_counter() - started, 1)
         steps[name] = step
@@ -165,7 +150,7 @@ def training(work: Workloads, rounds: int, batch: int, compile_mode: str | None)
                      "over_eager": round(s / timings.median("eager"), 4) if "eager" in steps else None}
     if work.device.type == "cuda":
         out["peak_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
-    _release(work)
+    release_device_memory(work.device)
     return out
 
 
@@ -179,7 +164,7 @@ def largest_training(work: Workloads, rounds: int, start: int, cap: int, budget:
         except torch.cuda.OutOfMemoryError:
             break
         finally:
-            _release(work)
+            release_device_memory(work.device)
         batch *= 2
     if best is None:
         return {"error": "no batch fits"}
@@ -190,7 +175,7 @@ def largest_training(work: Workloads, rounds: int, start: int, cap: int, budget:
     for name in steps:
         s = timings.median(name)
         out[name] = {"s_per_step": round(s, 5), "images_per_s": round(best / s, 2)}
-    _release(work)
+    release_device_memory(work.device)
     return out
 
 
@@ -218,7 +203,7 @@ def mfu(work: Workloads, results: dict[str, object], peak: float | None) -> dict
                 out[f"{key}_{path}"] = {"batch": batch, "tflop_per_step": round(flops / 1e12, 3),
                                         "achieved_tflops": round(achieved, 1),
                                         "mfu": round(achieved / peak, 4) if peak else None}
-        _release(work)
+        release_device_memory(work.device)
     return out
 
 
@@ -259,7 +244,7 @@ def run(config: BenchConfig, budget_s: float, rounds: int, cap: int, compile_mod
         except Exception as error:
             results["errors"][name] = f"{type(error).__name__}: {error}"[:600]
         finally:
-            _release(work)
+            release_device_memory(work.device)
         results.setdefault("item_seconds", {})[name] = round(time.perf_counter() - t0, 1)
         results["total_s"] = round(time.perf_counter() - started, 1)
         save(results)

@@ -10,6 +10,7 @@ time leaves out the time the process waited for a core, the main noise on a load
 from __future__ import annotations
 
 import datetime
+import gc
 import os
 import platform
 import statistics
@@ -82,3 +83,20 @@ def _cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+class Budget:
+    """Seconds left for a benchmark run; each item asks before it starts."""
+
+    def __init__(self, seconds: float) -> None:
+        self.deadline = time.perf_counter() + seconds
+
+    def left(self) -> float:
+        return self.deadline - time.perf_counter()
+
+
+def release_device_memory(device: torch.device) -> None:
+    """Give the memory of the last trial back to the CUDA allocator (nothing to do on a CPU)."""
+    if device.type == "cuda":
+        gc.collect()
+        torch.cuda.empty_cache()

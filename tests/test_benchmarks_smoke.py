@@ -139,3 +139,14 @@ def test_bench_app_reports_first_and_second_click_through_the_api(capsys):
     report = bench_app.main(["--rounds", "1", "--samples", "2", "--json"])
     assert set(report["api"]) == {"first_click_s", "second_click_s", "second_to_first_ratio", "rounds", "samples"}
     assert '"second_to_first_ratio"' in capsys.readouterr().out
+
+
+def test_gpu_speed_cpu_smoke_measures_every_path_against_the_plain_encoder(tmp_path, capsys):
+    from benchmarks import gpu_speed
+
+    gpu_speed.main(["--cpu-smoke", "--out", str(tmp_path)])
+    results = json.loads((tmp_path / "gpu_speed.json").read_text())
+    assert results["errors"] == {} and results["skipped"] == []
+    assert {"eager", "cuda_graph"} <= set(results["training"]) and "sdpa_batch_2" in results["plain_encoder"]
+    assert set(results["overhead"]) == {"batch_2", "batch_4"} and results["chosen_attention"] in gpu_speed.KINDS
+    assert (tmp_path / "gpu_speed.txt").read_text().startswith("gpu_speed:")
