@@ -114,6 +114,7 @@ def load_run(
         adapter_config=ua.UncertaintyAdapterConfig.from_dict(adapter_meta["config"]),
         train_decoder=bool(meta.get("train_decoder")),
         latent_heads_kwargs={k: v for k, v in (meta["latent_heads"] or {}).items() if k not in ("in_channels", "latent_dim")},
+        attention=(meta.get("preset") or {}).get("attention"),  # the kernel the run trained with (same function)
     )
     ua.load_adapters(model.encoder, directory / ADAPTERS)
     if model.latent_heads is not None:
