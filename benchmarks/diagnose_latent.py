@@ -354,8 +354,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     else:
         folder = write_bimodal(out, cases=args.cases or 300, size=preset.image_size)
         spec = f"folder:{folder}"
-    pretrain = PretrainSettings(image_size=preset.image_size, **({"steps": args.pretrain_steps} if args.pretrain_steps else {}))
-    backbone, facts = (None, {}) if args.quick else ensure_demo_backbone(preset.image_size, settings=pretrain)
+    # The demo's backbone: the weights shipped with the package, unless --pretrain-steps asks for
+    # another recipe (then pretrained once and cached).
+    pretrain = PretrainSettings(steps=args.pretrain_steps) if args.pretrain_steps else None
+    backbone, facts = (None, {}) if args.quick else ensure_demo_backbone(settings=pretrain)
     run_dir = out / "runs" / f"{args.data}-{args.variant}"
     job = TrainJob(preset=preset, data=spec, out=run_dir, seed=args.seed, max_steps=args.max_steps,
                    dataset_kwargs=kwargs, resume=False)
@@ -389,7 +391,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     result = {
         "data": args.data, "variant": args.variant, "overrides": overrides, "seed": args.seed,
         "epochs": preset.epochs, "image_size": preset.image_size, "cases": getattr(preset, "synthetic_cases", None),
-        "pretrain_steps": pretrain.steps, "train_seconds": round(seconds, 1),
+        "pretrain_steps": (facts.get("settings") or {}).get("steps"), "backbone_source": facts.get("source"), "train_seconds": round(seconds, 1),
         "backbone_held_out_iou": facts.get("held_out_iou"),
         "kl": _kl_summary(run_dir / "train_log.csv"),
         "dead_cmsm": {"init": dead_init, "trained": dead_cmsm_share(model, test, device)},
@@ -431,8 +433,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, help="override the demo preset's epochs")
     parser.add_argument("--cases", type=int, help="cases in the data set (synthetic: preset's 600; bimodal: 300)")
-    parser.add_argument("--image-size", type=int, help="override the demo preset's 128 px (backbone pretrained at it)")
-    parser.add_argument("--pretrain-steps", type=int, help="demo backbone pretraining steps (default: its 400)")
+    parser.add_argument("--image-size", type=int, help="override the demo preset's 128 px (the backbone's pos-embeds are resized)")
+    parser.add_argument("--pretrain-steps", type=int, help="pretrain a demo backbone for this many steps instead of using the shipped one")
     parser.add_argument("--test-cases", type=int, help="diagnose only the first N test cases")
     parser.add_argument("--max-steps", type=int, help="stop training after N steps")
     parser.add_argument("--samples", type=int, default=16, help="prior samples per test image")

@@ -11,7 +11,7 @@ mkdir -p "$out/logs"
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 here=$(cd "$(dirname "$0")" && pwd)
 # The demo backbone once (cached under $UA_CACHE_DIR), before the runs that share it.
-python3 -c "from uncertainty_adapters.integrations.pipeline.demo_backbone import ensure_demo_backbone as e; print(e(128)[1])" \
+python3 -c "from uncertainty_adapters.integrations.pipeline.demo_backbone import ensure_demo_backbone as e; print(e()[1])" \
   > "$out/logs/backbone.log" 2>&1
 python3 -c "import sys; from pathlib import Path; sys.path.insert(0, '$here'); import diagnose_latent as d; d.write_bimodal(Path('$out'))"
 synthetic="paper paper-beta0 softmax bottleneck softmax-bottleneck softmax-bottleneck-freebits concat concat-bottleneck sample sample-bottleneck none"
