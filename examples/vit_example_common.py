@@ -109,7 +109,9 @@ def build_parser(description: str) -> argparse.ArgumentParser:
     )
     parser.add_argument("--weights", help="pretrained backbone weights; skips the pretraining stage")
     parser.add_argument("--save-backbone", help="write the pretrained backbone here (reuse with --weights)")
-    parser.add_argument("--save-adapters", help="write the trained adapters here (ua.load_adapters reads them)")
+    parser.add_argument("--save-adapters", metavar="DIR",
+                        help="write the trained adapters and latent heads to DIR (ua.load_adapters_and_latent_heads "
+                        "reads them) and the segmentation head to DIR-head.safetensors")
     parser.add_argument("--interaction", default="cmsm", choices=ua.INTERACTIONS, help="how z enters the adapters")
     parser.add_argument("--cmsm-activation", choices=CMSM_ACTIVATIONS, help="CMSM's modulation (default: the library's)")
     parser.add_argument("--latent-placement", choices=LATENT_PLACEMENTS, help="where z enters each adapter (default: the library's)")
@@ -359,6 +361,12 @@ def evaluate(
     return report
 
 
+def head_path(adapters_dir: str | Path) -> Path:
+    """Where the segmentation head is saved: beside the adapter folder, not inside it."""
+    adapters_dir = Path(adapters_dir)
+    return adapters_dir.with_name(adapters_dir.name + "-head.safetensors")
+
+
 def format_table(report: dict[str, dict[str, float]], k: int) -> str:
     """The metrics as a fixed-width table (one row per subset)."""
     columns = ("cases", "dice", "ged", "hm_iou", "diversity", "rater_diversity")
@@ -425,11 +433,10 @@ def run(
     if after_training is not None:
         after_training(model, latent, test)
     if args.save_adapters:
-        model.save_adapters(args.save_adapters)
-        parts = {f"head.{k}": v for k, v in head.state_dict().items()}
-        parts.update({f"latent.{k}": v for k, v in latent.state_dict().items()})
-        save_file(parts, str(Path(args.save_adapters) / "head_and_latent_heads.safetensors"))
-        print(f"adapters written to {args.save_adapters} (ua.load_adapters(backbone, path) restores them; "
-              f"the head and latent heads are in head_and_latent_heads.safetensors)")
+        model.save_adapters(args.save_adapters, latent_heads=latent)  # PEFT-style folder: adapters + latent heads
+        head_file = head_path(args.save_adapters)
+        save_file(head.state_dict(), str(head_file))  # the example's own head, beside the folder
+        print(f"adapters and latent heads written to {args.save_adapters} "
+              f"(ua.load_adapters_and_latent_heads(backbone, path) restores both); the head to {head_file}")
     print(f"wall time: {time.perf_counter() - started:.1f} s")
     return report

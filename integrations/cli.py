@@ -23,7 +23,7 @@ from uncertainty_adapters.checkpoint import CheckpointMismatchError
 from uncertainty_adapters.integrations.data import DATA_SPECS, DataError
 
 from .app.server import add_app_parser, run_app
-from .pipeline.predict import add_predict_parser
+from .pipeline.predict.options import add_predict_parser
 from .pipeline.pretrain_cli import add_pretrain_parser, run_pretrain
 from .pipeline.preset_options import TRAINING_OPTIONS, add_preset_options
 from .pipeline.presets import PRESETS
@@ -113,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
-    from .pipeline import commands  # heavy imports only after argument parsing
+    from .pipeline import commands  # the training stack (Accelerate, MONAI, segment-anything) once parsed
 
     try:
         if args.command == "demo":

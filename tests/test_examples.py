@@ -69,7 +69,9 @@ def test_transformers_example_quick_prints_metrics_and_attentions(examples_on_pa
     assert "transformers ViTModel" in printed
     assert "output_hidden_states after injection: 3 tensors with batch [2, 6, 6]" in printed
     assert "output_attentions after injection: 2 maps of shape (6, 2, 17, 17)" in printed
-    assert (adapters / "adapter_model.safetensors").is_file()
+    assert {"adapter_config.json", "adapter_model.safetensors", "latent_heads.safetensors"} == {
+        path.name for path in adapters.iterdir()}
+    assert (tmp_path / "adapters-head.safetensors").is_file()
 
 
 def test_transformers_example_quick_runs_dinov2_pretrained_on_majority_masks(examples_on_path, capsys):

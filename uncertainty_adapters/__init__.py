@@ -22,7 +22,7 @@ from .adapter import LatentReconstruction, PositionCondition, UncertaintyAdapter
 from .checkpoint import CheckpointMismatchError
 from .cmsm import CMSM
 from .config import INTERACTIONS, UncertaintyAdapterConfig
-from .injection import inject_uncertainty_adapters, load_adapters
+from .injection import inject_uncertainty_adapters, load_adapters, load_adapters_and_latent_heads, load_latent_heads
 from .latent_heads import DiagonalGaussian, LatentHeads, LatentSample
 from .losses import ElboLoss, elbo_loss
 from .model import UncertaintyModel
@@ -46,6 +46,8 @@ __all__ = [
     "elbo_loss",
     "inject_uncertainty_adapters",
     "load_adapters",
+    "load_adapters_and_latent_heads",
+    "load_latent_heads",
     "majority_vote",
     "metrics",
     "uncertainty_maps",

@@ -19,9 +19,8 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torchvision.ops import MLP
 
-from .cmsm import build_interaction
+from .cmsm import build_interaction, mlp
 from .config import UncertaintyAdapterConfig
 
 _ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU}
@@ -81,9 +80,7 @@ class UncertaintyAdapter(nn.Module):
         )
         if self.interaction is not None:
             width = embed_dim if self.placement == "residual" else bottleneck
-            self.reconstruct = MLP(
-                self.interaction.out_dim, [config.mlp_hidden_dim, width], activation_layer=nn.GELU
-            )
+            self.reconstruct = mlp(self.interaction.out_dim, config.mlp_hidden_dim, width)
             if self.placement == "residual":
                 _zero_(self.reconstruct[-2])
         else:
@@ -161,7 +158,7 @@ class LatentReconstruction(nn.Module):
 
     def __init__(self, latent_dim: int, hidden_dim: int, embed_dim: int) -> None:
         super().__init__()
-        self.mlp = MLP(latent_dim, [hidden_dim, embed_dim], activation_layer=nn.GELU)
+        self.mlp = mlp(latent_dim, hidden_dim, embed_dim)
         _zero_(self.mlp[-2])
 
     def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:

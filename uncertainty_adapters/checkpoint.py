@@ -20,6 +20,7 @@ from safetensors.torch import load_file, save
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
+LATENT_HEADS_NAME = "latent_heads.safetensors"
 
 
 class CheckpointMismatchError(ValueError):

@@ -22,10 +22,14 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import MLP
 
 
-def _mlp(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Module:
+def mlp(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Module:
+    """torchvision's two-layer ``MLP`` (Linear, GELU, Dropout(0), Linear, Dropout(0)): in_dim ->
+    hidden_dim -> out_dim. torchvision is imported here, where the layer is built, so that
+    importing the package does not pay for it."""
+    from torchvision.ops import MLP
+
     return MLP(in_dim, [hidden_dim, out_dim], activation_layer=nn.GELU)
 
 
@@ -42,9 +46,9 @@ class PositionFeature(nn.Module):
 
     def __init__(self, num_adapters: int, latent_dim: int, hidden_dim: int, emits_next: bool) -> None:
         super().__init__()
-        self.position_mlp = _mlp(num_adapters, hidden_dim, latent_dim)
+        self.position_mlp = mlp(num_adapters, hidden_dim, latent_dim)
         self.w12 = nn.Linear(latent_dim, latent_dim)
-        self.next_position = _mlp(latent_dim, hidden_dim, num_adapters) if emits_next else None
+        self.next_position = mlp(latent_dim, hidden_dim, num_adapters) if emits_next else None
 
     def forward(self, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """p (B, L) -> (p' (B, C), w12(p') (B, C), p_{i+1} (B, L) or None)."""

@@ -13,6 +13,7 @@ from torch import nn
 
 from . import checkpoint as ckpt
 from .config import UncertaintyAdapterConfig
+from .latent_heads import LatentHeads
 from .model import FORMAT_VERSION, UncertaintyModel, plan_injection
 from .targets import BlocksArg
 
@@ -166,3 +167,76 @@ def _differences(saved: dict, current: dict) -> list[str]:
 
 def _abbreviate(names: list[str]) -> str:
     return f"[{names[0]} .. {names[-1]}] ({len(names)})" if len(names) > 2 else str(list(names))
+
+
+def load_latent_heads(path: str | Path) -> LatentHeads:
+    """Load the latent heads saved with the adapters by ``model.save_adapters(path, latent_heads=heads)``.
+
+    Args:
+        path: the adapter directory (adapter_config.json records the heads' constructor
+            arguments and the SHA-256 of latent_heads.safetensors).
+
+    Returns:
+        A new `LatentHeads` with the saved weights (prior and posterior nets), in eval mode.
+
+    Example:
+        >>> import tempfile, torch
+        >>> backbone = torch.nn.Sequential(*(torch.nn.Linear(16, 16) for _ in range(2)))
+        >>> config = UncertaintyAdapterConfig(latent_dim=4, embed_dim=16)
+        >>> model = inject_uncertainty_adapters(backbone, config, blocks=list(backbone))
+        >>> heads = LatentHeads(in_channels=3, latent_dim=4, num_filters=(8,), resolution=16)
+        >>> path = tempfile.mkdtemp()
+        >>> model.save_adapters(path, latent_heads=heads)
+        >>> load_latent_heads(path).sample(torch.rand(2, 3, 32, 32), 5).shape   # 5 z per image
+        torch.Size([2, 5, 4])
+
+    Raises:
+        CheckpointMismatchError: the folder holds adapters saved without latent heads, or a heads
+            file that is not the one adapter_config.json was written with.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"no adapter directory at {path} (expected {ckpt.CONFIG_NAME} and {ckpt.WEIGHTS_NAME})")
+    meta = ckpt.read_json(path / ckpt.CONFIG_NAME)
+    _check_metadata(meta, path)
+    if "latent_heads" not in meta:
+        raise ckpt.CheckpointMismatchError(
+            f"the adapters in {path} were saved without latent heads; save both with "
+            f"model.save_adapters(path, latent_heads=heads)"
+        )
+    weights_path = path / ckpt.LATENT_HEADS_NAME
+    if not weights_path.is_file():
+        raise FileNotFoundError(f"{path / ckpt.CONFIG_NAME} records latent heads but {weights_path} is missing")
+    if ckpt.file_sha256(weights_path) != meta.get("latent_heads_sha256"):
+        raise ckpt.CheckpointMismatchError(
+            f"{weights_path} is not the file {ckpt.CONFIG_NAME} was written with (hash differs); "
+            f"the directory holds parts of two different saves or a damaged file"
+        )
+    heads = LatentHeads(**meta["latent_heads"])
+    tensors = ckpt.load_tensors(weights_path)
+    ckpt.check_state_dict(heads.state_dict(), tensors, str(weights_path))
+    heads.load_state_dict(tensors)
+    return heads.eval()
+
+
+def load_adapters_and_latent_heads(
+    model: nn.Module, path: str | Path, freeze_backbone: bool = True
+) -> tuple[UncertaintyModel, LatentHeads]:
+    """``(load_adapters(model, path, freeze_backbone), load_latent_heads(path))``: everything
+    ``model.save_adapters(path, latent_heads=heads)`` wrote. The heads are read first, so a
+    folder without them leaves ``model`` as it was.
+
+    Example:
+        >>> import tempfile, timm
+        >>> def make_vit():
+        ...     return timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=8, depth=2)
+        >>> model = inject_uncertainty_adapters(make_vit(), UncertaintyAdapterConfig(latent_dim=6))
+        >>> heads = LatentHeads(in_channels=3, latent_dim=6, num_filters=(8,), resolution=16)
+        >>> path = tempfile.mkdtemp()
+        >>> model.save_adapters(path, latent_heads=heads)
+        >>> restored, restored_heads = load_adapters_and_latent_heads(make_vit(), path)
+        >>> restored_heads.config == heads.config
+        True
+    """
+    heads = load_latent_heads(path)
+    return load_adapters(model, path, freeze_backbone), heads

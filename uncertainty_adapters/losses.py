@@ -11,11 +11,9 @@ the prior once it carries less than lambda nats.
 
 from __future__ import annotations
 
-import functools
 from typing import NamedTuple
 
 import torch
-from monai.losses import DiceCELoss
 from torch import nn
 
 __all__ = ["ElboTerms", "ElboLoss", "elbo_loss"]
@@ -73,6 +71,8 @@ class ElboLoss(nn.Module):
         self.beta = beta
         self.free_bits = float(free_bits)
         self.validate = validate
+        from monai.losses import DiceCELoss  # imported where used: MONAI is slow to import
+
         self.dice_ce = DiceCELoss(sigmoid=True, lambda_dice=lambda_dice, lambda_ce=lambda_ce)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor, kl: torch.Tensor) -> ElboTerms:
@@ -139,11 +139,6 @@ class ElboLoss(nn.Module):
             )
 
 
-@functools.lru_cache(maxsize=8)
-def _default_loss(beta: float, validate: bool) -> ElboLoss:
-    return ElboLoss(beta=beta, validate=validate)
-
-
 def elbo_loss(
     logits: torch.Tensor,
     target: torch.Tensor,
@@ -169,4 +164,4 @@ def elbo_loss(
         >>> terms.kl
         tensor(0.5000)
     """
-    return _default_loss(float(beta), validate)(logits, target, kl)
+    return ElboLoss(beta=float(beta), validate=validate)(logits, target, kl)

@@ -35,7 +35,6 @@ from __future__ import annotations
 import math
 
 import torch
-from scipy.optimize import linear_sum_assignment
 
 from uncertainty_adapters.sampling import majority_vote
 
@@ -229,6 +228,8 @@ def hungarian_iou(
     num_samples, num_raters = samples.shape[1], raters.shape[1]
     size = math.lcm(num_samples, num_raters)
     iou = _iou(samples, raters).repeat(1, size // num_samples, size // num_raters)
+    from scipy.optimize import linear_sum_assignment  # imported where used: scipy is slow to import
+
     iou_host = iou.detach().cpu().numpy()
     matched = []
     for image in iou_host:

@@ -418,13 +418,34 @@ class UncertaintyModel(nn.Module):
             "config": self.config.to_dict(),
         }
 
-    def save_adapters(self, path: str | Path) -> None:
+    def save_adapters(self, path: str | Path, latent_heads: nn.Module | None = None) -> None:
         """Write ``path/adapter_config.json`` and ``path/adapter_model.safetensors`` (adapter
-        weights only), each atomically."""
+        weights only), and with ``latent_heads`` (a `LatentHeads`) also
+        ``path/latent_heads.safetensors`` (prior and posterior nets), each atomically.
+
+        adapter_config.json is written last and records the SHA-256 of every weights file (and
+        the heads' constructor arguments under ``latent_heads``), so a folder holds either the
+        old save or the new one. `load_adapters` reads the adapters; `load_latent_heads` the
+        heads; `load_adapters_and_latent_heads` both.
+
+        Raises:
+            ValueError: the heads' latent dimension is not the adapters' ``config.latent_dim``.
+        """
+        if latent_heads is not None and latent_heads.latent_dim != self.config.latent_dim:
+            raise ValueError(
+                f"the latent heads draw z of dimension {latent_heads.latent_dim} but the adapters take "
+                f"latent_dim={self.config.latent_dim}; save the heads trained with these adapters"
+            )
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
+        record: dict[str, Any] = {}
+        if latent_heads is not None:
+            record["latent_heads"] = dict(latent_heads.config)
+            record["latent_heads_sha256"] = ckpt.save_tensors_atomic(
+                path / ckpt.LATENT_HEADS_NAME, latent_heads.state_dict(), {"format": "pt"}
+            )
         sha = ckpt.save_tensors_atomic(path / ckpt.WEIGHTS_NAME, self.adapter_state_dict(), {"format": "pt"})
-        ckpt.write_json_atomic(path / ckpt.CONFIG_NAME, {**self.adapter_metadata(), "weights_sha256": sha})
+        ckpt.write_json_atomic(path / ckpt.CONFIG_NAME, {**self.adapter_metadata(), "weights_sha256": sha, **record})
 
     def unload(self) -> nn.Module:
         """Remove the adapters and return the original backbone, with its parameters'

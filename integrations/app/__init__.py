@@ -6,7 +6,12 @@ uncertainty map and the numbers of summary.json (Gradio; the optional extra ``ap
 Importing this package does not import Gradio.
 """
 
-from .prompt import Prompt, PromptError
-from .session import Segmentation, Segmenter
+from uncertainty_adapters.integrations.lazy_exports import lazy_exports
 
-__all__ = ["Prompt", "PromptError", "Segmentation", "Segmenter"]
+__getattr__, __dir__, __all__ = lazy_exports(
+    __name__,
+    {
+        ".prompt": ["Prompt", "PromptError"],
+        ".session": ["Segmentation", "Segmenter"],
+    },
+)

@@ -21,6 +21,8 @@ from typing import Any
 
 import torch
 
+from uncertainty_adapters.integrations.pipeline.runtime import choose_device
+
 __all__ = ["LOCAL_HOSTS", "MAX_UPLOAD", "add_app_parser", "free_port", "host_warning", "run_app", "serve"]
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -116,6 +118,6 @@ def run_app(args: argparse.Namespace) -> None:
     """Carry out ``ua-sam app`` (serves until Ctrl+C)."""
     if not 0 <= args.port <= 65535:
         raise ValueError(f"--port must be between 0 and 65535, got {args.port}")
-    device = "cuda" if torch.cuda.is_available() and not args.cpu else "cpu"
+    device = str(choose_device(args.cpu))
     logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own requests to the local server
     serve(args.checkpoint, args.host, args.port, device=device, block=True)

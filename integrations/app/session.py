@@ -13,7 +13,6 @@ One `Segmenter` serves every browser tab of one server; a lock makes the model c
 from __future__ import annotations
 
 import hashlib
-import shlex
 import threading
 import time
 from collections import OrderedDict
@@ -28,14 +27,15 @@ import uncertainty_adapters as ua
 from uncertainty_adapters import checkpoint as ckpt
 from uncertainty_adapters.checkpoint import CheckpointMismatchError
 from uncertainty_adapters.integrations.pipeline import run_dir
-from uncertainty_adapters.integrations.pipeline.image_io import LoadedImage
 from uncertainty_adapters.integrations.pipeline.predict import (
     DEFAULT_SAMPLES,
     checkpoint_record,
     model_line,
+    predict_command_line,
     summarize,
     write_outputs,
 )
+from uncertainty_adapters.integrations.pipeline.predict.image_io import LoadedImage
 from uncertainty_adapters.integrations.sam import UncertaintySam, UncertaintySamPredictor
 
 from .prompt import Prompt
@@ -211,11 +211,8 @@ class Segmenter:
         option = prompt.predict_arguments()
         if option is None:
             return None
-        words = ["ua-sam", "predict", "--checkpoint", str(run.path), "--image", Path(loaded.info["path"]).name,
-                 *option, "--samples", str(k), "--seed", str(seed)]
-        words += ["--window", window] if window else []
-        words += ["--slice", str(slice_index)] if slice_index is not None else []
-        return " ".join(shlex.quote(word) for word in words + ["--out", "OUT"])
+        return predict_command_line(run.path, Path(loaded.info["path"]).name, option, k, seed, window, slice_index,
+                                    "OUT")
 
     def write_files(self, result: Segmentation, out: str | Path) -> dict[str, Any]:
         """Write the files of `ua-sam predict` (pictures, prediction.npz, summary.json) into

@@ -1,5 +1,5 @@
 """Reading an uploaded file for the app: its size from the header first (a 10k x 10k image is
-refused before it is decoded), then `pipeline.image_io.read_image`, the reader of `ua-sam predict`
+refused before it is decoded), then `pipeline.predict.image_io.read_image`, the reader of `ua-sam predict`
 (PNG/JPEG, DICOM, NIfTI slices; windows and slices as there).
 """
 
@@ -9,7 +9,7 @@ import warnings
 from pathlib import Path
 
 from uncertainty_adapters.integrations.data import DataError
-from uncertainty_adapters.integrations.pipeline.image_io import LoadedImage, read_image
+from uncertainty_adapters.integrations.pipeline.predict.image_io import LoadedImage, read_image
 
 __all__ = ["MAX_PIXELS", "header_size", "read_upload"]
 

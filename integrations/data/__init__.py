@@ -6,33 +6,19 @@ rater's mask drawn reproducibly per (seed, epoch, index), and the raters' majori
 :class:`CrispShapes` is the unambiguous shape data for pre-training the demo backbone.
 """
 
-from .crisp_shapes import CrispShapes
-from .errors import DataError, NonBinaryMaskWarning
-from .folder import FolderDataset
-from .lidc import LIDCDataset, load_lidc_pickle
-from .multi_rater import MultiRaterDataset
-from .refuge2 import REFUGE2Dataset
-from .spec import DATA_SPECS, DataSpec, build_dataset, parse_data_spec
-from .splits import SPLITS, split_cases, split_groups
-from .synthetic import SyntheticCase, SyntheticLesions, rater_levels
+from uncertainty_adapters.integrations.lazy_exports import lazy_exports
 
-__all__ = [
-    "DATA_SPECS",
-    "SPLITS",
-    "CrispShapes",
-    "DataError",
-    "DataSpec",
-    "FolderDataset",
-    "LIDCDataset",
-    "MultiRaterDataset",
-    "NonBinaryMaskWarning",
-    "REFUGE2Dataset",
-    "SyntheticCase",
-    "SyntheticLesions",
-    "build_dataset",
-    "load_lidc_pickle",
-    "parse_data_spec",
-    "rater_levels",
-    "split_cases",
-    "split_groups",
-]
+__getattr__, __dir__, __all__ = lazy_exports(
+    __name__,
+    {
+        ".crisp_shapes": ["CrispShapes"],
+        ".errors": ["DataError", "NonBinaryMaskWarning"],
+        ".folder": ["FolderDataset"],
+        ".lidc": ["LIDCDataset", "load_lidc_pickle"],
+        ".multi_rater": ["MultiRaterDataset"],
+        ".refuge2": ["REFUGE2Dataset"],
+        ".spec": ["DATA_SPECS", "DataSpec", "build_dataset", "parse_data_spec"],
+        ".splits": ["SPLITS", "split_cases", "split_groups"],
+        ".synthetic": ["SyntheticCase", "SyntheticLesions", "rater_levels"],
+    },
+)

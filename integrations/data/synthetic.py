@@ -204,6 +204,8 @@ class SyntheticLesions(MultiRaterDataset):
         theta = np.arctan2(dy, dx)
         orders = np.arange(2, 5, dtype=np.float32)[:, None, None]
         outline = radius * (1.0 + (amplitudes * np.cos(orders * theta + phases)).sum(axis=0))
+        from scipy.special import expit  # imported where used: scipy is slow to import
+
         field[top:bottom, left:right] = expit((1.0 - np.hypot(dy, dx) / outline) / edge)
         return field
 

@@ -4,24 +4,14 @@ evaluation with the paper's metrics, figures, the demo backbone, and run folders
     from uncertainty_adapters.integrations.pipeline import TrainJob, train, get_preset, load_run
 """
 
-from .evaluation import EvaluationResult, evaluate, format_table, write_metrics
-from .presets import PRESETS, Preset, get_preset
-from .run_dir import load_run, read_run_config, save_run
-from .trainer import TrainingDiverged, TrainJob, TrainResult, train
+from uncertainty_adapters.integrations.lazy_exports import lazy_exports
 
-__all__ = [
-    "PRESETS",
-    "EvaluationResult",
-    "Preset",
-    "TrainJob",
-    "TrainResult",
-    "TrainingDiverged",
-    "evaluate",
-    "format_table",
-    "get_preset",
-    "load_run",
-    "read_run_config",
-    "save_run",
-    "train",
-    "write_metrics",
-]
+__getattr__, __dir__, __all__ = lazy_exports(
+    __name__,
+    {
+        ".evaluation": ["EvaluationResult", "evaluate", "format_table", "write_metrics"],
+        ".presets": ["PRESETS", "Preset", "get_preset"],
+        ".run_dir": ["load_run", "read_run_config", "save_run"],
+        ".trainer": ["TrainingDiverged", "TrainJob", "TrainResult", "train"],
+    },
+)

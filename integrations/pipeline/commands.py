@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shlex
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import torch
 from accelerate import PartialState
 
 from uncertainty_adapters import metrics
@@ -19,32 +16,23 @@ from uncertainty_adapters.integrations.sam import compile_for_sampling
 from uncertainty_adapters.integrations.sam.hf_checkpoint import resolve_sam_checkpoint
 
 from . import output_dir, run_dir
-from .demo_backbone import ensure_demo_backbone
 from .evaluation import evaluate, format_table, write_metrics
-from .figures import save_cases_figure
+from .figures.cases import save_cases_figure
 from .predict import run_predict
 from .preset_options import TRAINING_OPTIONS, preset_overrides
 from .presets import Preset, get_preset
+from .runtime import LOGGER_NAME, choose_backbone, choose_device, command_line
 from .sample_drawing import DEFAULT_MAX_ROWS
 from .sample_files import SAMPLES_DIR
 from .trainer import RUN_RECORDS, TrainingDiverged, TrainJob, check_out_dir, dataset_kwargs_for, train
 
 __all__ = ["TrainingDiverged", "run_demo", "run_evaluate", "run_predict", "run_train"]
 
-logger = logging.getLogger("ua-sam")
-
-
-
-def _command_line() -> str:
-    return "ua-sam " + " ".join(shlex.quote(arg) for arg in sys.argv[1:])
+logger = logging.getLogger(LOGGER_NAME)
 
 
 def _preset_from(args: argparse.Namespace, name: str) -> Preset:
     return get_preset(name).replace(**preset_overrides(args, TRAINING_OPTIONS))
-
-
-def _device(cpu: bool) -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() and not cpu else "cpu")
 
 
 def _report(out: Path, model, dataset, preset: Preset, context: dict[str, Any], seed: int, cpu: bool,
@@ -54,7 +42,7 @@ def _report(out: Path, model, dataset, preset: Preset, context: dict[str, Any], 
     ``out``, print the table."""
     k = preset.eval_samples if samples is None else samples
     n = preset.ged_samples if ged_samples is None else ged_samples
-    model = model.to(_device(cpu))
+    model = model.to(choose_device(cpu))
     started = time.time()
     result = evaluate(model, dataset, num_samples=k, batch_size=batch_size, prompt=preset.prompt, seed=seed,
                       keep_examples=24, ged_samples=n, save_samples_to=out / SAMPLES_DIR if save_samples else None,
@@ -100,32 +88,22 @@ def _train_and_report(args: argparse.Namespace, preset: Preset, data: str) -> di
                                                     ("--sam-checkpoint", backbone),
                                                     ("--cache-dir", args.cache_dir)])
     check_out_dir(out, args.resume)
-    meta, copy = {}, False
-    if backbone is not None:
-        meta["backbone_source"] = "user checkpoint"
-    elif preset.sam == "demo":
-        backbone, info = ensure_demo_backbone(cache_dir=args.cache_dir, cpu=args.cpu)
-        meta["backbone_source"] = info
-        copy = True
-    else:
-        logger.warning(
-            "no --sam-checkpoint: the %s backbone is randomly initialised, so the results say nothing "
-            "about UA-SAM (fine for timing and smoke runs only)", preset.sam,
-        )
-        meta["backbone_source"] = "random initialisation (no --sam-checkpoint)"
-    job = TrainJob(preset=preset, data=data, out=out, seed=args.seed, sam_checkpoint=args.sam_checkpoint,
-                   resume=args.resume, max_steps=args.max_steps, cpu=args.cpu)
-    result = train(job, backbone=backbone, meta={**meta, "command": _command_line()}, copy_backbone=copy)
+    backbone, source = choose_backbone(backbone, preset.sam, cache_dir=args.cache_dir, cpu=args.cpu)
+    job = TrainJob(preset=preset, data=data, out=out, seed=args.seed, resume=args.resume,
+                   max_steps=args.max_steps, cpu=args.cpu)
+    copy = backbone is not None and not args.sam_checkpoint  # the small demo backbone travels with the run
+    result = train(job, backbone=backbone, meta={"backbone_source": source, "command": command_line()},
+                   copy_backbone=copy)
     speed = result.throughput
     memory = f", peak memory {speed['peak_memory_gib']:.2f} GiB" if speed.get("peak_memory_gib") is not None else ""
     logger.info("trained %d steps in %.0f s, %s images/s in the training loop%s%s", result.progress.step,
                 result.seconds, speed.get("images_per_s"), memory, " (early stopping)" if result.stopped_early else "")
     if not PartialState().is_main_process:
         return {}  # under `accelerate launch`, the main process evaluates the test part
-    model, run_meta = run_dir.load_run(out, device=_device(args.cpu))
+    model, run_meta = run_dir.load_run(out, device=choose_device(args.cpu))
     test = build_dataset(data, preset.image_size, split="test", seed=args.seed, **run_meta["dataset_kwargs"])
     context = {"data": data, "split": "test", "preset": preset.name, "checkpoint": str(out),
-               "command": _command_line(), "train_seconds": round(result.seconds, 1),
+               "command": command_line(), "train_seconds": round(result.seconds, 1),
                "train_images_per_s": result.throughput.get("images_per_s")}
     return _report(out, model, test, preset, context, args.seed, args.cpu,
                    save_samples=args.save_samples, max_rows=args.max_rows)
@@ -143,7 +121,7 @@ def run_evaluate(args: argparse.Namespace) -> dict[str, Any]:
     checkpoint = Path(args.checkpoint)
     out = Path(args.out) if args.out else checkpoint
     output_dir.check(out, RUN_RECORDS)
-    model, meta = run_dir.load_run(checkpoint, device=_device(args.cpu))
+    model, meta = run_dir.load_run(checkpoint, device=choose_device(args.cpu))
     if getattr(args, "compile", False):
         compile_for_sampling(model)
     preset = Preset(**meta["preset"])
@@ -151,7 +129,7 @@ def run_evaluate(args: argparse.Namespace) -> dict[str, Any]:
     dataset = build_dataset(args.data, preset.image_size, split=args.split, seed=args.seed, **kwargs)
     output_dir.claim(out, "evaluate", RUN_RECORDS)
     context = {"data": args.data, "split": args.split, "preset": preset.name, "checkpoint": str(checkpoint),
-               "command": _command_line(), "compiled": bool(getattr(args, "compile", False))}
+               "command": command_line(), "compiled": bool(getattr(args, "compile", False))}
     return _report(out, model, dataset, preset, context, args.seed, args.cpu,
                    samples=args.samples, batch_size=args.batch_size, ged_samples=args.ged_samples,
                    save_samples=args.save_samples, max_rows=args.max_rows)

@@ -18,12 +18,11 @@ ambiguous lesions.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -34,71 +33,18 @@ from tqdm.auto import tqdm
 
 from uncertainty_adapters import checkpoint as ckpt
 from uncertainty_adapters.integrations.data import CrispShapes
-from uncertainty_adapters.integrations.sam import build_sam, get_sam_spec, load_sam_weights, save_sam_weights
+from uncertainty_adapters.integrations.sam import build_sam, load_sam_weights, save_sam_weights
 from uncertainty_adapters.integrations.sam.prompts import Prompts
-from uncertainty_adapters.integrations.sam.segment import decode_prompts, normalize_images, segment
+from uncertainty_adapters.integrations.sam.sam_forward import decode_prompts, normalize_images, segment
 
 from .output_dir import OutputFolderError
+from .pretrain_settings import HELD_OUT_CASES, HELD_OUT_SEED, PretrainSettings
 from .seeding import seed_everything_for
 from .shipped_backbone import shipped_demo_backbone, shipped_record
 
 logger = logging.getLogger(__name__)
 
 CACHE_ENV = "UA_CACHE_DIR"
-HELD_OUT_SEED = 10_007
-HELD_OUT_CASES = 128
-
-
-@dataclass(frozen=True)
-class PretrainSettings:
-    """Everything that shapes the pretrained weights (and so the cache key).
-
-    The defaults are ``ua-sam pretrain-backbone``'s recipe (the record of the shipped weights
-    states the settings they were made with): batches of ``batch_size`` images, each
-    encoded once and decoded for ``targets`` objects of it (SAM's own training decodes several
-    prompts per encoded image), AdamW with a one-cycle schedule (``warmup``: share of the steps
-    with a rising learning rate) and gradient clipping (``grad_clip=0``: none).
-    """
-
-    spec: str = "demo"
-    image_size: int = 128
-    steps: int = 2500
-    batch_size: int = 64
-    targets: int = 4
-    lr: float = 1e-3
-    warmup: float = 0.05
-    weight_decay: float = 0.01
-    grad_clip: float = 1.0
-    seed: int = 0
-    data: str = "crisp-shapes-v1"
-
-    def __post_init__(self) -> None:
-        for name in ("image_size", "steps", "batch_size", "targets"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"PretrainSettings.{name} must be a positive integer, got {value!r}")
-        if not self.lr > 0 or not 0 < self.warmup < 1 or self.weight_decay < 0 or self.grad_clip < 0:
-            raise ValueError(
-                f"PretrainSettings needs lr > 0, 0 < warmup < 1, weight_decay >= 0 and grad_clip >= 0 "
-                f"(0: no clipping), got lr={self.lr}, warmup={self.warmup}, "
-                f"weight_decay={self.weight_decay}, grad_clip={self.grad_clip}"
-            )
-        if self.data != "crisp-shapes-v1":
-            raise ValueError(f"PretrainSettings.data: the only pretraining data is 'crisp-shapes-v1', got {self.data!r}")
-
-    def key(self) -> str:
-        blob = json.dumps({**_key_fields(self), "arch": get_sam_spec(self.spec).to_dict()}, sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def _key_fields(settings: PretrainSettings) -> dict:
-    """The settings as a dict, without the new fields at their no-op values, so that the cache
-    keys of weights made before those fields existed stay the same."""
-    fields = asdict(settings)
-    for name, no_op in (("targets", 1), ("warmup", 0.1), ("grad_clip", 0.0)):
-        if fields[name] == no_op:
-            del fields[name]
-    return fields
 
 
 def default_cache_dir() -> Path:

@@ -12,8 +12,10 @@ step. The recipe follows PyTorch's CUDA-graph notes:
 - the optimizer must be capturable (its step count on the device), and its learning rate and
   beta are device tensors, so that StepLR and the KL warm-up change them between replays;
 - autocast runs with its weight cache off (a cache would outlive the capture);
-- random draws inside the step (z ~ Q) use the default CUDA generator, which CUDA graphs
-  advance on every replay; reseeding it between replays is honoured.
+- random draws inside the step (z ~ Q): eager steps draw from the generator given with the
+  step; a captured graph reads the default CUDA generator of its device (the one generator a
+  graph follows without registration), so before each replay that generator alone is seeded
+  with the given generator's seed; CPU and other generators are never touched.
 
 A new input shape (e.g. a different number of prompt points) records a new graph, up to
 ``max_graphs``; beyond that the step runs eagerly. On a CPU there is nothing to capture and
@@ -41,12 +43,12 @@ def _signature(images: torch.Tensor, prompts: Prompts, mask: torch.Tensor) -> tu
 
 
 class GraphedTrainStep:
-    """``step(images, prompts, mask) -> (loss, reconstruction, kl)`` of a model and its optimizer,
-    replayed from a CUDA graph on CUDA (eager on other devices).
+    """``step(images, prompts, mask, generator=None) -> (loss, reconstruction, kl)`` of a model and
+    its optimizer, replayed from a CUDA graph on CUDA (eager on other devices).
 
     Args:
         model: the module to train (e.g. `UncertaintySam`), already on its device; called as
-            ``model(images, prompts, masks=mask)``.
+            ``model(images, prompts, masks=mask, generator=generator)``.
         optimizer: a ``torch.optim`` optimizer of ``model``'s trainable parameters, built with
             ``capturable=True`` and tensor learning rates on CUDA (see `capturable_adam`).
         reconstruction_and_kl: ``(output, mask) -> (reconstruction, kl)`` or
@@ -88,15 +90,19 @@ class GraphedTrainStep:
         """The KL weight of the next steps (no re-capture)."""
         self.beta.fill_(float(beta))
 
-    def __call__(self, images: torch.Tensor, prompts: Prompts, mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def __call__(
+        self, images: torch.Tensor, prompts: Prompts, mask: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, ...]:
         if not self.graphed:
-            return tuple(t.detach() for t in self._step(images, prompts, mask))
+            return tuple(t.detach() for t in self._step(images, prompts, mask, generator))
         key = _signature(images, prompts, mask)
         if key not in self.graphs:
             if len(self.graphs) >= self.max_graphs:
                 logger.warning("input shape %s has no CUDA graph (%d recorded); running it eagerly", key, len(self.graphs))
-                return tuple(t.detach() for t in self._step(images, prompts, mask))
+                return tuple(t.detach() for t in self._step(images, prompts, mask, generator))
             self.graphs[key] = self._capture(images, prompts, mask)
+        if generator is not None:
+            torch.cuda.default_generators[self.device.index or 0].manual_seed(generator.initial_seed())
         graph, (static_images, static_prompts, static_mask), outputs = self.graphs[key]
         static_images.copy_(images, non_blocking=True)
         for static, given in zip(static_prompts._fields(), prompts._fields()):
@@ -112,9 +118,11 @@ class GraphedTrainStep:
             return nullcontext()
         return torch.autocast(self.device.type, dtype=self.autocast_dtype, cache_enabled=False)
 
-    def _step(self, images: torch.Tensor, prompts: Prompts, mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def _step(
+        self, images: torch.Tensor, prompts: Prompts, mask: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, ...]:
         with self._autocast():
-            output = self.model(images, prompts, masks=mask)
+            output = self.model(images, prompts, masks=mask, generator=generator)
         reconstruction, *penalised, kl = self.terms(output, mask)
         loss = reconstruction + self.beta * (penalised[0] if penalised else kl)
         loss.backward()

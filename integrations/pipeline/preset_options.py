@@ -13,8 +13,8 @@ import argparse
 from typing import Any, Sequence
 
 from uncertainty_adapters.config import CMSM_ACTIVATIONS, INTERACTIONS, LATENT_PLACEMENTS
-from uncertainty_adapters.integrations.sam.attention import ATTENTION_KINDS
 from uncertainty_adapters.integrations.sam.prompts import PROMPT_MODES
+from uncertainty_adapters.integrations.sam.spec import ATTENTION_KIND_NAMES
 
 # field -> (flag, argparse keyword arguments); every default is None: "keep the preset's value".
 _OPTIONS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -51,7 +51,7 @@ _OPTIONS: dict[str, tuple[str, dict[str, Any]]] = {
         action="store_true", help="torch.compile the image encoder and its adapters, and on one CUDA process record "
                                   "the whole training step as a CUDA graph (faster after a one-off compile).")),
     "attention": ("--attention", dict(
-        choices=tuple(ATTENTION_KINDS), help="SAM image-encoder attention kernel (same function, different speed).")),
+        choices=ATTENTION_KIND_NAMES, help="SAM image-encoder attention kernel (same function, different speed).")),
     "gradient_checkpointing": ("--gradient-checkpointing", dict(
         action="store_true", help="Recompute encoder blocks in the backward pass: less memory for vit_l / vit_h.")),
 }

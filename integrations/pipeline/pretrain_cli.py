@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import shlex
-import sys
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -25,7 +23,8 @@ import torch
 
 from uncertainty_adapters import checkpoint as ckpt
 
-from .demo_backbone import HELD_OUT_SEED, PretrainSettings, pretrain
+from .pretrain_settings import HELD_OUT_SEED, PretrainSettings
+from .runtime import DEVICE_CHOICES, choose_device, command_line
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +52,7 @@ def add_pretrain_parser(commands: argparse._SubParsersAction) -> argparse.Argume
         recipe.add_argument(flag, dest=name, type=kind, default=getattr(defaults, name),
                             help=f"PretrainSettings.{name} (default {getattr(defaults, name)}).")
     run = parser.add_argument_group("run (do not change the weights)")
-    run.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+    run.add_argument("--device", default="auto", choices=DEVICE_CHOICES,
                      help="auto: the GPU when there is one (default).")
     run.add_argument("--dtype", default="float16", choices=tuple(DTYPES),
                      help="How the weights are stored (default float16; the IoU is measured on them).")
@@ -67,7 +66,8 @@ def add_pretrain_parser(commands: argparse._SubParsersAction) -> argparse.Argume
 
 def run_pretrain(args: argparse.Namespace, argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Carry out ``ua-sam pretrain-backbone``; returns the record written next to the weights."""
-    argv = sys.argv[1:] if argv is None else argv
+    from .demo_backbone import pretrain
+
     out = Path(args.out)
     if out.suffix != ".safetensors":
         raise ValueError(f"--out must name a .safetensors file, got {out}")
@@ -79,9 +79,7 @@ def run_pretrain(args: argparse.Namespace, argv: Sequence[str] | None = None) ->
     if args.eval_every < 0:
         raise ValueError(f"--eval-every must be >= 0, got {args.eval_every}")
     settings = PretrainSettings(**{name: getattr(args, name) for name in _FLAGS})
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA device is available here; use --device cpu or auto")
-    device = torch.device("cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu")
+    device = choose_device(name=args.device)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     if device.type == "cuda":
@@ -95,7 +93,7 @@ def run_pretrain(args: argparse.Namespace, argv: Sequence[str] | None = None) ->
     facts = pretrain(settings, out, device, num_workers=workers, eval_every=args.eval_every, dtype=DTYPES[args.dtype])
     record = {
         **facts,
-        "command": "ua-sam " + " ".join(shlex.quote(arg) for arg in argv),
+        "command": command_line(argv),
         "data": "crisp-shapes-v1: CrispShapes(seed=settings.seed) for training; held-out IoU on "
                 f"CrispShapes(seed={HELD_OUT_SEED}), its first {facts['held_out_cases']} items",
     }

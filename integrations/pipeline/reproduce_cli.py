@@ -17,25 +17,16 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shlex
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-import torch
-
-from uncertainty_adapters.integrations.data import build_dataset
-from uncertainty_adapters.integrations.sam.hf_checkpoint import resolve_sam_checkpoint
-
-from . import output_dir
-from .demo_backbone import PretrainSettings, ensure_demo_backbone
 from .preset_options import REPRODUCE_OPTIONS, add_preset_options, preset_overrides
 from .presets import PRESETS, get_preset
-from .reproduce import SETTINGS_FILE, ReproduceJob, run_reproduction
-from .trainer import dataset_kwargs_for
+from .pretrain_settings import PretrainSettings
+from .runtime import LOGGER_NAME, choose_backbone, command_line
 
-logger = logging.getLogger("ua-sam")
+logger = logging.getLogger(LOGGER_NAME)
 
 
 @dataclass(frozen=True)
@@ -133,18 +124,14 @@ def add_reproduce_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def _backbone(args: argparse.Namespace, preset, budget: Budget) -> tuple[Path | None, dict[str, Any]]:
-    if args.sam_checkpoint:
-        path = resolve_sam_checkpoint(args.sam_checkpoint)
-        return path, {"source": "user checkpoint", "path": str(path.resolve())}
-    if preset.sam == "demo":
-        settings = None  # the demo backbone: shipped with the package (any image size)
-        if budget.pretrain_steps is not None:
-            settings = PretrainSettings(image_size=preset.image_size, steps=budget.pretrain_steps, batch_size=4)
-        path, facts = ensure_demo_backbone(cache_dir=args.cache_dir, cpu=args.cpu, settings=settings)
-        return path, {**facts, "source": f"pretrained demo backbone ({facts['source']})"}
-    logger.warning("no --sam-checkpoint: the %s backbone is randomly initialised, so the UA-SAM rows say "
-                   "nothing (fine for timing and smoke runs only)", preset.sam)
-    return None, {"source": "random initialisation (no --sam-checkpoint)"}
+    """`choose_backbone` for every UA-SAM row, its source as a dict (results.json's record)."""
+    settings = None  # the demo backbone: shipped with the package (any image size)
+    if budget.pretrain_steps is not None:
+        settings = PretrainSettings(image_size=preset.image_size, steps=budget.pretrain_steps, batch_size=4)
+    path, source = choose_backbone(args.sam_checkpoint, preset.sam, args.cache_dir, args.cpu, settings)
+    if isinstance(source, dict):
+        return path, {**source, "source": f"pretrained demo backbone ({source['source']})"}
+    return path, {"source": source, **({"path": str(path.resolve())} if path is not None else {})}
 
 
 def run_reproduce(args: argparse.Namespace, argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -154,8 +141,15 @@ def run_reproduce(args: argparse.Namespace, argv: Sequence[str] | None = None) -
         args: the parsed options.
         argv: the command line's arguments (recorded in the outputs); None: ``sys.argv[1:]``.
     """
-    argv = sys.argv[1:] if argv is None else argv
-    command = "ua-sam " + " ".join(shlex.quote(arg) for arg in argv)
+    import torch
+
+    from uncertainty_adapters.integrations.data import build_dataset
+
+    from . import output_dir
+    from .reproduce import SETTINGS_FILE, ReproduceJob, run_reproduction
+    from .trainer import dataset_kwargs_for
+
+    command = command_line(argv)
     if args.threads is not None:
         if args.threads < 1:
             raise ValueError(f"--threads must be at least 1, got {args.threads}")

@@ -23,7 +23,7 @@ from uncertainty_adapters import checkpoint as ckpt
 from uncertainty_adapters.integrations.data import build_dataset
 
 from .output_dir import OutputFolderError
-from .reproduce_figures import save_comparison_figure, save_latent_dim_plot
+from .figures.reproduction import save_comparison_figure, save_latent_dim_plot
 from .tables import markdown_table, mean_and_std, summarize
 
 if TYPE_CHECKING:

@@ -2,8 +2,9 @@
 
     DIR/run.json                  what was trained: preset, SAM architecture, backbone, data, seed
     DIR/.ua-sam-output.json       marks the folder as written by ua-sam (output_dir.py)
-    DIR/adapters/                 adapter_config.json + adapter_model.safetensors (ua.save_adapters)
-    DIR/latent_heads.safetensors  prior and posterior nets (not for interactions without a latent)
+    DIR/adapters/                 adapter_config.json + adapter_model.safetensors, and the prior and
+                                  posterior nets in latent_heads.safetensors (not for interactions
+                                  without a latent): save_adapters(dir, latent_heads=heads)
     DIR/mask_decoder.safetensors  only with --train-decoder
     DIR/backbone.safetensors      the frozen SAM weights, when they are small (the demo backbone);
                                   otherwise run.json records the checkpoint path it was built from
@@ -11,7 +12,8 @@
 A Probabilistic U-Net run (the baseline, run.json "model": "prob-unet") holds run.json and
 DIR/prob_unet.safetensors (every weight; its architecture is run.json's "prob_unet").
 
-`ua-sam evaluate --checkpoint DIR` and `ua-sam predict --checkpoint DIR` read this folder.
+`ua-sam evaluate --checkpoint DIR` and `ua-sam predict --checkpoint DIR` read this folder, and
+folders written before the heads moved into DIR/adapters/ (DIR/latent_heads.safetensors).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from .baselines import ProbabilisticUNet
 
 RUN_CONFIG = "run.json"
 ADAPTERS = "adapters"
-LATENT_HEADS = "latent_heads.safetensors"
+LEGACY_LATENT_HEADS = "latent_heads.safetensors"  # beside adapters/ in folders of earlier versions
 MASK_DECODER = "mask_decoder.safetensors"
 BACKBONE = "backbone.safetensors"
 PROB_UNET = "prob_unet.safetensors"
@@ -45,9 +47,7 @@ def save_run(directory: str | Path, model: UncertaintySam | ProbabilisticUNet, m
         ckpt.save_tensors_atomic(directory / PROB_UNET, model.state_dict())
         _write_run_config(directory, {**meta, "model": "prob-unet", "prob_unet": model.config})
         return
-    model.encoder.save_adapters(directory / ADAPTERS)
-    if model.latent_heads is not None:
-        ckpt.save_tensors_atomic(directory / LATENT_HEADS, model.latent_heads.state_dict())
+    model.encoder.save_adapters(directory / ADAPTERS, latent_heads=model.latent_heads)
     if meta.get("train_decoder"):
         ckpt.save_tensors_atomic(directory / MASK_DECODER, model.mask_decoder.state_dict())
     _write_run_config(
@@ -116,10 +116,15 @@ def load_run(
         latent_heads_kwargs={k: v for k, v in (meta["latent_heads"] or {}).items() if k not in ("in_channels", "latent_dim")},
         attention=(meta.get("preset") or {}).get("attention"),  # the kernel the run trained with (same function)
     )
-    ua.load_adapters(model.encoder, directory / ADAPTERS)
-    if model.latent_heads is not None:
-        heads = ckpt.load_tensors(directory / LATENT_HEADS)
-        ckpt.check_state_dict(model.latent_heads.state_dict(), heads, str(directory / LATENT_HEADS))
+    if model.latent_heads is None:
+        ua.load_adapters(model.encoder, directory / ADAPTERS)
+    elif "latent_heads" in adapter_meta:  # saved with the adapters: save_adapters(dir, latent_heads=heads)
+        _, heads = ua.load_adapters_and_latent_heads(model.encoder, directory / ADAPTERS)
+        model.latent_heads.load_state_dict(heads.state_dict())
+    else:  # a folder of an earlier version: the heads beside adapters/
+        ua.load_adapters(model.encoder, directory / ADAPTERS)
+        heads = ckpt.load_tensors(directory / LEGACY_LATENT_HEADS)
+        ckpt.check_state_dict(model.latent_heads.state_dict(), heads, str(directory / LEGACY_LATENT_HEADS))
         model.latent_heads.load_state_dict(heads)
     if meta.get("train_decoder"):
         decoder = ckpt.load_tensors(directory / MASK_DECODER)

@@ -73,7 +73,6 @@ class TrainJob:
     data: str
     out: Path
     seed: int = 0
-    sam_checkpoint: str | None = None
     resume: bool = False
     max_steps: int | None = None
     cpu: bool = False
@@ -200,15 +199,15 @@ def _validation_loss(model, loader, loss_fn, preset: Preset, seed: int, accelera
     count = torch.zeros((), device=accelerator.device)
     with torch.no_grad():
         for index, batch in enumerate(loader):
-            seed_everything_for(seed, _VAL_STREAM, index, accelerator.process_index)
             generator = generator_for(accelerator.device, seed, _VAL_STREAM, index, accelerator.process_index)
+            latents = generator_for(accelerator.device, seed, _VAL_STREAM, index, accelerator.process_index)
             raters = batch["masks"]  # (B, R, H, W)
             union = raters.amax(1, keepdim=True)
             for rater in range(raters.shape[1]):
                 mask = raters[:, rater : rater + 1].to(batch["mask"].dtype)
                 prompts = make_prompts(prompt_source(preset, mask, batch), preset.prompt, generator, union,
                                        preset.box_jitter)
-                output = model(batch["image"], prompts, masks=mask)
+                output = model(batch["image"], prompts, masks=mask, generator=latents)
                 terms = loss_fn(output.logits.float(), mask, output.kl)
                 total += terms.loss.detach() * mask.shape[0]
                 count += mask.shape[0]
@@ -370,8 +369,9 @@ class _TrainingLoop:
         for batch in accelerator.skip_first_batches(self.train_loader, progress.batches_into_epoch):
             global_batch = progress.epoch * len(self.train_loader) + progress.batches_into_epoch
             rank = accelerator.process_index
-            seed_everything_for(job.seed, _TRAIN_STREAM, global_batch, rank)
+            # two generators with the same seed: one for the prompts, one for the latent draws
             generator = generator_for(accelerator.device, job.seed, _TRAIN_STREAM, global_batch, rank)
+            latents = generator_for(accelerator.device, job.seed, _TRAIN_STREAM, global_batch, rank)
             self.loss_fn.beta = self.beta_at(progress.step)
             with accelerator.accumulate(self.model):
                 mask = batch["mask"]
@@ -380,9 +380,9 @@ class _TrainingLoop:
                                        preset.box_jitter)
                 if self.graphed is not None:
                     self.graphed.set_beta(self.loss_fn.beta)
-                    terms = ElboTerms(*self.graphed(batch["image"], prompts, mask))
+                    terms = ElboTerms(*self.graphed(batch["image"], prompts, mask, latents))
                 else:
-                    output = self.model(batch["image"], prompts, masks=mask)
+                    output = self.model(batch["image"], prompts, masks=mask, generator=latents)
                     terms = self.loss_fn(output.logits.float(), mask, self._kl_for_loss(output))
                     accelerator.backward(terms.loss)
                     self.optimizer.step()

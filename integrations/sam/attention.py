@@ -53,6 +53,8 @@ import torch.nn.functional as F
 from segment_anything.modeling.image_encoder import Attention, get_rel_pos
 from torch import nn
 
+from .spec import ATTENTION_KIND_NAMES
+
 
 def decomposed_rel_pos_bias(
     q: torch.Tensor,
@@ -212,12 +214,9 @@ class FlexRelPosAttention(FusedRelPosAttention):
         return _flex_attention(q)(q, k, v, score_mod=add_rel_pos, scale=self.scale)
 
 
-ATTENTION_KINDS: dict[str, type[Attention]] = {
-    "segment-anything": Attention,
-    "sdpa": SdpaAttention,
-    "fused": FusedRelPosAttention,
-    "flex": FlexRelPosAttention,
-}
+ATTENTION_KINDS: dict[str, type[Attention]] = dict(
+    zip(ATTENTION_KIND_NAMES, (Attention, SdpaAttention, FusedRelPosAttention, FlexRelPosAttention), strict=True)
+)
 """The image-encoder attention kinds `use_attention` switches between."""
 
 

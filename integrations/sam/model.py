@@ -25,7 +25,7 @@ import uncertainty_adapters as ua
 from uncertainty_adapters import checkpoint as ckpt
 
 from .prompts import Prompts
-from .segment import decode_prompts, normalize_images
+from .sam_forward import decode_prompts, normalize_images
 
 
 @dataclass

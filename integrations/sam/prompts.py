@@ -23,7 +23,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy import ndimage
 
 PROMPT_MODES = ("point", "box", "point+box", "component-points")
 _EIGHT_NEIGHBOURS = np.ones((3, 3), dtype=bool)
@@ -179,6 +178,8 @@ def component_point_prompts(
         raise ValueError(f"max_points must be a positive integer, got {max_points!r}")
     if isinstance(min_area, bool) or not isinstance(min_area, int) or min_area < 1:
         raise ValueError(f"min_area must be a positive integer (pixels), got {min_area!r}")
+    from scipy import ndimage  # imported where used: scipy is slow to import
+
     fg = _with_fallback(_single_mask_foreground(masks), fallback)
     batch, height, width = fg.shape
     labelled = np.zeros((batch, height, width), dtype=np.int64)

@@ -29,7 +29,9 @@ def trained_run(tmp_path_factory, backbone_file) -> Path:
 
 def test_train_writes_weights_metrics_and_figure(trained_run, capsys):
     names = set(os.listdir(trained_run))
-    assert {"run.json", "adapters", "latent_heads.safetensors", "metrics.json", "figure.png", "train_log.csv"} <= names
+    assert {"run.json", "adapters", "metrics.json", "figure.png", "train_log.csv"} <= names
+    assert {"adapter_config.json", "adapter_model.safetensors", "latent_heads.safetensors"} <= set(
+        os.listdir(trained_run / "adapters"))
     metrics = json.loads((trained_run / "metrics.json").read_text())
     assert {"dice", "ged", "hm_iou", "diversity", "samples", "s_ncc", "soft_dice", "ece", "ged_samples",
             "ci95"} <= set(metrics)

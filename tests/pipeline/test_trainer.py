@@ -16,7 +16,7 @@ from uncertainty_adapters.integrations.pipeline.trainer import (
     train,
     train_val_split,
 )
-from uncertainty_adapters.integrations.pipeline.seeding import seed_everything_for
+from uncertainty_adapters.integrations.pipeline.seeding import derive_seed, seed_everything_for
 from uncertainty_adapters.integrations.pipeline.training_state import load_latest_checkpoint
 from uncertainty_adapters.integrations.sam import build_sam, sam_state_dict
 
@@ -49,6 +49,13 @@ def test_resumed_run_equals_an_uninterrupted_one(tmp_path, backbone_file, first,
     assert straight.trainable.keys() == resumed.trainable.keys()
     for name, tensor in straight.trainable.items():
         assert torch.equal(tensor, resumed.trainable[name]), name
+
+
+def test_training_seeds_the_global_generator_once_not_per_batch(tmp_path, backbone_file):
+    # the latent draws and prompts of a step come from explicit generators; the global one is
+    # seeded once, for the initial weights
+    train(job(tmp_path / "run", max_steps=3, checkpoint_every=1000), backbone=backbone_file)
+    assert torch.initial_seed() == derive_seed(0)
 
 
 def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, backbone_file, monkeypatch):

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from uncertainty_adapters.integrations.data import DataError
-from uncertainty_adapters.integrations.pipeline.image_io import apply_window, read_image
+from uncertainty_adapters.integrations.pipeline.predict.image_io import apply_window, read_image
 
 from .conftest import ct_phantom_hu, write_ct_dicom, write_nifti, write_png
 

@@ -10,16 +10,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
+from matplotlib import patheffects
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import ListedColormap, Normalize
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch, Rectangle
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib import patheffects  # noqa: E402
-from matplotlib.cm import ScalarMappable  # noqa: E402
-from matplotlib.colors import ListedColormap, Normalize  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
+from .canvas import new_figure, save_png
 
 ENTROPY_LABEL = "uncertainty: entropy of the mean probability (bits)"
 _SHOWN_ENTROPY = 0.05  # below this the heat map is transparent, so the image shows through
@@ -33,7 +31,8 @@ _DPI = 120
 
 def _figure(height: int, width: int) -> tuple[Any, Any]:
     scale = _LONG_SIDE_INCHES / max(height, width)
-    fig, ax = plt.subplots(figsize=(max(width * scale, 3.0) + 1.6, max(height * scale, 3.0) + 1.4))
+    fig = new_figure(figsize=(max(width * scale, 3.0) + 1.6, max(height * scale, 3.0) + 1.4))
+    ax = fig.subplots()
     ax.set_xlabel("x (pixels)", fontsize=8)
     ax.set_ylabel("y (pixels)", fontsize=8)
     ax.tick_params(labelsize=7)
@@ -59,8 +58,8 @@ def _draw_prompt(ax: Any, prompt: dict[str, Any]) -> list[Any]:
     handles = []
     if "box" in prompt:
         x0, y0, x1, y1 = prompt["box"]
-        ax.add_patch(plt.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0 + 1, y1 - y0 + 1, fill=False,
-                                   edgecolor=_PROMPT, linewidth=2))
+        ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0 + 1, y1 - y0 + 1, fill=False,
+                               edgecolor=_PROMPT, linewidth=2))
         handles.append(Patch(facecolor="none", edgecolor=_PROMPT, linewidth=2, label="prompt: box"))
     points = prompt["points"] if "points" in prompt else [prompt["point"]] if "point" in prompt else []
     labels = prompt.get("labels", [prompt.get("label", 1)] * len(points))
@@ -101,10 +100,7 @@ def _legend_and_footnote(ax: Any, handles: list[Any], footnote: str) -> None:
 
 
 def _save(fig: Any, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=_DPI, bbox_inches="tight", pad_inches=0.15)
-    plt.close(fig)
-    return path
+    return save_png(fig, path, dpi=_DPI, bbox_inches="tight", pad_inches=0.15)
 
 
 def save_overlay(path: str | Path, image: np.ndarray, mean: np.ndarray, entropy: np.ndarray,

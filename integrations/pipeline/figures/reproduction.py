@@ -7,11 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-import matplotlib
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
+from .canvas import new_figure, save_png
 
 
 def save_comparison_figure(
@@ -39,7 +37,8 @@ def save_comparison_figure(
     cases, num_raters = images.shape[0], raters.shape[1]
     columns = 1 + num_raters + sum(probs.shape[1] for _, probs in methods)
     size = 1.05
-    fig, axes = plt.subplots(cases, columns, figsize=(size * columns, size * cases + 0.8), squeeze=False)
+    fig = new_figure(figsize=(size * columns, size * cases + 0.8))
+    axes = fig.subplots(cases, columns, squeeze=False)
     for row in range(cases):
         top, left, side = _crop_box((raters[row] > 0.5).any(0))
         window = (slice(top, top + side), slice(left, left + side))
@@ -66,11 +65,7 @@ def save_comparison_figure(
     if title:
         fig.suptitle(title, fontsize=8)
     fig.tight_layout(pad=0.3, w_pad=0.1, h_pad=0.2)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_png(fig, path, dpi=120)
 
 
 def _crop_box(foreground: torch.Tensor, margin: float = 0.4, smallest: int = 24) -> tuple[int, int, int]:
@@ -100,7 +95,8 @@ def save_latent_dim_plot(
         dims: the latent dimensions C (x axis).
         curves: (metric name, means, stds) per panel, aligned with ``dims``.
     """
-    fig, axes = plt.subplots(1, len(curves), figsize=(2.6 * len(curves), 2.6), squeeze=False)
+    fig = new_figure(figsize=(2.6 * len(curves), 2.6))
+    axes = fig.subplots(1, len(curves), squeeze=False)
     for ax, (name, means, stds) in zip(axes[0], curves):
         ax.errorbar(list(dims), list(means), yerr=list(stds), marker="o", capsize=3)
         ax.set_xticks(list(dims))
@@ -110,8 +106,4 @@ def save_latent_dim_plot(
     if title:
         fig.suptitle(title, fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_png(fig, path, dpi=120)

@@ -23,7 +23,6 @@ samples disagree on more pixels than the mean mask holds.
 from __future__ import annotations
 
 import argparse
-import shlex
 import time
 from pathlib import Path
 from typing import Any
@@ -36,14 +35,15 @@ from uncertainty_adapters import checkpoint as ckpt
 from uncertainty_adapters.integrations.sam import UncertaintySamPredictor, compile_for_sampling
 from uncertainty_adapters.integrations.sam.predictor import check_inside
 
-from . import output_dir, predict_figures, run_dir
-from .image_io import WINDOW_CHOICES, WINDOWS, LoadedImage, read_image
+from .. import output_dir, run_dir
+from ..runtime import choose_device
+from ..figures import prediction as predict_figures
+from .image_io import LoadedImage, read_image
+from .options import DEFAULT_SAMPLES, predict_command_line
 
-__all__ = ["UNCERTAIN_ENTROPY_BITS", "add_predict_parser", "checkpoint_record", "model_line", "run_predict",
-           "summarize", "write_outputs"]
+__all__ = ["UNCERTAIN_ENTROPY_BITS", "checkpoint_record", "model_line", "run_predict", "summarize", "write_outputs"]
 
 UNCERTAIN_ENTROPY_BITS = 0.5
-DEFAULT_SAMPLES = 4
 
 DEFINITIONS = {
     "foreground_area_px": "pixels of each sampled mask (probability > 0.5) at the original image size; "
@@ -54,61 +54,6 @@ DEFINITIONS = {
     "uncertain_fraction": "uncertain_area_px / mean_mask_area_px; null when the mean mask is empty; "
     "can exceed 1",
 }
-
-
-def _numbers(text: str, count: int, name: str) -> tuple[float, ...]:
-    parts = text.replace(" ", "").split(",")
-    try:
-        values = tuple(float(part) for part in parts)
-    except ValueError:
-        values = ()
-    if len(values) != count or not all(np.isfinite(values)):
-        raise argparse.ArgumentTypeError(f"expected {name} as {count} comma-separated numbers, got {text!r}")
-    return values
-
-
-def _point(text: str) -> tuple[float, ...]:
-    return _numbers(text, 2, "X,Y")
-
-
-def _box(text: str) -> tuple[float, ...]:
-    return _numbers(text, 4, "X0,Y0,X1,Y1")
-
-
-def add_predict_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Add the ``predict`` sub-command to an ``add_subparsers()`` object; returns its parser."""
-    windows = ", ".join(f"{name} (centre {c:g}, width {w:g})" for name, (c, w) in WINDOWS.items())
-    parser = subparsers.add_parser(
-        "predict",
-        help="Segment one image from one prompt: K plausible masks, an uncertainty map, pictures.",
-        description="Run a trained UA-SAM on one image with one point or box prompt. Writes "
-        "overlay.png (image, mean-mask contour, uncertainty heat map, prompt), sample_<k>.png per "
-        "hypothesis, uncertainty.png (entropy map), prediction.npz and summary.json to --out. "
-        "Coordinates are pixels of the image as read (x = column, y = row; overlay.png shows them).",
-    )
-    parser.add_argument("--checkpoint", required=True, metavar="DIR", help="The --out folder of 'ua-sam train' or 'ua-sam demo'.")
-    parser.add_argument("--image", required=True, metavar="FILE",
-                        help="PNG/JPEG, DICOM (.dcm, or any file with the DICM marker) or NIfTI (.nii, .nii.gz).")
-    prompt = parser.add_mutually_exclusive_group(required=True)
-    prompt.add_argument("--point", type=_point, metavar="X,Y", help="One foreground point, in image pixels.")
-    prompt.add_argument("--box", type=_box, metavar="X0,Y0,X1,Y1",
-                        help="A box, corners inclusive, in image pixels.")
-    parser.add_argument("--samples", type=int, metavar="K",
-                        help=f"Hypotheses to sample (default: the run's preset, else {DEFAULT_SAMPLES}).")
-    parser.add_argument("--out", required=True, metavar="DIR",
-                        help="Output folder: new, empty, or one ua-sam wrote (its files are replaced).")
-    medical = parser.add_argument_group("DICOM and NIfTI (needs the medical-io extra)")
-    medical.add_argument("--window", choices=WINDOW_CHOICES,
-                         help=f"Intensity window: {windows}, or auto (the file's window, else the "
-                         "0.5-99.5th percentiles). Default: lung for CT, auto otherwise.")
-    medical.add_argument("--slice", type=int, metavar="N",
-                         help="NIfTI: axial slice index (third axis, RAS+); multi-frame DICOM: frame. "
-                         "Default: the middle one.")
-    parser.add_argument("--seed", type=int, default=0, help="Seed of the K latent samples (default 0).")
-    parser.add_argument("--cpu", action="store_true", help="Run on the CPU even when a GPU is present.")
-    parser.add_argument("--compile", action="store_true",
-                        help="torch.compile the encoder (CUDA graphs on a GPU): pays off over many images, not one.")
-    return parser
 
 
 def summarize(masks: np.ndarray, mean: np.ndarray, entropy: np.ndarray) -> dict[str, Any]:
@@ -131,10 +76,6 @@ def summarize(masks: np.ndarray, mean: np.ndarray, entropy: np.ndarray) -> dict[
         "uncertain_entropy_bits": UNCERTAIN_ENTROPY_BITS,
         "definitions": DEFINITIONS,
     }
-
-
-def _device(cpu: bool) -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() and not cpu else "cpu")
 
 
 def _prompt(args: argparse.Namespace, size: tuple[int, int]) -> dict[str, Any]:
@@ -165,7 +106,7 @@ def run_predict(args: argparse.Namespace) -> dict[str, Any]:
     size = loaded.pixels.shape[:2]
     prompt = _prompt(args, size)
     checkpoint = Path(args.checkpoint)
-    device = _device(args.cpu)
+    device = choose_device(args.cpu)
     model, meta = run_dir.load_run(checkpoint, device=device)
     preset = meta.get("preset") or {}
     k = args.samples or preset.get("eval_samples") or DEFAULT_SAMPLES
@@ -206,15 +147,9 @@ def run_predict(args: argparse.Namespace) -> dict[str, Any]:
 
 def _command(args: argparse.Namespace, k: int) -> str:
     """The command line that reproduces this prediction (K spelled out)."""
-    words = ["ua-sam", "predict", "--checkpoint", str(args.checkpoint), "--image", str(args.image)]
-    if args.box is not None:
-        words += ["--box", ",".join(f"{v:g}" for v in args.box)]
-    else:
-        words += ["--point", ",".join(f"{v:g}" for v in args.point)]
-    words += ["--samples", str(k), "--seed", str(args.seed)]
-    words += ["--window", args.window] if args.window else []
-    words += ["--slice", str(args.slice)] if args.slice is not None else []
-    return " ".join(shlex.quote(word) for word in words + ["--out", str(args.out)])
+    prompt = ["--box", ",".join(f"{v:g}" for v in args.box)] if args.box is not None else [
+        "--point", ",".join(f"{v:g}" for v in args.point)]
+    return predict_command_line(args.checkpoint, args.image, prompt, k, args.seed, args.window, args.slice, args.out)
 
 
 def checkpoint_record(checkpoint: str | Path, meta: dict[str, Any], model: Any) -> dict[str, Any]:

@@ -6,13 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-import matplotlib
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
+from uncertainty_adapters.uncertainty import uncertainty_maps
 
-from uncertainty_adapters.uncertainty import uncertainty_maps  # noqa: E402
+from .canvas import new_figure, save_png
 
 
 def _show_image(ax, image: torch.Tensor) -> None:
@@ -28,8 +26,10 @@ def _draw_prompts(ax, prompts: Any) -> None:
             ax.plot(x, y, marker="*", markersize=11, color="lime" if label == 1 else "red",
                     markeredgecolor="black", linestyle="none")
     if getattr(prompts, "boxes", None) is not None:
+        from matplotlib.patches import Rectangle
+
         x0, y0, x1, y1 = prompts.boxes[0].tolist()
-        ax.add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor="lime", linewidth=1.5))
+        ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor="lime", linewidth=1.5))
 
 
 def save_cases_figure(examples: Sequence[dict[str, Any]], path: str | Path, title: str = "") -> Path:
@@ -45,7 +45,8 @@ def save_cases_figure(examples: Sequence[dict[str, Any]], path: str | Path, titl
     num_raters = examples[0]["raters"].shape[0]
     num_samples = examples[0]["probabilities"].shape[0]
     columns = 1 + num_raters + num_samples + 2
-    fig, axes = plt.subplots(len(examples), columns, figsize=(1.6 * columns, 1.7 * len(examples) + 0.6), squeeze=False)
+    fig = new_figure(figsize=(1.6 * columns, 1.7 * len(examples) + 0.6))
+    axes = fig.subplots(len(examples), columns, squeeze=False)
     for row, case in enumerate(examples):
         maps = uncertainty_maps(case["probabilities"][None])
         panels = (
@@ -75,8 +76,4 @@ def save_cases_figure(examples: Sequence[dict[str, Any]], path: str | Path, titl
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_png(fig, path, dpi=110)
