@@ -1,9 +1,9 @@
 """`ua-sam app`: t(second click) / t(first click) on one image, through the app's own API and,
 with --browser, on the page in headless Chromium (click to result shown).
 
-    python benchmarks/bench_app.py                       # a run of the demo's architecture, random weights
-    python benchmarks/bench_app.py --checkpoint ua-sam-demo --browser --screenshot docs/images/app.png
-    python benchmarks/bench_app.py --json
+    python -m benchmarks.bench_app                       # a run of the demo's architecture, random weights
+    python -m benchmarks.bench_app --checkpoint ua-sam-demo --browser --screenshot docs/images/app.png
+    python -m benchmarks.bench_app --json
 
 The first click on an image reads it, draws K samples of the prior and runs the adapted encoder
 for all K (one batched forward), then decodes; the second click on the same image decodes only
@@ -20,13 +20,9 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
-
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np
 import torch

@@ -1,7 +1,7 @@
 """What each way of bringing your SAM costs: load time, peak memory and the encoder's forward.
 
-    python benchmarks/bench_checkpoint_load.py                                   # CPU, vit_b weights at 256 px
-    python benchmarks/bench_checkpoint_load.py --size vit_b --image-size 1024 --device cuda --json out.json
+    python -m benchmarks.bench_checkpoint_load                                   # CPU, vit_b weights at 256 px
+    python -m benchmarks.bench_checkpoint_load --size vit_b --image-size 1024 --device cuda --json out.json
 
 The same random weights are written twice, as segment-anything's ``.pth`` (the layout of
 ``sam_vit_b_01ec64.pth`` and of MedSAM's ``medsam_vit_b.pth``: one route for both) and as a
@@ -35,9 +35,6 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
-
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch
 

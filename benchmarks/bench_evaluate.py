@@ -1,9 +1,9 @@
 """Cost of `ua-sam evaluate` as the number of samples N grows: N = 4, 16, 100 side by side.
 
-    python benchmarks/bench_evaluate.py                        # the demo preset's model and test part
-    python benchmarks/bench_evaluate.py --checkpoint DIR       # a trained run (e.g. `ua-sam demo --out DIR`)
-    python benchmarks/bench_evaluate.py --json
-    python benchmarks/bench_evaluate.py --image-size 64 --latent-resolution 32 --cases 500 --ged-samples 4,16
+    python -m benchmarks.bench_evaluate                        # the demo preset's model and test part
+    python -m benchmarks.bench_evaluate --checkpoint DIR       # a trained run (e.g. `ua-sam demo --out DIR`)
+    python -m benchmarks.bench_evaluate --json
+    python -m benchmarks.bench_evaluate --image-size 64 --latent-resolution 32 --cases 500 --ged-samples 4,16
                                                                # the `reproduce --budget hour` rows
 
 What is timed: the whole evaluation of the test part (prompts, N samples per image drawn by
@@ -23,21 +23,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
-
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch
 
 from benchmarks.timing import interleaved, machine
-from uncertainty_adapters.integrations.data import build_dataset
+from uncertainty_adapters.integrations.data import build_dataset, dataset_kwargs_for
 from uncertainty_adapters.integrations.pipeline import run_dir
-from uncertainty_adapters.integrations.pipeline.evaluation import evaluate, score_samples
+from uncertainty_adapters.integrations.pipeline.evaluation.scoring import evaluate, score_samples
+from uncertainty_adapters.integrations.pipeline.models.factory import build_model
 from uncertainty_adapters.integrations.pipeline.presets import Preset, get_preset
-from uncertainty_adapters.integrations.pipeline.trainer import TrainJob, build_model, dataset_kwargs_for
+from uncertainty_adapters.integrations.pipeline.training.loop import TrainJob
 
 
 def _int_list(text: str) -> tuple[int, ...]:

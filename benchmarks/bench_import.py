@@ -58,12 +58,13 @@ def heavy_modules_after(code: str) -> list[str]:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7, help="Interleaved rounds (default 7).")
+    parser.add_argument("--warmup", type=int, default=1, help="Unmeasured rounds first (default 1).")
     parser.add_argument("--json", action="store_true", help="Print the results as JSON.")
     args = parser.parse_args(argv)
 
     commands = {**CASES, "ua-sam --help": _help_command()}
     timings = interleaved({name: (lambda c=command: _run(c)) for name, command in commands.items()},
-                          rounds=args.rounds, warmup=1)
+                          rounds=args.rounds, warmup=args.warmup)
     medians = {name: timings.median(name) for name in commands}
     results = {
         "rounds": args.rounds,

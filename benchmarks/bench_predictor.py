@@ -1,7 +1,7 @@
 """Set the image once, click many times: t(second click) / t(set_image) of `UncertaintySamPredictor`.
 
-    python benchmarks/bench_predictor.py            # a line of text
-    python benchmarks/bench_predictor.py --json     # {"click_to_set_image_ratio": ..., ...}
+    python -m benchmarks.bench_predictor            # a line of text
+    python -m benchmarks.bench_predictor --json     # {"click_to_set_image_ratio": ..., ...}
     pytest benchmarks/bench_predictor.py --benchmark-only
 
 ``set_image`` draws K = 4 prior samples and runs the adapted encoder once for all of them (one
@@ -17,11 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-from pathlib import Path
-
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np
 import torch

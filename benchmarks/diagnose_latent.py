@@ -24,9 +24,9 @@ cases are solid discs that every rater draws alike. It differs from ``synthetic`
 
 Usage (results as JSON in OUT/<data>-<variant>.json, a markdown table with ``--summarize``)::
 
-    python benchmarks/diagnose_latent.py --out diag --data synthetic --variant paper
-    python benchmarks/diagnose_latent.py --out diag --data bimodal --variant softmax-bottleneck
-    python benchmarks/diagnose_latent.py --out diag --summarize
+    python -m benchmarks.diagnose_latent --out diag --data synthetic --variant paper
+    python -m benchmarks.diagnose_latent --out diag --data bimodal --variant softmax-bottleneck
+    python -m benchmarks.diagnose_latent --out diag --summarize
 
 ``--epochs``, ``--cases`` and ``--max-steps`` shorten a run; ``--quick`` is a seconds-long smoke
 run on a random backbone (meaningless numbers).
@@ -331,10 +331,11 @@ def fit_z_per_rater(model, dataset, pool, mode_regions, device, steps: int = 80,
 # -- one run -----------------------------------------------------------------------------------
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from uncertainty_adapters.integrations.data import build_dataset
-    from uncertainty_adapters.integrations.pipeline.demo_backbone import PretrainSettings, ensure_demo_backbone
+    from uncertainty_adapters.integrations.pipeline.backbone.demo import PretrainSettings, ensure_demo_backbone
+    from uncertainty_adapters.integrations.pipeline.models.factory import build_model
     from uncertainty_adapters.integrations.pipeline.presets import get_preset
     from uncertainty_adapters.integrations.pipeline.run_dir import load_run
-    from uncertainty_adapters.integrations.pipeline.trainer import TrainJob, build_model, train
+    from uncertainty_adapters.integrations.pipeline.training.loop import TrainJob, train
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

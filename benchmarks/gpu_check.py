@@ -1,8 +1,8 @@
 """The GPU check of UA-SAM at the paper's configuration; run it through gpu_check.sh.
 
-    python benchmarks/gpu_check.py --out DIR               # CUDA: SAM vit_b, 1024 px, bf16 autocast
-    python benchmarks/gpu_check.py --out DIR --cpu-smoke   # tiny sizes on the CPU (checks the script)
-    python benchmarks/gpu_check.py --out DIR --spec vit_h  # the same figures for vit_l / vit_h
+    python -m benchmarks.gpu_check --out DIR               # CUDA: SAM vit_b, 1024 px, bf16 autocast
+    python -m benchmarks.gpu_check --out DIR --cpu-smoke   # tiny sizes on the CPU (checks the script)
+    python -m benchmarks.gpu_check --out DIR --spec vit_h  # the same figures for vit_l / vit_h
 
 Measures, in one run and on one model pair (random SAM weights; speed does not depend on them):
     training            UA-SAM step (z ~ Q, forward, ELBO, backward, Adam): images/s, peak memory,
@@ -21,7 +21,7 @@ and writes DIR/gpu_check.json and DIR/gpu_check.txt. A time budget (--budget-s) 
 5 minutes on an H100: what the budget leaves out is recorded as skipped. ``--only NAME ...`` runs
 some items; ``--quick`` measures sized items at batch 2 only (no largest-batch search), e.g.
 
-    python benchmarks/gpu_check.py --out DIR/vit_h --spec vit_h --only training plain_encoder ua_encoder --quick
+    python -m benchmarks.gpu_check --out DIR/vit_h --spec vit_h --only training plain_encoder ua_encoder --quick
 """
 
 from __future__ import annotations
@@ -29,14 +29,11 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Callable
 
 ROOT = Path(__file__).resolve().parent.parent
-if __package__ in (None, ""):
-    sys.path.insert(0, str(ROOT))
 
 import numpy as np
 import torch

@@ -117,9 +117,9 @@ EOF
 fi
 
 if [[ -n "${GPU_CHECK_ITEMS:-}" ]]; then
-    echo "== stage 4: benchmarks/gpu_check.py --only $GPU_CHECK_ITEMS"
+    echo "== stage 4: benchmarks.gpu_check --only $GPU_CHECK_ITEMS"
     # shellcheck disable=SC2086
-    timeout "${CHECK_TIMEOUT_S:-200}" "$PY" benchmarks/gpu_check.py --out "$OUT" --only $GPU_CHECK_ITEMS \
+    timeout "${CHECK_TIMEOUT_S:-200}" "$PY" -m benchmarks.gpu_check --out "$OUT" --only $GPU_CHECK_ITEMS \
         $([[ $SMOKE -eq 1 ]] && echo --cpu-smoke) 2>&1 | tee "$OUT/gpu_check.log"
     [[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
 fi

@@ -1,7 +1,7 @@
 """Inference overhead of the uncertainty adapters: t(UA-SAM encoder) / t(frozen SAM encoder).
 
-    python benchmarks/overhead.py            # a line of text
-    python benchmarks/overhead.py --json     # {"overhead_ratio": ..., ...}
+    python -m benchmarks.overhead            # a line of text
+    python -m benchmarks.overhead --json     # {"overhead_ratio": ..., ...}
 
 The fixed CPU configuration (change it with the options, then it is no longer the reference):
 SAM vit_b image encoder, random weights, 224 x 224 inputs (a 14 x 14 token grid: one attention
@@ -15,11 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-from pathlib import Path
-
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch
 

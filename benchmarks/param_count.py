@@ -1,9 +1,9 @@
 """Trainable and total parameters of every way to adapt SAM: full fine-tuning, mask decoder only,
 plain adapters, LoRA (PEFT), UA-SAM.
 
-    python benchmarks/param_count.py                  # a table
-    python benchmarks/param_count.py --json           # [{"name", "trainable", "total", "breakdown"}]
-    python benchmarks/param_count.py --variants vit_b
+    python -m benchmarks.param_count                  # a table
+    python -m benchmarks.param_count --json           # [{"name", "trainable", "total", "breakdown"}]
+    python -m benchmarks.param_count --variants vit_b
 
 Rows, for each SAM variant v (vit_b, vit_l, vit_h):
     full-finetune-v     every SAM parameter trains
@@ -24,11 +24,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import sys
-from pathlib import Path
-
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch
 from torch import nn

@@ -1,8 +1,8 @@
 """Where the uncertainty adapters' encoder time goes: compute, or the host launching kernels.
 
-    python benchmarks/profile_encoder.py --out DIR                 # CUDA: SAM vit_b, 1024 px, bf16
-    python benchmarks/profile_encoder.py --out DIR --config cpu    # vit_b, 224 px, float32 on the CPU
-    python benchmarks/profile_encoder.py --out DIR --cpu-smoke     # tiny sizes on the CPU (checks the script)
+    python -m benchmarks.profile_encoder --out DIR                 # CUDA: SAM vit_b, 1024 px, bf16
+    python -m benchmarks.profile_encoder --out DIR --config cpu    # vit_b, 224 px, float32 on the CPU
+    python -m benchmarks.profile_encoder --out DIR --cpu-smoke     # tiny sizes on the CPU (checks the script)
 
 For the plain frozen SAM encoder and UA-SAM's (``none`` and ``cmsm`` interactions, the latter with
 its per-sample terms batched over the adapters, as by default, and adapter by adapter), at two
@@ -20,13 +20,10 @@ import argparse
 import copy
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-if __package__ in (None, ""):
-    sys.path.insert(0, str(ROOT))
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -40,7 +37,16 @@ except ImportError:  # a source tree pip could not install
 
 import uncertainty_adapters as ua
 from benchmarks.timing import machine
-from benchmarks.workloads import CPU, GPU, TINY, BenchConfig, Workloads, perturb_trainable, small_latent_heads, synchronize
+from benchmarks.workloads import (
+    CPU,
+    GPU,
+    TINY,
+    BenchConfig,
+    Workloads,
+    perturb_trainable,
+    small_latent_heads,
+    synchronize,
+)
 from uncertainty_adapters.integrations.sam import UncertaintySam
 
 

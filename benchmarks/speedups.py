@@ -1,6 +1,6 @@
 """Each fast path of UA-SAM measured as a ratio against what it replaces, interleaved in one process.
 
-    python benchmarks/speedups.py [--json] [--config cpu|gpu|tiny] [--only NAME ...] [--rounds N]
+    python -m benchmarks.speedups [--json] [--config cpu|gpu|tiny] [--only NAME ...] [--rounds N]
 
 Comparisons (a ratio < 1 means the fast path is faster):
     ua_overhead        UA-SAM encoder forward / plain frozen SAM encoder forward
@@ -47,9 +47,6 @@ import sys
 import time
 from pathlib import Path
 from typing import Callable
-
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch
 from segment_anything.modeling.image_encoder import Attention

@@ -27,6 +27,7 @@ from typing import Callable
 import torch
 
 import uncertainty_adapters as ua
+from uncertainty_adapters.integrations.pipeline.training.graphed_step import GraphedTrainStep, capturable_adam
 from uncertainty_adapters.integrations.sam import (
     SamSpec,
     UncertaintySam,
@@ -34,7 +35,6 @@ from uncertainty_adapters.integrations.sam import (
     sample_point_prompts,
     use_attention,
 )
-from uncertainty_adapters.integrations.pipeline.graphed_step import GraphedTrainStep, capturable_adam
 
 Step = Callable[[], object]
 

@@ -23,11 +23,11 @@ from uncertainty_adapters.checkpoint import CheckpointMismatchError
 from uncertainty_adapters.integrations.data import DATA_SPECS, DataError
 
 from .app.server import add_app_parser, run_app
+from .pipeline.backbone.pretrain_cli import add_pretrain_parser, run_pretrain
 from .pipeline.predict.options import add_predict_parser
-from .pipeline.pretrain_cli import add_pretrain_parser, run_pretrain
 from .pipeline.preset_options import TRAINING_OPTIONS, add_preset_options
 from .pipeline.presets import PRESETS
-from .pipeline.reproduce_cli import add_reproduce_parser, run_reproduce
+from .pipeline.reproduce.cli import add_reproduce_parser, run_reproduce
 
 logger = logging.getLogger("ua-sam")
 

@@ -4,19 +4,13 @@ script's fresh process per load is its own business) and reports what benchmarks
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
 pytest.importorskip("transformers")
 
-from benchmarks import bench_checkpoint_load  # noqa: E402
+from benchmarks import bench_checkpoint_load
 
 
 @pytest.fixture(autouse=True)

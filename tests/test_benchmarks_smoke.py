@@ -9,18 +9,21 @@ paper's 8.08M parameters.
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from benchmarks import bench_evaluate, gpu_check, overhead, param_count, profile_encoder, speedups, test_throughput  # noqa: E402
-from benchmarks.workloads import TINY, Workloads  # noqa: E402
+from benchmarks import (
+    bench_evaluate,
+    bench_import,
+    gpu_check,
+    overhead,
+    param_count,
+    profile_encoder,
+    speedups,
+    test_throughput,
+)
+from benchmarks.workloads import TINY, Workloads
 
 
 class _CallOnce:
@@ -150,3 +153,10 @@ def test_gpu_speed_cpu_smoke_measures_every_path_against_the_plain_encoder(tmp_p
     assert {"eager", "cuda_graph"} <= set(results["training"]) and "sdpa_batch_2" in results["plain_encoder"]
     assert set(results["overhead"]) == {"batch_2", "batch_4"} and results["chosen_attention"] in gpu_speed.KINDS
     assert (tmp_path / "gpu_speed.txt").read_text().startswith("gpu_speed:")
+
+
+def test_bench_import_reports_the_ratio_and_the_heavy_modules():
+    results = bench_import.main(["--rounds", "1", "--warmup", "0", "--json"])
+    assert {"import torch", "import uncertainty_adapters", "ua-sam --help"} == set(results["median_seconds"])
+    assert results["import_ratio"] > 0 and results["help_seconds"] > 0
+    assert set(results["heavy_modules"]) == {"import uncertainty_adapters", "ua-sam --help"}

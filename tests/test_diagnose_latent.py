@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from benchmarks import diagnose_latent  # noqa: E402
-from uncertainty_adapters.integrations.data import build_dataset  # noqa: E402
+from benchmarks import diagnose_latent
+from uncertainty_adapters.integrations.data import build_dataset
 
 
 def test_the_bimodal_folder_loads_and_half_its_raters_fill_the_centre(tmp_path):

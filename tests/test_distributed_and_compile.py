@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
 
-from conftest import Backbone, perturb_adapters
+from .backbones import Backbone, perturb_adapters
 
 WORLD = 2
 

@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 import uncertainty_adapters as ua
-from conftest import Backbone, CustomBackbone, perturb_adapters
+
+from .backbones import Backbone, CustomBackbone, perturb_adapters
 
 
 def test_injected_model_starts_as_the_frozen_model(backbone: Backbone):

@@ -7,7 +7,8 @@ import torch
 
 import uncertainty_adapters as ua
 from uncertainty_adapters.cmsm import CMSM, ConcatInteraction, PositionInteraction, SampleInteraction
-from conftest import Backbone, perturb_adapters
+
+from .backbones import Backbone, perturb_adapters
 
 L, C, HIDDEN = 4, 6, 16
 

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 import uncertainty_adapters as ua
-from conftest import Backbone, perturb_adapters
+
+from .backbones import Backbone, perturb_adapters
 
 
 def _gradients(backbone: Backbone, model: ua.UncertaintyModel, x: torch.Tensor, z: torch.Tensor):

@@ -5,8 +5,7 @@ from __future__ import annotations
 import torch
 from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
 
-import uncertainty_adapters as ua
-from conftest import Backbone, perturb_adapters
+from .backbones import Backbone, perturb_adapters
 
 LORA = LoraConfig(r=4, lora_alpha=8, target_modules=["qkv"])
 

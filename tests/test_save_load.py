@@ -10,7 +10,8 @@ import torch
 
 import uncertainty_adapters as ua
 from uncertainty_adapters import checkpoint as ckpt
-from conftest import Backbone, perturb_adapters
+
+from .backbones import Backbone, perturb_adapters
 
 
 def _saved(tmp_path, name="sam", config=None):
@@ -54,7 +55,7 @@ def test_load_into_an_injected_model_replaces_its_weights(tmp_path):
 
 
 def test_backbone_with_fewer_blocks_is_refused_and_left_untouched(tmp_path):
-    from conftest import tiny_sam_encoder
+    from .backbones import tiny_sam_encoder
 
     _, _, path = _saved(tmp_path)
     shallow = tiny_sam_encoder(depth=2)
@@ -66,7 +67,7 @@ def test_backbone_with_fewer_blocks_is_refused_and_left_untouched(tmp_path):
 
 
 def test_backbone_of_another_width_is_refused_naming_the_widths(tmp_path):
-    from conftest import tiny_sam_encoder
+    from .backbones import tiny_sam_encoder
 
     _, _, path = _saved(tmp_path)
     with pytest.raises(ua.CheckpointMismatchError, match="embedding width: saved 64, model 96"):

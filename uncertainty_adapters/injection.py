@@ -90,19 +90,9 @@ def load_adapters(model: nn.Module, path: str | Path, freeze_backbone: bool = Tr
             The model is left as it was.
     """
     path = Path(path)
-    if not path.is_dir():
-        raise FileNotFoundError(f"no adapter directory at {path} (expected {ckpt.CONFIG_NAME} and {ckpt.WEIGHTS_NAME})")
-    meta = ckpt.read_json(path / ckpt.CONFIG_NAME)
-    _check_metadata(meta, path)
+    meta = _read_metadata(path)
     config = UncertaintyAdapterConfig.from_dict(meta["config"])
-    weights_path = path / ckpt.WEIGHTS_NAME
-    if not weights_path.is_file():
-        raise FileNotFoundError(f"{path} has {ckpt.CONFIG_NAME} but no {ckpt.WEIGHTS_NAME}")
-    if ckpt.file_sha256(weights_path) != meta.get("weights_sha256"):
-        raise ckpt.CheckpointMismatchError(
-            f"{weights_path} is not the file {ckpt.CONFIG_NAME} was written with (hash differs); "
-            f"the directory holds parts of two different saves or a damaged file"
-        )
+    weights_path = _checked_weights(path, ckpt.WEIGHTS_NAME, meta.get("weights_sha256"))
 
     if isinstance(model, UncertaintyModel):
         target, injected = model, False
@@ -130,6 +120,28 @@ def load_adapters(model: nn.Module, path: str | Path, freeze_backbone: bool = Tr
             target.unload()
         raise
     return target
+
+
+def _read_metadata(path: Path) -> dict:
+    """adapter_config.json of the adapter directory ``path``, checked (`_check_metadata`)."""
+    if not path.is_dir():
+        raise FileNotFoundError(f"no adapter directory at {path} (expected {ckpt.CONFIG_NAME} and {ckpt.WEIGHTS_NAME})")
+    meta = ckpt.read_json(path / ckpt.CONFIG_NAME)
+    _check_metadata(meta, path)
+    return meta
+
+
+def _checked_weights(path: Path, name: str, recorded_sha256: str | None) -> Path:
+    """``path/name``, after checking it exists and is the file adapter_config.json recorded."""
+    weights_path = path / name
+    if not weights_path.is_file():
+        raise FileNotFoundError(f"{path} has {ckpt.CONFIG_NAME} but no {name}")
+    if ckpt.file_sha256(weights_path) != recorded_sha256:
+        raise ckpt.CheckpointMismatchError(
+            f"{weights_path} is not the file {ckpt.CONFIG_NAME} was written with (hash differs); "
+            f"the directory holds parts of two different saves or a damaged file"
+        )
+    return weights_path
 
 
 def _check_metadata(meta: object, path: Path) -> None:
@@ -195,23 +207,13 @@ def load_latent_heads(path: str | Path) -> LatentHeads:
             file that is not the one adapter_config.json was written with.
     """
     path = Path(path)
-    if not path.is_dir():
-        raise FileNotFoundError(f"no adapter directory at {path} (expected {ckpt.CONFIG_NAME} and {ckpt.WEIGHTS_NAME})")
-    meta = ckpt.read_json(path / ckpt.CONFIG_NAME)
-    _check_metadata(meta, path)
+    meta = _read_metadata(path)
     if "latent_heads" not in meta:
         raise ckpt.CheckpointMismatchError(
             f"the adapters in {path} were saved without latent heads; save both with "
             f"model.save_adapters(path, latent_heads=heads)"
         )
-    weights_path = path / ckpt.LATENT_HEADS_NAME
-    if not weights_path.is_file():
-        raise FileNotFoundError(f"{path / ckpt.CONFIG_NAME} records latent heads but {weights_path} is missing")
-    if ckpt.file_sha256(weights_path) != meta.get("latent_heads_sha256"):
-        raise ckpt.CheckpointMismatchError(
-            f"{weights_path} is not the file {ckpt.CONFIG_NAME} was written with (hash differs); "
-            f"the directory holds parts of two different saves or a damaged file"
-        )
+    weights_path = _checked_weights(path, ckpt.LATENT_HEADS_NAME, meta.get("latent_heads_sha256"))
     heads = LatentHeads(**meta["latent_heads"])
     tensors = ckpt.load_tensors(weights_path)
     ckpt.check_state_dict(heads.state_dict(), tensors, str(weights_path))

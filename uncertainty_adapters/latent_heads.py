@@ -13,7 +13,6 @@ draws z ~ P. log sigma is softly bounded so that neither the KL nor exp(log sigm
 from __future__ import annotations
 
 import math
-
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -159,11 +158,9 @@ class LatentHeads(nn.Module):
         mask_channels: channels of the segmentation Y given to the posterior.
         log_sigma_bound: bound on |log sigma| (see ConvGaussianEncoder).
         init_sigma: sigma of both Gaussians at initialisation (default 1, as the Probabilistic
-            U-Net). A knob against latent collapse (KL(Q||P) -> 0, identical samples), with mixed
-            evidence on the UA-SAM demo (synthetic, beta 1e-3): at 128 px on one backbone sigma
-            1 collapsed in 3 of 3 runs and 0.1 in 0 of 3 (diversity 0.07); on another backbone
-            sigma 1 kept the latent (diversity 0.155) and 0.1 collapsed; at 64 px (3 seeds) both
-            collapsed, 0.1 more completely (diversity 0.002 against 0.017).
+            U-Net); must lie strictly between exp(-log_sigma_bound) and exp(log_sigma_bound).
+            A knob against latent collapse (KL(Q||P) -> 0, identical samples); what it did on
+            the demo: docs/results.md, "Measurements behind the presets and defaults".
 
     Example:
         >>> heads = LatentHeads(in_channels=3, latent_dim=6)

@@ -76,6 +76,21 @@ def _with_memory_order(tensor: torch.Tensor, order: tuple[int, ...] | None) -> t
     return tensor.permute(order).contiguous().permute(inverse)
 
 
+
+def parameter_counts(*modules: nn.Module) -> tuple[int, int]:
+    """(trainable, total) numbers of parameters of ``modules``, each parameter counted once even
+    when several modules (or several places in one) share it."""
+    seen: set[int] = set()
+    trainable = total = 0
+    for module in modules:
+        for param in module.parameters():
+            if id(param) in seen:
+                continue
+            seen.add(id(param))
+            total += param.numel()
+            trainable += param.numel() if param.requires_grad else 0
+    return trainable, total
+
 @dataclass(frozen=True)
 class InjectionPlan:
     """Where and how wide: the resolved blocks of a backbone, before anything is changed."""
@@ -373,15 +388,7 @@ class UncertaintyModel(nn.Module):
     # -- user verbs ------------------------------------------------------------------------
     def get_nb_trainable_parameters(self) -> tuple[int, int]:
         """(trainable, total) parameter counts, each parameter counted once."""
-        seen: set[int] = set()
-        trainable = total = 0
-        for param in self.parameters():
-            if id(param) in seen:
-                continue
-            seen.add(id(param))
-            total += param.numel()
-            trainable += param.numel() if param.requires_grad else 0
-        return trainable, total
+        return parameter_counts(self)
 
     def print_trainable_parameters(self) -> None:
         """Print 'trainable params: X || all params: Y || trainable%: Z' (as PEFT does)."""

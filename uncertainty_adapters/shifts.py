@@ -3,9 +3,8 @@
 An uncertainty adapter adds W_f f_i to every token of sample b (`UncertaintyAdapter`): a vector
 that depends on p_0 and z only, never on the tokens. Computed adapter by adapter, as the paper
 draws it, this is about 40 tiny operations per adapter (MLPs on (B, C) tensors, each with its
-autocast casts): on a GPU each costs its kernel launch and nothing else, and at the paper's
-batch of 2 the host issuing them became the bottleneck (SAM vit_b, 1024 px, bf16, H200: the
-encoder forward with adapters took 2.2x the plain one, against 1.07x at batch 8).
+autocast casts): on a GPU each costs its kernel launch and nothing else, so at small batches
+the host issuing them bounds the speed (the GPU figures: benchmarks/RESULTS.md, section 6b).
 
 `adapter_shifts` computes the L shifts right after block 0, in one pass:
 

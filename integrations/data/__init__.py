@@ -17,7 +17,7 @@ __getattr__, __dir__, __all__ = lazy_exports(
         ".lidc": ["LIDCDataset", "load_lidc_pickle"],
         ".multi_rater": ["MultiRaterDataset"],
         ".refuge2": ["REFUGE2Dataset"],
-        ".spec": ["DATA_SPECS", "DataSpec", "build_dataset", "parse_data_spec"],
+        ".spec": ["DATA_SPECS", "DataSpec", "build_dataset", "dataset_kwargs_for", "parse_data_spec"],
         ".splits": ["SPLITS", "split_cases", "split_groups"],
         ".synthetic": ["SyntheticCase", "SyntheticLesions", "rater_levels"],
     },

@@ -73,3 +73,12 @@ def build_dataset(
         return SyntheticLesions(image_size=image_size, split=split, seed=seed, **kwargs)
     dataset_class = _DATASETS[parsed.kind]
     return dataset_class(parsed.path, image_size=image_size, split=split, seed=seed, **kwargs)
+
+
+def dataset_kwargs_for(preset: Any, data: str, extra: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of `build_dataset` for ``data`` under a preset: ``extra``, plus the
+    preset's ``synthetic_cases`` as the ``length`` of the synthetic data when not given."""
+    kwargs = dict(extra)
+    if data.strip() == "synthetic":
+        kwargs.setdefault("length", preset.synthetic_cases)
+    return kwargs

@@ -28,7 +28,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.special import expit
 
 from .errors import DataError
 from .multi_rater import MultiRaterDataset

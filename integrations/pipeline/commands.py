@@ -11,20 +11,25 @@ from typing import Any
 from accelerate import PartialState
 
 from uncertainty_adapters import metrics
-from uncertainty_adapters.integrations.data import build_dataset, parse_data_spec
+from uncertainty_adapters.integrations.data import build_dataset, dataset_kwargs_for, parse_data_spec
+from uncertainty_adapters.integrations.pipeline import output_dir, run_dir
+from uncertainty_adapters.integrations.pipeline.evaluation.sample_drawing import DEFAULT_MAX_ROWS
+from uncertainty_adapters.integrations.pipeline.evaluation.sample_files import SAMPLES_DIR
+from uncertainty_adapters.integrations.pipeline.evaluation.scoring import evaluate, format_table, write_metrics
+from uncertainty_adapters.integrations.pipeline.figures.cases import save_cases_figure
+from uncertainty_adapters.integrations.pipeline.predict import run_predict
+from uncertainty_adapters.integrations.pipeline.preset_options import TRAINING_OPTIONS, preset_overrides
+from uncertainty_adapters.integrations.pipeline.presets import Preset, get_preset
+from uncertainty_adapters.integrations.pipeline.runtime import LOGGER_NAME, choose_backbone, choose_device, command_line
+from uncertainty_adapters.integrations.pipeline.training.loop import (
+    RUN_RECORDS,
+    TrainingDiverged,
+    TrainJob,
+    check_out_dir,
+    train,
+)
 from uncertainty_adapters.integrations.sam import compile_for_sampling
 from uncertainty_adapters.integrations.sam.hf_checkpoint import resolve_sam_checkpoint
-
-from . import output_dir, run_dir
-from .evaluation import evaluate, format_table, write_metrics
-from .figures.cases import save_cases_figure
-from .predict import run_predict
-from .preset_options import TRAINING_OPTIONS, preset_overrides
-from .presets import Preset, get_preset
-from .runtime import LOGGER_NAME, choose_backbone, choose_device, command_line
-from .sample_drawing import DEFAULT_MAX_ROWS
-from .sample_files import SAMPLES_DIR
-from .trainer import RUN_RECORDS, TrainingDiverged, TrainJob, check_out_dir, dataset_kwargs_for, train
 
 __all__ = ["TrainingDiverged", "run_demo", "run_evaluate", "run_predict", "run_train"]
 

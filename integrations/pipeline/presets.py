@@ -9,23 +9,11 @@ SAM-architecture backbone at 128 px with a larger learning rate so that it learn
 The paper does not give beta (the KL weight of Eq. 6) either. Ours is 1e-3 in every preset:
 the reconstruction term is MONAI's DiceCE, a *mean* over pixels, while KL(Q||P) is a *sum* over
 the C latent dimensions, so beta = 1 prices one nat of latent information like one nat on every
-pixel at once. Measured on ``synthetic`` (demo preset, seed 0, the 120 test images, K = 4):
-with beta = 1 the posterior ignores which rater's mask it sees (the spread of its mean across
-the raters is 1e-4 prior sigmas) and the samples barely differ (diversity 0.021 where the raters
-disagree, 0.013 where they agree); with beta = 1e-3 the posterior separates the raters (0.52
-prior sigmas) and diversity is 0.175 where they disagree, 0.101 where they agree, with GED 0.32
-instead of 0.38 on the cases where they disagree. (The Probabilistic U-Net's beta = 1 with a CE
-*summed* over 128 x 128 pixels is a per-pixel-mean weight of 6e-5, smaller still.)
+pixel at once.
 
-``latent_lr``: the demo trains its adapters at 1e-3 to learn in minutes, but keeps the prior
-and posterior nets at the paper's 1e-4. Adam moves every weight by about the learning rate per
-step whatever the gradient's size, and early in training the posterior's only consistent
-gradient is the KL's (the decoder does not read z yet). At 1e-3 the posterior was pushed onto
-the prior within ten steps and then swung back and forth (batch KL jumping between 0 and ~40),
-and the latent path mostly never started (64 px, 2 seeds: diversity 0.011 and 0.022 where the
-raters disagree, GED 0.475 / 0.438). At 1e-4 the KL grows smoothly once the decoder starts
-reading z (diversity 0.033 and 0.103, GED 0.416 / 0.391; together with the all-rater
-validation of trainer.py). Presets whose lr is the paper's leave ``latent_lr`` unset.
+``latent_lr``: the learning rate of the prior and posterior nets when it differs from ``lr``
+(the demo: adapters at 1e-3, heads at the paper's 1e-4); presets whose lr is the paper's leave
+it unset.
 
 ``cmsm_activation`` / ``latent_placement``: every preset uses the library's defaults, the
 official code's softmax CMSM and z entering each adapter's bottleneck (see
@@ -33,20 +21,17 @@ official code's softmax CMSM and z entering each adapter's bottleneck (see
 ``--cmsm-activation relu --latent-placement residual`` trains the paper's forms. ``free_bits``
 (0 in every preset) floors the KL per latent dimension (``uncertainty_adapters.ElboLoss``).
 
-``prior_fit_epochs``: the demo ends with 20 epochs that fit the prior net alone to every rater's
-posterior (prior_fit.py), at 1e-3. Without them its prior stays where it started (sigma 1.21 on
-every image) and the samples of an image whose raters all agree still differ (diversity 0.151
-where they agree, 0.200 where they disagree; 128 px, seed 0, 120 test images, K = 8). Fitted on
-the same trained model, 20 epochs give 0.073 / 0.172 and 30 give 0.066 / 0.163 (at 3e-3: 0.094 /
-0.177), against 0.045 for samples of the posterior itself, with GED unchanged (0.345). The paper
-presets keep the paper's joint training only (0 epochs); ``--prior-fit-epochs`` adds the phase.
+``prior_fit_epochs``: epochs that fit the prior net alone to every rater's posterior after
+training (training/prior_fit.py); 20 in the demo, 0 (the paper's joint training only) in the
+paper presets.
 
 ``prompt``: the demo clicks once on every connected component of the raters' majority, at
-training and at evaluation alike ('component-points', `component_point_prompts`): on a
-``synthetic`` case with a second lesion that every rater marks, the paper's single click asks for
-one lesion while the raters drew two, which no model can be asked to reproduce (docs/results.md,
-"The prompt protocol"). The paper presets keep the paper's single click ('point'); on data with
-one lesion per image the two protocols coincide.
+training and at evaluation alike ('component-points', `component_point_prompts`); the paper
+presets keep the paper's single click ('point'). On data with one lesion per image the two
+protocols coincide.
+
+Why these values, with the measurements behind them: docs/results.md, "Measurements behind the
+presets and defaults".
 """
 
 from __future__ import annotations
@@ -129,7 +114,7 @@ class Preset:
     compile: bool = field(
         default=False,
         metadata={"help": "torch.compile the image encoder with its adapters and, on one CUDA process without "
-                          "gradient accumulation, record the whole training step as a CUDA graph (graphed_step.py)."},
+                          "gradient accumulation, record the whole training step as a CUDA graph (training/graphed_step.py)."},
     )
     attention: str = field(
         default="sdpa",

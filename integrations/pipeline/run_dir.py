@@ -20,15 +20,15 @@ from __future__ import annotations
 
 import datetime as _dt
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
 import uncertainty_adapters as ua
 from uncertainty_adapters import checkpoint as ckpt
+from uncertainty_adapters.integrations.pipeline.models.prob_unet import ProbabilisticUNet
+from uncertainty_adapters.integrations.pipeline.models.protocol import TrainableSegmenter
 from uncertainty_adapters.integrations.sam import UncertaintySam, build_uncertainty_sam
-
-from .baselines import ProbabilisticUNet
 
 RUN_CONFIG = "run.json"
 ADAPTERS = "adapters"
@@ -39,20 +39,26 @@ PROB_UNET = "prob_unet.safetensors"
 FORMAT_VERSION = 1
 
 
-def save_run(directory: str | Path, model: UncertaintySam | ProbabilisticUNet, meta: dict[str, Any]) -> None:
-    """Write the trained parts of ``model`` and ``run.json`` (``meta`` plus model facts)."""
+def save_run(directory: str | Path, model: TrainableSegmenter, meta: dict[str, Any]) -> None:
+    """Write the trained parts of ``model`` and ``run.json`` (``meta`` plus model facts);
+    ``meta["model"]`` names the kind of model ("ua-sam" when absent, or "prob-unet")."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    if isinstance(model, ProbabilisticUNet):
-        ckpt.save_tensors_atomic(directory / PROB_UNET, model.state_dict())
-        _write_run_config(directory, {**meta, "model": "prob-unet", "prob_unet": model.config})
-        return
+    kind = meta.get("model", "ua-sam")
+    facts = _PARTS[kind][0](directory, model, meta)
+    _write_run_config(directory, {**meta, "model": kind, **facts})
+
+
+def _save_ua_sam(directory: Path, model: UncertaintySam, meta: dict[str, Any]) -> dict[str, Any]:
     model.encoder.save_adapters(directory / ADAPTERS, latent_heads=model.latent_heads)
     if meta.get("train_decoder"):
         ckpt.save_tensors_atomic(directory / MASK_DECODER, model.mask_decoder.state_dict())
-    _write_run_config(
-        directory, {**meta, "latent_heads": model.latent_heads.config if model.latent_heads is not None else None}
-    )
+    return {"latent_heads": model.latent_heads.config if model.latent_heads is not None else None}
+
+
+def _save_prob_unet(directory: Path, model: ProbabilisticUNet, meta: dict[str, Any]) -> dict[str, Any]:
+    ckpt.save_tensors_atomic(directory / PROB_UNET, model.trainable_state_dict())
+    return {"prob_unet": model.config}
 
 
 def _write_run_config(directory: Path, meta: dict[str, Any]) -> None:
@@ -97,15 +103,16 @@ def backbone_path(directory: Path, meta: dict[str, Any]) -> Path | None:
     return path
 
 
-def load_run(
-    directory: str | Path, device: str | torch.device = "cpu"
-) -> tuple[UncertaintySam | ProbabilisticUNet, dict[str, Any]]:
+def load_run(directory: str | Path, device: str | torch.device = "cpu") -> tuple[TrainableSegmenter, dict[str, Any]]:
     """Rebuild the trained model of a run folder (UA-SAM, or the Probabilistic U-Net baseline),
     on ``device``, in eval mode."""
     directory = Path(directory)
     meta = read_run_config(directory)
-    if meta.get("model") == "prob-unet":
-        return _load_prob_unet(directory, meta).to(device).eval(), meta
+    model = _PARTS[meta.get("model", "ua-sam")][1](directory, meta)
+    return model.to(device).eval(), meta
+
+
+def _load_ua_sam(directory: Path, meta: dict[str, Any]) -> UncertaintySam:
     adapter_meta = ckpt.read_json(directory / ADAPTERS / ckpt.CONFIG_NAME)
     model = build_uncertainty_sam(
         meta["sam"],
@@ -130,10 +137,17 @@ def load_run(
         decoder = ckpt.load_tensors(directory / MASK_DECODER)
         ckpt.check_state_dict(model.mask_decoder.state_dict(), decoder, str(directory / MASK_DECODER))
         model.mask_decoder.load_state_dict(decoder)
-    return model.to(device).eval(), meta
+    return model
 
 
 def _load_prob_unet(directory: Path, meta: dict[str, Any]) -> ProbabilisticUNet:
     model = ProbabilisticUNet(**meta["prob_unet"])
     model.load_trainable_state_dict(ckpt.load_tensors(directory / PROB_UNET), str(directory / PROB_UNET))
     return model
+
+
+_PARTS: dict[str, tuple[Callable[..., dict[str, Any]], Callable[[Path, dict[str, Any]], Any]]] = {
+    "ua-sam": (_save_ua_sam, _load_ua_sam),
+    "prob-unet": (_save_prob_unet, _load_prob_unet),
+}
+"""How each kind of model (run.json's ``model``) writes and rebuilds its trained parts."""

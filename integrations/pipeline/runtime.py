@@ -65,7 +65,7 @@ def choose_backbone(
 
         return resolve_sam_checkpoint(sam_checkpoint), USER_BACKBONE
     if sam == "demo":
-        from .demo_backbone import ensure_demo_backbone
+        from uncertainty_adapters.integrations.pipeline.backbone.demo import ensure_demo_backbone
 
         return ensure_demo_backbone(cache_dir=cache_dir, cpu=cpu, settings=settings)
     logger.warning(

@@ -48,6 +48,7 @@ and hooks stay. ``use_sdpa_attention(model, enabled)`` is the older switch betwe
 from __future__ import annotations
 
 import functools
+
 import torch
 import torch.nn.functional as F
 from segment_anything.modeling.image_encoder import Attention, get_rel_pos

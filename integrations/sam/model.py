@@ -23,6 +23,7 @@ from torch import nn
 
 import uncertainty_adapters as ua
 from uncertainty_adapters import checkpoint as ckpt
+from uncertainty_adapters.model import parameter_counts
 
 from .prompts import Prompts
 from .sam_forward import decode_prompts, normalize_images
@@ -209,9 +210,18 @@ class UncertaintySam(nn.Module):
                 tensor.copy_(tensors[name])
 
     def get_nb_trainable_parameters(self) -> tuple[int, int]:
-        """(trainable, total) parameter counts."""
-        params = list(self.parameters())
-        return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
+        """(trainable, total) parameter counts, each parameter counted once."""
+        return parameter_counts(self)
+
+    def optimizer_groups(self, latent_lr: float | None) -> list[dict[str, Any]]:
+        """Adam's parameter groups: every trainable parameter at the optimizer's learning rate,
+        except the prior and posterior nets at ``latent_lr`` when it is given."""
+        trainable = [p for p in self.parameters() if p.requires_grad]
+        if latent_lr is None or self.latent_heads is None:
+            return [{"params": trainable}]
+        latent = {id(p) for p in self.latent_heads.parameters()}
+        return [{"params": [p for p in trainable if id(p) not in latent]},
+                {"params": [p for p in trainable if id(p) in latent], "lr": latent_lr}]
 
     def print_trainable_parameters(self) -> None:
         """Print 'trainable params: X || all params: Y || trainable%: Z' (as PEFT does)."""

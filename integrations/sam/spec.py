@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Mapping
 
-
 ATTENTION_KIND_NAMES = ("segment-anything", "sdpa", "fused", "flex")
 """The names of the image-encoder attention kinds (`attention.ATTENTION_KINDS` maps each to its
 class); here, apart from the kernels, so that the command line lists them without importing

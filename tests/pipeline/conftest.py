@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from uncertainty_adapters.integrations.pipeline.presets import get_preset
-from uncertainty_adapters.integrations.pipeline.trainer import TrainJob
+from uncertainty_adapters.integrations.pipeline.training.loop import TrainJob
 from uncertainty_adapters.integrations.sam import build_sam, save_sam_weights
 
 SIZE = 64

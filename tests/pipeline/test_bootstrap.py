@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from uncertainty_adapters.integrations.pipeline.bootstrap import bootstrap_interval
+from uncertainty_adapters.integrations.pipeline.evaluation.bootstrap import bootstrap_interval
 
 
 def test_interval_holds_the_mean():

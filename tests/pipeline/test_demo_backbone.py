@@ -14,14 +14,18 @@ from safetensors.torch import save_file
 
 from uncertainty_adapters.checkpoint import CheckpointMismatchError
 from uncertainty_adapters.integrations.cli import main
-from uncertainty_adapters.integrations.pipeline import demo_backbone
-from uncertainty_adapters.integrations.pipeline.demo_backbone import PretrainSettings, ensure_demo_backbone, held_out_iou
-from uncertainty_adapters.integrations.pipeline.output_dir import OutputFolderError
-from uncertainty_adapters.integrations.pipeline.shipped_backbone import (
+from uncertainty_adapters.integrations.pipeline.backbone import demo as demo_backbone
+from uncertainty_adapters.integrations.pipeline.backbone.demo import (
+    PretrainSettings,
+    ensure_demo_backbone,
+    held_out_iou,
+)
+from uncertainty_adapters.integrations.pipeline.backbone.shipped import (
     SHIPPED_WEIGHTS,
     shipped_demo_backbone,
     shipped_record,
 )
+from uncertainty_adapters.integrations.pipeline.output_dir import OutputFolderError
 from uncertainty_adapters.integrations.sam import build_sam, get_sam_spec, load_sam_weights
 
 TINY = PretrainSettings(image_size=64, steps=2, batch_size=2, targets=2)

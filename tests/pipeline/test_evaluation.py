@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from uncertainty_adapters.integrations.pipeline.evaluation import evaluate, format_table
+from uncertainty_adapters.integrations.pipeline.evaluation.scoring import evaluate, format_table
 from uncertainty_adapters.integrations.sam import UncertaintySamOutput
 
 

@@ -16,8 +16,7 @@ from uncertainty_adapters.integrations.cli import main
 from uncertainty_adapters.integrations.pipeline import run_dir
 from uncertainty_adapters.integrations.sam import SamSpec
 
-from predict.conftest import one_thread  # noqa: F401  (autouse: one torch thread)
-
+from ..predict.conftest import one_thread  # noqa: F401  (autouse: one torch thread)
 from .conftest import SIZE
 
 transformers = pytest.importorskip("transformers")

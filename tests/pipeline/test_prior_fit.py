@@ -11,8 +11,8 @@ from torch.utils.data import Dataset
 
 import uncertainty_adapters as ua
 from uncertainty_adapters.integrations.pipeline import run_dir
-from uncertainty_adapters.integrations.pipeline.prior_fit import fit_prior, prior_kl
-from uncertainty_adapters.integrations.pipeline.trainer import train
+from uncertainty_adapters.integrations.pipeline.training.loop import train
+from uncertainty_adapters.integrations.pipeline.training.prior_fit import fit_prior, prior_kl
 from uncertainty_adapters.latent_heads import DiagonalGaussian
 
 from .conftest import job

@@ -9,9 +9,9 @@ from scipy import ndimage
 from torch import nn
 
 from uncertainty_adapters.integrations.data import build_dataset
-from uncertainty_adapters.integrations.pipeline.evaluation import evaluate
+from uncertainty_adapters.integrations.pipeline.evaluation.scoring import evaluate
 from uncertainty_adapters.integrations.pipeline.presets import PRESETS
-from uncertainty_adapters.integrations.pipeline.trainer import prompt_source
+from uncertainty_adapters.integrations.pipeline.training.loop import prompt_source
 from uncertainty_adapters.integrations.sam import UncertaintySamOutput
 
 from .conftest import SIZE, small_preset

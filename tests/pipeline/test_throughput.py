@@ -9,8 +9,8 @@ import time
 import pytest
 import torch
 
-from uncertainty_adapters.integrations.pipeline.throughput import Throughput
-from uncertainty_adapters.integrations.pipeline.trainer import LOG_CSV, train
+from uncertainty_adapters.integrations.pipeline.training.loop import LOG_CSV, train
+from uncertainty_adapters.integrations.pipeline.training.throughput import Throughput
 
 from .conftest import job
 

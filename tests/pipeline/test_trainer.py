@@ -9,15 +9,10 @@ import torch
 
 from uncertainty_adapters.checkpoint import load_tensors
 from uncertainty_adapters.integrations.pipeline import run_dir
-from uncertainty_adapters.integrations.pipeline.trainer import (
-    TrainingDiverged,
-    _parameter_groups,
-    build_model,
-    train,
-    train_val_split,
-)
-from uncertainty_adapters.integrations.pipeline.seeding import derive_seed, seed_everything_for
-from uncertainty_adapters.integrations.pipeline.training_state import load_latest_checkpoint
+from uncertainty_adapters.integrations.pipeline.models.factory import build_model
+from uncertainty_adapters.integrations.pipeline.training.checkpoints import load_latest_checkpoint
+from uncertainty_adapters.integrations.pipeline.training.loop import TrainingDiverged, train, train_val_split
+from uncertainty_adapters.integrations.pipeline.training.seeding import derive_seed, seed_everything_for
 from uncertainty_adapters.integrations.sam import build_sam, sam_state_dict
 
 from .conftest import SIZE, job, small_preset
@@ -109,10 +104,10 @@ def test_gradient_checkpointing_trains_the_same_weights(tmp_path, backbone_file)
 
 def test_the_latent_heads_train_at_their_own_learning_rate(tmp_path, backbone_file):
     model = build_model(job(tmp_path / "x"), backbone_file)
-    groups = _parameter_groups(model, small_preset(latent_lr=1e-4))
+    groups = model.optimizer_groups(small_preset(latent_lr=1e-4).latent_lr)
     assert [group.get("lr") for group in groups] == [None, 1e-4]  # None: Adam's lr, the preset's
     assert {id(p) for p in groups[1]["params"]} == {id(p) for p in model.latent_heads.parameters()}
-    assert len(_parameter_groups(model, dataclasses.replace(small_preset(), latent_lr=None))) == 1  # one lr for all
+    assert len(model.optimizer_groups(dataclasses.replace(small_preset(), latent_lr=None).latent_lr)) == 1  # one lr for all
 
     train(job(tmp_path / "run", max_steps=1, latent_lr=0.0), backbone=backbone_file)
     trained = load_latest_checkpoint(tmp_path / "run" / "checkpoints").trainable
@@ -129,7 +124,7 @@ def test_the_validation_score_does_not_follow_the_epochs_rater_draw(tmp_path, ba
 
     import uncertainty_adapters as ua
     from uncertainty_adapters.integrations.data import build_dataset
-    from uncertainty_adapters.integrations.pipeline.trainer import _validation_loss
+    from uncertainty_adapters.integrations.pipeline.training.loop import _validation_loss
 
     preset = small_preset()
     model = build_model(job(tmp_path / "x"), backbone_file)

@@ -9,8 +9,12 @@ import pytest
 import torch
 
 from uncertainty_adapters.checkpoint import CheckpointMismatchError
-from uncertainty_adapters.integrations.pipeline.training_state import (
-    Progress, flatten_state, load_latest_checkpoint, save_training_checkpoint, unflatten_state,
+from uncertainty_adapters.integrations.pipeline.training.checkpoints import (
+    Progress,
+    flatten_state,
+    load_latest_checkpoint,
+    save_training_checkpoint,
+    unflatten_state,
 )
 
 

@@ -8,10 +8,10 @@ import torch.nn.functional as F
 
 import uncertainty_adapters as ua
 from uncertainty_adapters.integrations.pipeline import run_dir
-from uncertainty_adapters.integrations.pipeline.baselines import AdapterEnsemble, ProbabilisticUNet
-from uncertainty_adapters.integrations.pipeline.evaluation import evaluate
+from uncertainty_adapters.integrations.pipeline.evaluation.scoring import evaluate
+from uncertainty_adapters.integrations.pipeline.models import AdapterEnsemble, ProbabilisticUNet
 from uncertainty_adapters.integrations.pipeline.presets import get_preset
-from uncertainty_adapters.integrations.pipeline.trainer import TrainJob, train
+from uncertainty_adapters.integrations.pipeline.training.loop import TrainJob, train
 from uncertainty_adapters.integrations.sam import Prompts, UncertaintySam, build_sam
 
 SIZE = 64

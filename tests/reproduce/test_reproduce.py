@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from uncertainty_adapters.integrations.pipeline import reproduce as reproduce_module
-from uncertainty_adapters.integrations.pipeline.reproduce import plan_tables
-from uncertainty_adapters.integrations.pipeline.reproduce_outputs import BEGIN, END
+from uncertainty_adapters.integrations.pipeline.reproduce import job as reproduce_module
+from uncertainty_adapters.integrations.pipeline.reproduce.job import plan_tables
+from uncertainty_adapters.integrations.pipeline.reproduce.report import BEGIN, END
 
 from .conftest import reproduce
 
@@ -224,7 +224,7 @@ def test_an_ensemble_needs_a_member():
 
 def test_the_report_never_replaces_a_figure_file_its_block_does_not_show(smoke_run, tmp_path):
     from uncertainty_adapters.integrations.pipeline.output_dir import OutputFolderError
-    from uncertainty_adapters.integrations.pipeline.reproduce_outputs import write_report
+    from uncertainty_adapters.integrations.pipeline.reproduce.report import write_report
 
     report = tmp_path / "results.md"
     report.write_text("# Mine\n")

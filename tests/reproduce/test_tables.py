@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from uncertainty_adapters.integrations.pipeline.tables import markdown_table, mean_and_std, summarize
+from uncertainty_adapters.integrations.pipeline.reproduce.tables import markdown_table, mean_and_std, summarize
 
 
 def record(seed: int, dice: float, ged: float, s_ncc: float | None = 0.4) -> dict:

@@ -11,11 +11,11 @@ from segment_anything.modeling.image_encoder import Attention, add_decomposed_re
 from uncertainty_adapters.integrations.sam import (
     SdpaAttention,
     UncertaintySam,
+    attention,
     build_sam,
     use_sdpa_attention,
     uses_sdpa_attention,
 )
-from uncertainty_adapters.integrations.sam import attention
 from uncertainty_adapters.integrations.sam.attention import decomposed_rel_pos_bias
 
 from .conftest import TINY, images, trained_looking_sam

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import uncertainty_adapters as ua
-from uncertainty_adapters.integrations.pipeline.graphed_step import GraphedTrainStep, capturable_adam
+from uncertainty_adapters.integrations.pipeline.training.graphed_step import GraphedTrainStep, capturable_adam
 from uncertainty_adapters.integrations.sam import build_uncertainty_sam, sample_point_prompts
 
 from .conftest import TINY, images

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from predict.conftest import make_run, one_thread, write_png  # noqa: F401  (one_thread: autouse)
+from ..predict.conftest import make_run, one_thread, write_png  # noqa: F401  (one_thread: autouse)
 
 RUN_SAMPLES = 3  # the eval_samples of make_run's preset
 

@@ -4,8 +4,6 @@ drag, and what the page then shows; and that it asks nothing of any other host."
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
@@ -13,13 +11,10 @@ import pytest
 pytest.importorskip("gradio", reason="the app extra is not installed: pip install -e '.[app]'")
 pytest.importorskip("selenium", reason="selenium is not installed: pip install -e '.[dev]'")
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
-from benchmarks.app_browser import PageDriver, find_browser  # noqa: E402
+from benchmarks.app_browser import PageDriver, find_browser
 
-from .conftest import RUN_SAMPLES  # noqa: E402
+from .conftest import RUN_SAMPLES
 
 BLOB = (32, 24)  # the lesion's centre in the 80 x 48 test image (x, y)
 SCALE = 7  # the page shows an 80-pixel-wide image 7 times enlarged (render.display_scale)

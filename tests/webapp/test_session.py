@@ -107,7 +107,7 @@ def test_a_10k_by_10k_image_is_refused_from_its_header(segmenter, app_run, tmp_p
 
 
 def test_a_slice_outside_the_volume_is_refused(segmenter, tmp_path):
-    from predict.conftest import write_nifti
+    from ..predict.conftest import write_nifti
 
     volume = write_nifti(tmp_path / "ct.nii.gz", np.zeros((16, 16, 4)))
     with pytest.raises(DataError, match="slice 9 does not exist"):
@@ -115,7 +115,7 @@ def test_a_slice_outside_the_volume_is_refused(segmenter, tmp_path):
 
 
 def test_a_four_dimensional_volume_is_refused(segmenter, tmp_path):
-    from predict.conftest import write_nifti
+    from ..predict.conftest import write_nifti
 
     volume = write_nifti(tmp_path / "fmri.nii.gz", np.zeros((8, 8, 4, 3)))
     with pytest.raises(DataError, match="not supported; give a 2-D image or a 3-D volume"):

@@ -8,9 +8,8 @@ from typing import Any, Sequence
 
 import torch
 
+from uncertainty_adapters.integrations.pipeline.figures.canvas import new_figure, save_png
 from uncertainty_adapters.uncertainty import uncertainty_maps
-
-from .canvas import new_figure, save_png
 
 
 def _show_image(ax, image: torch.Tensor) -> None:

@@ -17,7 +17,7 @@ from matplotlib.colors import ListedColormap, Normalize
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 
-from .canvas import new_figure, save_png
+from uncertainty_adapters.integrations.pipeline.figures.canvas import new_figure, save_png
 
 ENTROPY_LABEL = "uncertainty: entropy of the mean probability (bits)"
 _SHOWN_ENTROPY = 0.05  # below this the heat map is transparent, so the image shows through

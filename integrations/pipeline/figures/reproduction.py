@@ -9,7 +9,7 @@ from typing import Sequence
 
 import torch
 
-from .canvas import new_figure, save_png
+from uncertainty_adapters.integrations.pipeline.figures.canvas import new_figure, save_png
 
 
 def save_comparison_figure(

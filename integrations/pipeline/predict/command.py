@@ -28,18 +28,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 import uncertainty_adapters as ua
 from uncertainty_adapters import checkpoint as ckpt
+from uncertainty_adapters.integrations.pipeline import output_dir, run_dir
+from uncertainty_adapters.integrations.pipeline.figures import prediction as predict_figures
+from uncertainty_adapters.integrations.pipeline.predict.image_io import LoadedImage, read_image
+from uncertainty_adapters.integrations.pipeline.predict.options import DEFAULT_SAMPLES, predict_command_line
+from uncertainty_adapters.integrations.pipeline.runtime import choose_device
 from uncertainty_adapters.integrations.sam import UncertaintySamPredictor, compile_for_sampling
 from uncertainty_adapters.integrations.sam.predictor import check_inside
-
-from .. import output_dir, run_dir
-from ..runtime import choose_device
-from ..figures import prediction as predict_figures
-from .image_io import LoadedImage, read_image
-from .options import DEFAULT_SAMPLES, predict_command_line
 
 __all__ = ["UNCERTAIN_ENTROPY_BITS", "checkpoint_record", "model_line", "run_predict", "summarize", "write_outputs"]
 

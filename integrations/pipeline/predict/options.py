@@ -9,7 +9,7 @@ import shlex
 from pathlib import Path
 from typing import Any, Sequence
 
-from .image_io import WINDOW_CHOICES, WINDOWS
+from uncertainty_adapters.integrations.pipeline.predict.image_io import WINDOW_CHOICES, WINDOWS
 
 DEFAULT_SAMPLES = 4
 

@@ -1,6 +1,6 @@
 """`ua-sam reproduce`: the paper's Tables 1 and 2 (and Fig. 2, Fig. 3a) at a scale you can run.
 
-Every row is trained by `trainer.train` and scored by `evaluation.evaluate` with the same K
+Every row is trained by `training.loop.train` and scored by `evaluation.scoring.evaluate` with the same K
 samples (the majority-vote Dice), N samples (GED, HM-IoU, diversity, S_NCC, soft Dice, ECE),
 prompts and metrics, once per seed:
 
@@ -18,13 +18,7 @@ other model seeds on the same data (seed ``s + 1000 m`` for member m, data seed 
 UA-SAM rows share one frozen backbone: the cached demo backbone (copied once to DIR), or
 ``--sam-checkpoint``.
 
-Layout of the output folder (DIR):
-
-    DIR/reproduce.json                 the settings; a rerun with other settings is refused
-    DIR/runs/<run>/seed-<s>/           a training run folder (run_dir.py layout), plus
-                                       evaluation.json and examples.safetensors once scored
-    DIR/runs/ensemble-m<M>/seed-<s>/   the ensemble's evaluation (its members are runs above)
-    DIR/table1.md, table2.md, latent_dims.md, results.json, fig2.png, latent_dims.png
+The output folder's layout (every path and file name) is `layout.ReproductionLayout`.
 
 The run resumes at row granularity: a scored row (evaluation.json) is read back, not recomputed;
 a trained but unscored run is only evaluated (so is a row scored at another N, or before the
@@ -48,25 +42,28 @@ from safetensors.torch import save_file
 
 from uncertainty_adapters import checkpoint as ckpt
 from uncertainty_adapters import metrics
-from uncertainty_adapters.integrations.data import build_dataset
+from uncertainty_adapters.integrations.data import build_dataset, dataset_kwargs_for
+from uncertainty_adapters.integrations.pipeline import output_dir, run_dir
+from uncertainty_adapters.integrations.pipeline.evaluation.scoring import METRIC_KEYS, evaluate
+from uncertainty_adapters.integrations.pipeline.models import AdapterEnsemble
+from uncertainty_adapters.integrations.pipeline.presets import Preset
+from uncertainty_adapters.integrations.pipeline.reproduce.layout import SETTINGS_FILE, ReproductionLayout
+from uncertainty_adapters.integrations.pipeline.reproduce.report import (
+    ComparisonCases,
+    Invocation,
+    ReproductionRecords,
+    RowRecord,
+    TableRecord,
+    write_outputs,
+)
+from uncertainty_adapters.integrations.pipeline.runtime import LOGGER_NAME, choose_device
+from uncertainty_adapters.integrations.pipeline.training.checkpoints import LATEST
+from uncertainty_adapters.integrations.pipeline.training.loop import LOG_CSV, TrainJob, train
 from uncertainty_adapters.integrations.sam import read_sam_checkpoint
 from uncertainty_adapters.integrations.sam.hf_checkpoint import checkpoint_sha256, is_hf_sam_folder
 
-from . import output_dir, run_dir
-from .baselines import AdapterEnsemble
-from .evaluation import METRIC_KEYS, evaluate
-from .presets import Preset
-from .reproduce_outputs import Invocation, write_outputs
-from .trainer import LOG_CSV, TrainJob, dataset_kwargs_for, train
-from .training_state import LATEST
+logger = logging.getLogger(LOGGER_NAME)
 
-logger = logging.getLogger(__name__)
-
-SETTINGS_FILE = "reproduce.json"
-EVALUATION_FILE = "evaluation.json"
-EXAMPLES_FILE = "examples.safetensors"
-TRAIN_TIME_FILE = "train_time.json"
-BACKBONE_FILE = "backbone.safetensors"
 MEMBER_SEED_STRIDE = 1000
 EVAL_BATCH = 16
 
@@ -208,7 +205,7 @@ class ReproduceJob:
 
 def check_settings(job: ReproduceJob) -> None:
     """Record the settings in DIR/reproduce.json, or refuse when DIR holds another reproduction."""
-    path = job.out / SETTINGS_FILE
+    path = ReproductionLayout(job.out).settings
     settings = job.settings()
     if path.is_file():
         changed = _differences(ckpt.read_json(path), settings)
@@ -239,7 +236,8 @@ class Reproduction:
 
     def __init__(self, job: ReproduceJob) -> None:
         self.job = job
-        self.device = torch.device("cuda" if torch.cuda.is_available() and not job.cpu else "cpu")
+        self.layout = ReproductionLayout(job.out)
+        self.device = choose_device(job.cpu)
         self.tables = plan_tables(job.preset.latent_dim, job.members, job.latent_dims)
         self.selected = self._select(job.rows)
         self.dataset_kwargs = dataset_kwargs_for(job.preset, job.data, {})
@@ -251,7 +249,7 @@ class Reproduction:
         job = self.job
         if job.backbone is None or job.preset.sam != "demo" or is_hf_sam_folder(job.backbone):
             return job.backbone
-        target = job.out / BACKBONE_FILE
+        target = self.layout.backbone
         if not target.is_file():
             if Path(job.backbone).suffix == ".safetensors":
                 shutil.copyfile(job.backbone, target)
@@ -277,12 +275,9 @@ class Reproduction:
                     seen.setdefault(row.evaluation_name, row)
         return list(seen.values())
 
-    def folder(self, name: str, seed: int) -> Path:
-        return self.job.out / "runs" / name / f"seed-{seed}"
-
     def is_scored(self, row: Row, seed: int) -> bool:
         """Whether the row's evaluation at ``seed`` exists, at this job's N, with every metric."""
-        path = self.folder(row.evaluation_name, seed) / EVALUATION_FILE
+        path = self.layout.evaluation(row.evaluation_name, seed)
         if not path.is_file():
             return False
         record = ckpt.read_json(path)
@@ -290,7 +285,7 @@ class Reproduction:
 
     def ensure_trained(self, spec: RunSpec, seed: int) -> Path:
         """The run folder of ``spec`` at ``seed``, training (or finishing) it if needed."""
-        job, folder = self.job, self.folder(spec.name, seed)
+        job, folder = self.job, self.layout.run(spec.name, seed)
         if (folder / run_dir.RUN_CONFIG).is_file():
             return folder
         resume = (folder / "checkpoints" / LATEST).is_file()
@@ -305,7 +300,7 @@ class Reproduction:
         meta = {"backbone_source": job.backbone_facts if backbone is not None else "none (trained from scratch)",
                 "command": job.command, "reproduce": {"run": spec.name, "seed": seed}}
         result = train(train_job, backbone=backbone, meta=meta)
-        ckpt.write_json_atomic(folder / TRAIN_TIME_FILE, {
+        ckpt.write_json_atomic(self.layout.train_time(spec.name, seed), {
             "seconds": round(result.seconds, 2), "steps": result.progress.step, "epochs": result.progress.epoch,
             "stopped_early": result.stopped_early, "resumed": resume,
         })
@@ -314,8 +309,8 @@ class Reproduction:
 
     def score(self, row: Row, seed: int) -> dict[str, Any]:
         """The row's evaluation.json at ``seed``, training and evaluating what is missing."""
-        folder = self.folder(row.evaluation_name, seed)
-        path = folder / EVALUATION_FILE
+        folder = self.layout.run(row.evaluation_name, seed)
+        path = self.layout.evaluation(row.evaluation_name, seed)
         if self.is_scored(row, seed):
             return ckpt.read_json(path)
         job = self.job
@@ -326,7 +321,7 @@ class Reproduction:
         started = time.time()
         result = evaluate(model, test, num_samples=job.samples, batch_size=EVAL_BATCH, prompt=job.preset.prompt,
                           seed=seed, keep_examples=job.figure_cases, ged_samples=job.ged_samples)
-        timings = [ckpt.read_json(f / TRAIN_TIME_FILE) for f in run_folders]
+        timings = [ckpt.read_json(self.layout.train_time(spec.name, seed)) for spec in row.runs]
         record = {
             **result.summary(),
             "row": row.key,
@@ -343,7 +338,7 @@ class Reproduction:
                           for key, values in result.per_image.items()},
         }
         folder.mkdir(parents=True, exist_ok=True)
-        _save_examples(folder / EXAMPLES_FILE, result.examples)
+        _save_examples(self.layout.examples(row.evaluation_name, seed), result.examples)
         ckpt.write_json_atomic(path, record)
         logger.info("%s, seed %d: dice %.3f, GED %.3f, HM-IoU %.3f, diversity %.3f, S_NCC %s, soft Dice %.3f",
                     row.method, seed, record["dice"], record["ged"], record["hm_iou"], record["diversity"],
@@ -352,7 +347,7 @@ class Reproduction:
 
     def rater_diversity(self, seed: int) -> float:
         """Mean pairwise (1 - IoU) among the raters of the test part: the diversity to aim for."""
-        path = self.job.out / "runs" / "raters" / f"seed-{seed}.json"
+        path = self.layout.raters(seed)
         if path.is_file():
             return float(ckpt.read_json(path)["diversity"])
         test = build_dataset(self.job.data, self.job.preset.image_size, split="test", seed=seed, **self.dataset_kwargs)
@@ -363,7 +358,57 @@ class Reproduction:
         return value
 
     def examples(self, row: Row, seed: int) -> dict[str, torch.Tensor]:
-        return ckpt.load_tensors(self.folder(row.evaluation_name, seed) / EXAMPLES_FILE)
+        return ckpt.load_tensors(self.layout.examples(row.evaluation_name, seed))
+
+    # -- what the outputs are written from ---------------------------------------------------------
+    def records(self, figures: bool) -> ReproductionRecords:
+        """The folder's scored rows, rater diversities and timings as plain records; with
+        ``figures``, also the cases of fig2.png (when Table 1 is scored at seed 0)."""
+        job, layout = self.job, self.layout
+        tables = [
+            TableRecord(table.key, table.title, tuple(
+                RowRecord(row.key, row.method, row.evaluation_name, tuple(spec.name for spec in row.runs),
+                          row.paper_dice)
+                for row in table.rows))
+            for table in self.tables
+        ]
+        evaluations = {
+            row.evaluation_name: [ckpt.read_json(layout.evaluation(row.evaluation_name, seed))
+                                  for seed in range(job.seeds) if self.is_scored(row, seed)]
+            for row in self.rows()
+        }
+        raters = [float(ckpt.read_json(path)["diversity"])
+                  for path in (layout.raters(s) for s in range(job.seeds)) if path.is_file()]
+        compute = sum(float(ckpt.read_json(path)["seconds"]) for path in layout.train_times())
+        compute += sum(float(ckpt.read_json(path)["eval_seconds"]) for path in layout.evaluations())
+        settings = {
+            "command": job.command, "description": job.description, "data": job.data,
+            "preset": job.preset.to_dict(), "seeds": job.seeds, "samples": job.samples,
+            "ged_samples": job.ged_samples, "ensemble_members": job.members, "latent_dims": list(job.latent_dims),
+            "backbone": job.backbone_facts, "rows": tuple(job.rows), "figure_cases": job.figure_cases,
+        }
+        comparison = self._comparison_cases(evaluations) if figures else None
+        return ReproductionRecords(settings, tables, evaluations, raters, compute, comparison)
+
+    def _comparison_cases(self, evaluations: dict[str, list[dict[str, Any]]]) -> ComparisonCases | None:
+        """fig2.png's cases: Table 1's rows at seed 0 on the first test cases, or None."""
+        job = self.job
+        table1 = next(t for t in self.tables if t.key == "table1")
+        if job.figure_cases <= 0 or not all(evaluations.get(row.evaluation_name) and self.is_scored(row, 0)
+                                            for row in table1.rows):
+            return None
+        examples = [(row.method, self.examples(row, 0)) for row in table1.rows]
+        count = min(job.figure_cases, *(e["probabilities"].shape[0] for _, e in examples))
+        points = examples[-1][1].get("points")
+        test = build_dataset(job.data, job.preset.image_size, split="test", seed=0, **self.dataset_kwargs)
+        items = [test[i] for i in range(count)]
+        return ComparisonCases(
+            images=torch.stack([item["image"] for item in items]),
+            raters=torch.stack([item["masks"] for item in items]),
+            methods=tuple((name, e["probabilities"][:count].float()) for name, e in examples),
+            points=None if points is None else points[:count],
+            case_ids=tuple(item["case_id"] for item in items),
+        )
 
 
 def _save_examples(path: Path, examples: list[dict[str, Any]]) -> None:
@@ -407,7 +452,7 @@ def run_reproduction(job: ReproduceJob, report: Path | None = None, section: str
                     invocation.elapsed())
         reproduction.rater_diversity(seed)
         reproduction.score(row, seed)
-        write_outputs(reproduction, invocation, figures=False)
+        write_outputs(reproduction.records(figures=False), reproduction.layout, invocation, figures=False)
         left = len(pending) - number
         if left:
             logger.info("%d row evaluations left; at this pace about %.0f min more", left,
@@ -415,4 +460,5 @@ def run_reproduction(job: ReproduceJob, report: Path | None = None, section: str
     for seed in range(job.seeds):
         reproduction.rater_diversity(seed)
     invocation.rows_computed = len(pending)
-    return write_outputs(reproduction, invocation, figures=True, report=report, section=section)
+    return write_outputs(reproduction.records(figures=True), reproduction.layout, invocation, figures=True,
+                         report=report, section=section)

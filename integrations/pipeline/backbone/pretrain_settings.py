@@ -1,5 +1,5 @@
 """`PretrainSettings`: everything that shapes the demo backbone's pretrained weights (and so their
-cache key), apart from the code that pretrains them (demo_backbone.py), so that the command line
+cache key), apart from the code that pretrains them (backbone/demo.py), so that the command line
 states the defaults without importing the training stack."""
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 M Adapter-SAMs (``interaction="none"``, trained from different seeds on the same data) each give
 one mask per image; hypothesis k comes from member k mod M, so K = M gives one mask per member
 and K > M cycles through the members again (repeating their masks, as a deterministic member
-can do nothing else). It speaks UA-SAM's sampling interface, so `evaluate` scores it unchanged.
+can do nothing else). It is a `Segmenter` (models/protocol.py), so `evaluate` scores it unchanged.
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from uncertainty_adapters.integrations.sam import UncertaintySam, UncertaintySamOutput
+from uncertainty_adapters.integrations.pipeline.models.protocol import Segmenter, SegmenterOutput
 from uncertainty_adapters.integrations.sam.prompts import Prompts
+from uncertainty_adapters.model import parameter_counts
 
 
 class AdapterEnsemble(nn.Module):
@@ -24,7 +25,7 @@ class AdapterEnsemble(nn.Module):
         members: the trained models (all with the same image size).
     """
 
-    def __init__(self, members: Sequence[UncertaintySam]) -> None:
+    def __init__(self, members: Sequence[Segmenter]) -> None:
         super().__init__()
         if not members:
             raise ValueError("an ensemble needs at least one member")
@@ -42,11 +43,11 @@ class AdapterEnsemble(nn.Module):
         masks: torch.Tensor | None = None,
         num_samples: int = 1,
         generator: torch.Generator | None = None,
-    ) -> UncertaintySamOutput:
+    ) -> SegmenterOutput:
         """K hypotheses per image: hypothesis k is member (k mod M)'s.
 
         Returns:
-            `UncertaintySamOutput` with logits (B, K, S, S); no KL, no z (there is no latent).
+            `SegmenterOutput` with logits (B, K, S, S); no KL, no z (there is no latent).
         """
         if masks is not None:
             raise ValueError("an AdapterEnsemble is evaluated only; train its members one by one")
@@ -59,9 +60,9 @@ class AdapterEnsemble(nn.Module):
             for member, n in zip(self.members, per_member)
         ]
         order = [outputs[k % count][:, k // count] for k in range(num_samples)]
-        return UncertaintySamOutput(torch.stack(order, dim=1), None, None)
+        return SegmenterOutput(torch.stack(order, dim=1), None, None)
 
     def get_nb_trainable_parameters(self) -> tuple[int, int]:
-        """(trainable, total) over all members (each member's adapters train separately)."""
-        counts = [m.get_nb_trainable_parameters() for m in self.members]
-        return sum(c[0] for c in counts), sum(c[1] for c in counts)
+        """(trainable, total) over all members, each parameter counted once (members may share
+        their frozen backbone; each member's adapters train separately)."""
+        return parameter_counts(self)

@@ -16,8 +16,8 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping, Sequence
 
-from .bootstrap import bootstrap_interval
-from .evaluation import METRIC_KEYS
+from uncertainty_adapters.integrations.pipeline.evaluation.bootstrap import bootstrap_interval
+from uncertainty_adapters.integrations.pipeline.evaluation.scoring import METRIC_KEYS
 
 SUMMARY_KEYS = (*METRIC_KEYS, "trainable_parameters", "train_seconds")
 # (key, header, which mean is best: max, min or None); "{K}" / "{N}" name the sample counts

@@ -7,8 +7,8 @@ same prior P(z|X) / posterior Q(z|X,Y) heads as UA-SAM (`ua.LatentHeads`), and t
 same ELBO (paper Eq. 6), so the two differ only in where z enters: at the output of a U-Net here,
 inside the adapters of a frozen SAM there. The U-Net is MONAI's `BasicUNet`.
 
-The module speaks UA-SAM's interface (`forward(images, prompts, masks=None, num_samples=1,
-generator=None)`, `trainable_state_dict`), so the training loop and `evaluate` run it unchanged.
+The module is a `TrainableSegmenter` (models/protocol.py), so the training loop and `evaluate`
+run it unchanged.
 Prompts are accepted and ignored: the Probabilistic U-Net segments the whole image.
 """
 
@@ -23,7 +23,8 @@ from torch import nn
 
 import uncertainty_adapters as ua
 from uncertainty_adapters import checkpoint as ckpt
-from uncertainty_adapters.integrations.sam import UncertaintySamOutput
+from uncertainty_adapters.integrations.pipeline.models.protocol import SegmenterOutput
+from uncertainty_adapters.model import parameter_counts
 
 # MONAI's BasicUNet widths; the demo uses half of them (see `prob_unet_for`).
 DEFAULT_FEATURES = (32, 32, 64, 128, 256, 32)
@@ -113,7 +114,7 @@ class ProbabilisticUNet(nn.Module):
         masks: torch.Tensor | None = None,
         num_samples: int = 1,
         generator: torch.Generator | None = None,
-    ) -> UncertaintySamOutput:
+    ) -> SegmenterOutput:
         """Training (``masks`` given: z ~ Q(z|X,Y), KL returned) or sampling (z ~ P(z|X)).
 
         Args:
@@ -124,7 +125,7 @@ class ProbabilisticUNet(nn.Module):
             generator: random generator for the latent samples.
 
         Returns:
-            `UncertaintySamOutput`: logits (B, K, S, S), kl (B,) or None, z (B, K, C).
+            `SegmenterOutput`: logits (B, K, S, S), kl (B,) or None, z (B, K, C).
         """
         s = self.image_size
         if images.dim() != 4 or tuple(images.shape[1:]) != (3, s, s):
@@ -138,7 +139,7 @@ class ProbabilisticUNet(nn.Module):
         else:
             posterior = self.latent_heads.posterior(images, masks)
             z, kl = posterior.rsample(num_samples, generator=generator), posterior.kl(prior)
-        return UncertaintySamOutput(self.combine(self.features(images), z), kl, z)
+        return SegmenterOutput(self.combine(self.features(images), z), kl, z)
 
     # -- the verbs the training loop uses --------------------------------------------------------
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
@@ -151,9 +152,13 @@ class ProbabilisticUNet(nn.Module):
         self.load_state_dict(dict(tensors))
 
     def get_nb_trainable_parameters(self) -> tuple[int, int]:
-        """(trainable, total) parameter counts."""
-        params = list(self.parameters())
-        return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
+        """(trainable, total) parameter counts, each parameter counted once."""
+        return parameter_counts(self)
+
+    def optimizer_groups(self, latent_lr: float | None) -> list[dict[str, Any]]:
+        """One group: every weight trains at the optimizer's learning rate (``latent_lr`` is a
+        UA-SAM setting; the Probabilistic U-Net trains its heads with the U-Net)."""
+        return [{"params": [p for p in self.parameters() if p.requires_grad]}]
 
 
 def prob_unet_for(preset: Any) -> ProbabilisticUNet:

@@ -7,7 +7,7 @@ Writes FILE (SAM's checkpoint layout) and FILE with the suffix ``.json``: the co
 `PretrainSettings`, the held-out IoU on crisp shapes (``crisp-shapes-v1``, held-out seed) of the
 stored weights, the IoU every ``--eval-every`` steps, seconds, device, torch version, dtype and
 the file's SHA-256. The defaults are the recipe meant for the weights shipped in the package
-(`shipped_backbone.py`; their record names the settings they were made with); copying FILE and
+(`backbone/shipped.py`; their record names the settings they were made with); copying FILE and
 its record there replaces them.
 """
 
@@ -22,11 +22,10 @@ from typing import Any, Sequence
 import torch
 
 from uncertainty_adapters import checkpoint as ckpt
+from uncertainty_adapters.integrations.pipeline.backbone.pretrain_settings import HELD_OUT_SEED, PretrainSettings
+from uncertainty_adapters.integrations.pipeline.runtime import DEVICE_CHOICES, LOGGER_NAME, choose_device, command_line
 
-from .pretrain_settings import HELD_OUT_SEED, PretrainSettings
-from .runtime import DEVICE_CHOICES, choose_device, command_line
-
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(LOGGER_NAME)
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 _FLAGS = {  # PretrainSettings field -> (flag, type)
@@ -44,7 +43,7 @@ def add_pretrain_parser(commands: argparse._SubParsersAction) -> argparse.Argume
         description="Train the whole small demo SAM to segment the object under a point on crisp, "
         "unambiguous synthetic shapes, measure its IoU on held-out shapes, and write FILE "
         "(safetensors, SAM layout) plus FILE.json (command, settings, held-out IoU, seconds, "
-        "device, torch version). Copy both to integrations/pipeline/weights/ to ship them.",
+        "device, torch version). Copy both to integrations/pipeline/backbone/weights/ to ship them.",
     )
     parser.add_argument("--out", required=True, help="The .safetensors file to write (its record: same name, .json).")
     recipe = parser.add_argument_group("recipe (PretrainSettings defaults)")
@@ -66,7 +65,7 @@ def add_pretrain_parser(commands: argparse._SubParsersAction) -> argparse.Argume
 
 def run_pretrain(args: argparse.Namespace, argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Carry out ``ua-sam pretrain-backbone``; returns the record written next to the weights."""
-    from .demo_backbone import pretrain
+    from uncertainty_adapters.integrations.pipeline.backbone.demo import pretrain
 
     out = Path(args.out)
     if out.suffix != ".safetensors":

@@ -7,7 +7,7 @@ SAM's natural-image pretraining); UA-SAM then freezes it and trains only its ada
 ambiguous lesions.
 
 `ensure_demo_backbone` finds the weights in this order:
-1. the weights shipped inside the package (`shipped_backbone.py`; ``ua-sam pretrain-backbone``
+1. the weights shipped inside the package (`shipped.py`; ``ua-sam pretrain-backbone``
    made them and regenerates them): always for the demo, else when made with the requested
    `PretrainSettings`;
 2. the cache, in SAM's checkpoint layout (safetensors) under a name derived from every setting
@@ -33,16 +33,20 @@ from tqdm.auto import tqdm
 
 from uncertainty_adapters import checkpoint as ckpt
 from uncertainty_adapters.integrations.data import CrispShapes
+from uncertainty_adapters.integrations.pipeline.backbone.pretrain_settings import (
+    HELD_OUT_CASES,
+    HELD_OUT_SEED,
+    PretrainSettings,
+)
+from uncertainty_adapters.integrations.pipeline.backbone.shipped import shipped_demo_backbone, shipped_record
+from uncertainty_adapters.integrations.pipeline.output_dir import OutputFolderError
+from uncertainty_adapters.integrations.pipeline.runtime import LOGGER_NAME, choose_device
+from uncertainty_adapters.integrations.pipeline.training.seeding import seed_everything_for
 from uncertainty_adapters.integrations.sam import build_sam, load_sam_weights, save_sam_weights
 from uncertainty_adapters.integrations.sam.prompts import Prompts
 from uncertainty_adapters.integrations.sam.sam_forward import decode_prompts, normalize_images, segment
 
-from .output_dir import OutputFolderError
-from .pretrain_settings import HELD_OUT_CASES, HELD_OUT_SEED, PretrainSettings
-from .seeding import seed_everything_for
-from .shipped_backbone import shipped_demo_backbone, shipped_record
-
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(LOGGER_NAME)
 
 CACHE_ENV = "UA_CACHE_DIR"
 
@@ -96,7 +100,7 @@ def ensure_demo_backbone(
         "demo backbone: pretraining a small SAM on crisp shapes (%d steps of %d images, once; cached in %s)",
         settings.steps, settings.batch_size, cache,
     )
-    device = torch.device("cuda" if torch.cuda.is_available() and not cpu else "cpu")
+    device = choose_device(cpu)
     facts = pretrain(settings, weights, device)
     ckpt.write_json_atomic(facts_path, facts)
     return weights, {**facts, "source": "pretrained now", "cached": False}

@@ -21,10 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from .preset_options import REPRODUCE_OPTIONS, add_preset_options, preset_overrides
-from .presets import PRESETS, get_preset
-from .pretrain_settings import PretrainSettings
-from .runtime import LOGGER_NAME, choose_backbone, command_line
+from uncertainty_adapters.integrations.pipeline.backbone.pretrain_settings import PretrainSettings
+from uncertainty_adapters.integrations.pipeline.preset_options import (
+    REPRODUCE_OPTIONS,
+    add_preset_options,
+    preset_overrides,
+)
+from uncertainty_adapters.integrations.pipeline.presets import PRESETS, get_preset
+from uncertainty_adapters.integrations.pipeline.runtime import LOGGER_NAME, choose_backbone, command_line
 
 logger = logging.getLogger(LOGGER_NAME)
 
@@ -143,11 +147,10 @@ def run_reproduce(args: argparse.Namespace, argv: Sequence[str] | None = None) -
     """
     import torch
 
-    from uncertainty_adapters.integrations.data import build_dataset
-
-    from . import output_dir
-    from .reproduce import SETTINGS_FILE, ReproduceJob, run_reproduction
-    from .trainer import dataset_kwargs_for
+    from uncertainty_adapters.integrations.data import build_dataset, dataset_kwargs_for
+    from uncertainty_adapters.integrations.pipeline import output_dir
+    from uncertainty_adapters.integrations.pipeline.reproduce.job import ReproduceJob, run_reproduction
+    from uncertainty_adapters.integrations.pipeline.reproduce.layout import SETTINGS_FILE, ReproductionLayout
 
     command = command_line(argv)
     if args.threads is not None:
@@ -188,6 +191,6 @@ def run_reproduce(args: argparse.Namespace, argv: Sequence[str] | None = None) -
     )
     results = run_reproduction(job, report=Path(args.report) if args.report else None, section=args.report_section)
     for key in results["tables"]:
-        print((job.out / f"{key}.md").read_text())
-    print(f"results: {job.out / 'results.json'}")
+        print(ReproductionLayout(job.out).table(key).read_text())
+    print(f"results: {ReproductionLayout(job.out).results}")
     return results

@@ -30,12 +30,15 @@ from torch.utils.data import DataLoader, Dataset
 
 from uncertainty_adapters import checkpoint as ckpt
 from uncertainty_adapters import metrics
+from uncertainty_adapters.integrations.pipeline.evaluation.bootstrap import CONFIDENCE, RESAMPLES, bootstrap_interval
+from uncertainty_adapters.integrations.pipeline.evaluation.sample_drawing import DEFAULT_MAX_ROWS, draw_samples
+from uncertainty_adapters.integrations.pipeline.evaluation.sample_files import (
+    SAMPLES_DIR,
+    case_file_name,
+    save_case_samples,
+)
+from uncertainty_adapters.integrations.pipeline.training.seeding import generator_for
 from uncertainty_adapters.integrations.sam.prompts import Prompts, make_prompts
-
-from .bootstrap import CONFIDENCE, RESAMPLES, bootstrap_interval
-from .sample_drawing import DEFAULT_MAX_ROWS, draw_samples
-from .sample_files import SAMPLES_DIR, case_file_name, save_case_samples
-from .seeding import generator_for
 
 METRIC_KEYS = ("dice", "ged", "hm_iou", "diversity", "s_ncc", "soft_dice", "ece")
 DEFAULT_GED_SAMPLES = 16

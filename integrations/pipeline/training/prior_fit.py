@@ -5,11 +5,9 @@ one rater's mask. Its best value for an image is therefore the Gaussian closest 
 posteriors: narrow where every rater draws the same mask (their posteriors coincide), wide where
 they disagree (their posteriors sit apart). Trained jointly with everything else, one random
 rater per image per step and at the paper's 1e-4, the prior of a short run barely leaves its
-initial state. Measured on the demo (synthetic, 128 px, seed 0, 120 test images): prior sigma
-1.21 on every image, against posterior sigmas of 0.48 where the raters disagree and 0.84 where
-they agree, so prior samples of an unambiguous image leave the region the decoder was trained on
-and the masks differ (diversity 0.15, against 0.20 where the raters disagree and 0.04 for
-samples of the posterior itself).
+initial state, so prior samples of an unambiguous image leave the region the decoder was trained
+on and the masks differ (measured: docs/results.md, "Measurements behind the presets and
+defaults").
 
 This phase runs after the main training, on its best weights: everything but the prior net is
 frozen, and the prior minimises the same KL term, averaged exactly over all raters of each image
@@ -26,11 +24,11 @@ from typing import Any, Callable
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from uncertainty_adapters.integrations.pipeline.runtime import LOGGER_NAME
+from uncertainty_adapters.integrations.pipeline.training.seeding import derive_seed
 from uncertainty_adapters.latent_heads import DiagonalGaussian, LatentHeads
 
-from .seeding import derive_seed
-
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(LOGGER_NAME)
 
 _PRIOR_STREAM = 0x7A4
 

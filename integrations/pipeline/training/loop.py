@@ -15,7 +15,6 @@ last ``val_fraction`` of a seeded permutation); the test part is only used at th
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 import shutil
@@ -32,27 +31,31 @@ from tqdm.auto import tqdm
 
 import uncertainty_adapters as ua
 from uncertainty_adapters import checkpoint as ckpt
-from uncertainty_adapters.losses import ElboTerms
-from uncertainty_adapters.integrations.data import build_dataset
-from uncertainty_adapters.integrations.sam import UncertaintySam, build_uncertainty_sam
+from uncertainty_adapters.integrations.data import build_dataset, dataset_kwargs_for
+from uncertainty_adapters.integrations.pipeline import output_dir, run_dir
+from uncertainty_adapters.integrations.pipeline.models.factory import MODELS, build_model
+from uncertainty_adapters.integrations.pipeline.models.protocol import TrainableSegmenter
+from uncertainty_adapters.integrations.pipeline.presets import Preset
+from uncertainty_adapters.integrations.pipeline.runtime import LOGGER_NAME
+from uncertainty_adapters.integrations.pipeline.training.checkpoints import (
+    Progress,
+    load_latest_checkpoint,
+    save_training_checkpoint,
+)
+from uncertainty_adapters.integrations.pipeline.training.graphed_step import GraphedTrainStep, capturable_adam
+from uncertainty_adapters.integrations.pipeline.training.logs import CsvLog, tensorboard_writer
+from uncertainty_adapters.integrations.pipeline.training.prior_fit import fit_prior
+from uncertainty_adapters.integrations.pipeline.training.seeding import derive_seed, generator_for, seed_everything_for
+from uncertainty_adapters.integrations.pipeline.training.throughput import Throughput
 from uncertainty_adapters.integrations.sam.prompts import make_prompts
+from uncertainty_adapters.losses import ElboTerms
 
-from . import output_dir, run_dir
-from .baselines import ProbabilisticUNet, prob_unet_for
-from .graphed_step import GraphedTrainStep, capturable_adam
-from .presets import Preset
-from .prior_fit import fit_prior
-from .seeding import derive_seed, generator_for, seed_everything_for
-from .throughput import Throughput
-from .training_state import Progress, load_latest_checkpoint, save_training_checkpoint
-
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(LOGGER_NAME)
 
 _TRAIN_STREAM, _VAL_STREAM, _SPLIT_STREAM = 0x7A1, 0x7A2, 0x7A3
 BEST_WEIGHTS = "best_trainable.safetensors"
 LOG_CSV = "train_log.csv"
 RUN_RECORDS = (run_dir.RUN_CONFIG, "checkpoints")  # a run folder written before output_dir's marker
-MODELS = ("ua-sam", "prob-unet")
 
 
 class TrainingDiverged(RuntimeError):
@@ -106,41 +109,9 @@ def train_val_split(num_items: int, val_fraction: float, seed: int) -> tuple[lis
     return sorted(order[: num_items - n_val]), sorted(order[num_items - n_val :])
 
 
-def dataset_kwargs_for(preset: Preset, data: str, extra: dict[str, Any]) -> dict[str, Any]:
-    kwargs = dict(extra)
-    if data.strip() == "synthetic":
-        kwargs.setdefault("length", preset.synthetic_cases)
-    return kwargs
-
-
-def build_model(job: TrainJob, backbone: Path | None) -> UncertaintySam | ProbabilisticUNet:
-    preset = job.preset
-    if job.model == "prob-unet":
-        return prob_unet_for(preset)
-    model = build_uncertainty_sam(
-        preset.sam,
-        image_size=preset.image_size,
-        checkpoint=backbone,
-        adapter_config=ua.UncertaintyAdapterConfig(
-            latent_dim=preset.latent_dim, interaction=preset.interaction,
-            cmsm_activation=preset.cmsm_activation, latent_placement=preset.latent_placement,
-        ),
-        train_decoder=preset.train_decoder,
-        gradient_checkpointing=preset.gradient_checkpointing,
-        attention=preset.attention,
-        latent_heads_kwargs={
-            "resolution": min(preset.latent_resolution, preset.image_size),
-            "num_filters": preset.latent_filters,
-        },
-    )
-    if preset.compile:
-        model.encoder.compile()  # in place: parameter names and checkpoints stay as they are
-    return model
-
-
 def _wants_cuda_graph(preset: Preset, accelerator: Accelerator) -> bool:
     """Whether ``--compile`` records the whole training step as a CUDA graph: on one CUDA process
-    without gradient accumulation (graphed_step.py's step owns backward and the optimizer step; several
+    without gradient accumulation (training/graphed_step.py's step owns backward and the optimizer step; several
     processes or accumulation keep Accelerate's loop, with the encoder compiled)."""
     if not preset.compile or accelerator.device.type != "cuda":
         return False
@@ -149,18 +120,6 @@ def _wants_cuda_graph(preset: Preset, accelerator: Accelerator) -> bool:
                     "several processes" if accelerator.num_processes > 1 else "gradient accumulation")
         return False
     return True
-
-
-def _parameter_groups(model: torch.nn.Module, preset: Preset) -> list[dict[str, Any]]:
-    """Adam's parameter groups: every trainable parameter at ``preset.lr``, except UA-SAM's
-    prior and posterior nets at ``preset.latent_lr`` when it is set (see presets.py)."""
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    heads = getattr(model, "latent_heads", None)
-    if preset.latent_lr is None or heads is None or isinstance(model, ProbabilisticUNet):
-        return [{"params": trainable}]
-    latent = {id(p) for p in heads.parameters()}
-    return [{"params": [p for p in trainable if id(p) not in latent]},
-            {"params": [p for p in trainable if id(p) in latent], "lr": preset.latent_lr}]
 
 
 def check_out_dir(out: Path, resume: bool) -> None:
@@ -279,9 +238,9 @@ class _TrainingLoop:
         )
         graph_step = _wants_cuda_graph(preset, accelerator)
         if graph_step:  # capturable, tensor learning rates: the step is recorded as a CUDA graph
-            optimizer = capturable_adam(_parameter_groups(model, preset), preset.lr, accelerator.device)
+            optimizer = capturable_adam(model.optimizer_groups(preset.latent_lr), preset.lr, accelerator.device)
         else:  # fused Adam on CUDA: one kernel for all parameters instead of several per tensor
-            optimizer = torch.optim.Adam(_parameter_groups(model, preset), lr=preset.lr, fused=pin or None)
+            optimizer = torch.optim.Adam(model.optimizer_groups(preset.latent_lr), lr=preset.lr, fused=pin or None)
         # Stepped once per epoch by hand, so it is not handed to accelerator.prepare.
         self.scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=preset.lr_step_epochs, gamma=preset.lr_gamma)
         # beta follows beta_at(step); free bits floor the KL per latent dimension
@@ -290,7 +249,7 @@ class _TrainingLoop:
         self.model, self.optimizer, self.train_loader, self.val_loader = accelerator.prepare(
             model, optimizer, train_loader, val_loader
         )
-        self.unwrapped: UncertaintySam | ProbabilisticUNet = accelerator.unwrap_model(self.model)
+        self.unwrapped: TrainableSegmenter = accelerator.unwrap_model(self.model)
         self.graphed = None
         if graph_step:
             dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(preset.mixed_precision)
@@ -301,8 +260,8 @@ class _TrainingLoop:
         self.stopped_early = False
         self.running = torch.zeros(3, device=accelerator.device)  # loss sum, KL sum, batches since last log
         job.out.mkdir(parents=True, exist_ok=True)
-        self.log = _CsvLog(job.out / LOG_CSV, enabled=accelerator.is_main_process)
-        self.tracker = _tensorboard(job.out, accelerator.is_main_process)
+        self.log = CsvLog(job.out / LOG_CSV, enabled=accelerator.is_main_process)
+        self.tracker = tensorboard_writer(job.out, accelerator.is_main_process)
         self.meter = Throughput(accelerator.device, processes=accelerator.num_processes)
 
     # -- resume / checkpoints ----------------------------------------------------------------
@@ -511,32 +470,3 @@ class _TrainingLoop:
 
 def _done(progress: Progress, job: TrainJob) -> bool:
     return job.max_steps is not None and progress.step >= job.max_steps
-
-
-class _CsvLog:
-    """Append rows to a CSV file whose header grows as new columns appear."""
-
-    def __init__(self, path: Path, enabled: bool) -> None:
-        self.path, self.enabled = path, enabled
-        self.fields = ["step", "epoch", "loss", "kl", "beta", "lr", "images_per_s", "peak_memory_gib", "val_loss",
-                       "prior_fit_epoch", "prior_kl", "val_prior_kl"]
-
-    def write(self, row: dict[str, Any]) -> None:
-        if not self.enabled:
-            return
-        new = not self.path.exists()
-        with open(self.path, "a", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=self.fields)
-            if new:
-                writer.writeheader()
-            writer.writerow(row)
-
-
-def _tensorboard(out: Path, enabled: bool):
-    if not enabled:
-        return None
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        return None
-    return SummaryWriter(log_dir=str(out / "tensorboard"))

@@ -30,9 +30,10 @@ from typing import Any, Callable
 
 import torch
 
+from uncertainty_adapters.integrations.pipeline.runtime import LOGGER_NAME
 from uncertainty_adapters.integrations.sam.prompts import Prompts
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(LOGGER_NAME)
 
 StepInputs = tuple[torch.Tensor, Prompts, torch.Tensor]
 
