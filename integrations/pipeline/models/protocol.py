@@ -10,11 +10,12 @@ folders and `ua-sam reproduce` use these verbs only, never the model's class.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping, Protocol
+from typing import Any, Mapping, Protocol, runtime_checkable
 
 import torch
 
 
+@runtime_checkable
 class SegmenterOutputLike(Protocol):
     """What a segmenter's forward returns (`SegmenterOutput`, or UA-SAM's `UncertaintySamOutput`).
 
@@ -41,6 +42,7 @@ class SegmenterOutput:
     kl_per_dim: torch.Tensor | None = None
 
 
+@runtime_checkable
 class Segmenter(Protocol):
     """A model `evaluate` scores: K sampled masks per image from one call.
 
@@ -68,6 +70,7 @@ class Segmenter(Protocol):
         ...
 
 
+@runtime_checkable
 class TrainableSegmenter(Segmenter, Protocol):
     """A `Segmenter` the training loop trains, checkpoints and resumes."""
 
