@@ -15,7 +15,7 @@ from typing import Any
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
 DRIVER_NAMES = ("chromedriver", "chromium-driver")
-WAIT_SECONDS = 180
+WAIT_SECONDS = 900  # a first click of SAM ViT-B at 1024 px on a busy 2-core CPU takes minutes
 # Timestamps taken inside the page, so that a timing leaves out Selenium's own round trips: the
 # last mouse press (capture phase) and the last change of the message once no request is pending.
 _CLOCKS = """

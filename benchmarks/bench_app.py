@@ -4,6 +4,7 @@ with --browser, on the page in headless Chromium (click to result shown).
     python -m benchmarks.bench_app                       # a run of the demo's architecture, random weights
     python -m benchmarks.bench_app --checkpoint ua-sam-demo --browser --screenshot docs/images/app.png
     python -m benchmarks.bench_app --json
+    python -m benchmarks.bench_app --spec vit_b --browser  # SAM ViT-B at 1024 px, random weights
 
 The first click on an image reads it, draws K samples of the prior and runs the adapted encoder
 for all K (one batched forward), then decodes; the second click on the same image decodes only
@@ -11,7 +12,9 @@ for all K (one batched forward), then decodes; the second click on the same imag
 image (a synthetic test lesion, 256 x 256, so nothing is cached), clicks on the lesion, then
 clicks a second point on it; the figures are the medians over rounds and their ratio. Without
 --checkpoint the run folder is the CPU demo's architecture (SAM spec 'demo' at 128 px, latent
-heads at 64 px) with random weights moved off their init: timings do not depend on training.
+heads at 64 px) with random weights moved off their init: timings do not depend on training;
+``--spec vit_b`` makes the same run folder with SAM ViT-B at 1024 px (the paper's backbone), to see
+the ratio where the encoder costs what SAM's does.
 The server runs in this process with one torch thread (the CPU machine's setting in RESULTS.md).
 """
 
@@ -33,15 +36,18 @@ from uncertainty_adapters.integrations.data import SyntheticLesions
 from uncertainty_adapters.integrations.pipeline import run_dir
 from uncertainty_adapters.integrations.sam import UncertaintySam, build_sam, save_sam_weights
 
-SPEC, INPUT_SIZE, IMAGE_SIZE, SAMPLES = "demo", 128, 256, 4
+SPEC, IMAGE_SIZE, SAMPLES = "demo", 256, 4
+#: The model input size of each SAM spec this benchmark builds.
+INPUT_SIZES = {"demo": 128, "vit_b": 1024}
 
 
-def make_run(directory: Path, samples: int = SAMPLES, seed: int = 0) -> Path:
-    """A run folder of the demo's architecture with random weights (see the module docstring),
-    whose preset samples K = ``samples`` (the page's default K)."""
+def make_run(directory: Path, samples: int = SAMPLES, seed: int = 0, spec: str = SPEC) -> Path:
+    """A run folder of SAM ``spec`` (the demo's architecture by default) with random weights (see
+    the module docstring), whose preset samples K = ``samples`` (the page's default K)."""
     torch.manual_seed(seed)
-    sam = build_sam(SPEC, image_size=INPUT_SIZE)
-    plain = build_sam(SPEC, image_size=INPUT_SIZE)
+    input_size = INPUT_SIZES[spec]
+    sam = build_sam(spec, image_size=input_size)
+    plain = build_sam(spec, image_size=input_size)
     plain.load_state_dict(sam.state_dict())
     model = UncertaintySam(sam, latent_heads_kwargs={"resolution": 64}).eval()
     generator = torch.Generator().manual_seed(seed)
@@ -50,7 +56,7 @@ def make_run(directory: Path, samples: int = SAMPLES, seed: int = 0) -> Path:
             tensor.add_(torch.randn(tensor.shape, generator=generator) * 0.1)
     save_sam_weights(plain, directory / run_dir.BACKBONE)
     run_dir.save_run(directory, model, {
-        "backbone": run_dir.BACKBONE, "sam": SPEC, "image_size": INPUT_SIZE, "train_decoder": False,
+        "backbone": run_dir.BACKBONE, "sam": spec, "image_size": input_size, "train_decoder": False,
         "preset": {"name": "demo", "eval_samples": samples}, "data": "none (random weights, for timing)",
     })
     return directory
@@ -125,6 +131,8 @@ def _figures(times: dict[str, list[float]], samples: int) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> dict[str, object]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", type=Path, help="A run folder (default: the demo's architecture, random weights).")
+    parser.add_argument("--spec", choices=tuple(INPUT_SIZES), default=SPEC,
+                        help="Without --checkpoint: the SAM architecture of the random-weight run (default demo).")
     parser.add_argument("--rounds", type=int, default=5, help="Images, each clicked twice (default 5).")
     parser.add_argument("--samples", type=int, default=SAMPLES,
                         help=f"K (default {SAMPLES}); on the page the run's default K (--samples without --checkpoint).")
@@ -139,14 +147,14 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     try:
         with tempfile.TemporaryDirectory(prefix="bench-app-") as scratch:
             scratch = Path(scratch)
-            checkpoint = args.checkpoint or make_run(scratch / "run", args.samples)
+            checkpoint = args.checkpoint or make_run(scratch / "run", args.samples, spec=args.spec)
             images = lesion_images(scratch, args.rounds * (2 if args.browser else 1) + 1)
             page, url = serve(checkpoint, port=0)
             try:
                 _api_rounds(url, checkpoint, images[-1:], args.samples)  # warm-up: imports, first allocations
                 report: dict[str, object] = {
                     "api": _figures(_api_rounds(url, checkpoint, images[:args.rounds], args.samples), args.samples),
-                    "checkpoint": str(args.checkpoint or f"random weights, spec {SPEC}"),
+                    "checkpoint": str(args.checkpoint or f"random weights, spec {args.spec} at {INPUT_SIZES[args.spec]} px"),
                     "image": f"{IMAGE_SIZE} x {IMAGE_SIZE} synthetic test lesion", "machine": machine(),
                 }
                 if args.browser:

@@ -118,7 +118,8 @@ class Preset:
     )
     attention: str = field(
         default="sdpa",
-        metadata={"help": "SAM image-encoder attention: sdpa, fused, flex or segment-anything (sam/attention.py)."},
+        metadata={"help": "SAM image-encoder attention: sdpa, fused, flex or segment-anything (sam/attention.py); "
+                          "the paper presets use fused (benchmarks/RESULTS.md, section 9)."},
     )
     num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes."})
     synthetic_cases: int = field(default=600, metadata={"help": "Cases in the synthetic data set."})
@@ -150,12 +151,12 @@ PRESETS: dict[str, Preset] = {
     "paper-lidc": Preset(
         name="paper-lidc", sam="vit_b", image_size=1024, batch_size=2, epochs=50, lr=1e-4,
         lr_step_epochs=10, lr_gamma=0.5, patience=5, eval_samples=4, mixed_precision="bf16",
-        checkpoint_every=1000, log_every=50,
+        checkpoint_every=1000, log_every=50, attention="fused",
     ),
     "paper-refuge2": Preset(
         name="paper-refuge2", sam="vit_b", image_size=1024, batch_size=2, epochs=100, lr=1e-4,
         lr_step_epochs=20, lr_gamma=0.5, patience=10, eval_samples=3, mixed_precision="bf16",
-        checkpoint_every=200, log_every=20,
+        checkpoint_every=200, log_every=20, attention="fused",
     ),
 }
 

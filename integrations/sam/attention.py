@@ -7,7 +7,8 @@ attention mask,
 
     bias[b, (qh, qw), (kh, kw)] = q[b, qh, qw] . R_h[qh, kh] + q[b, qh, qw] . R_w[qw, kw]
 
-(R_h, R_w from segment-anything's own ``get_rel_pos``; q unscaled, as segment-anything does), so
+(R_h, R_w as segment-anything's ``get_rel_pos`` gathers them, `relative_position_table`; q unscaled,
+as segment-anything does), so
 that PyTorch picks its fused kernel (a memory-efficient CUDA kernel with bias, the CPU flash
 kernel) instead of four separate passes over the attention matrix. Equal to segment-anything's
 attention within float rounding (tests/sam/test_attention.py: 1e-5 in float32).
@@ -51,10 +52,35 @@ import functools
 
 import torch
 import torch.nn.functional as F
-from segment_anything.modeling.image_encoder import Attention, get_rel_pos
+from segment_anything.modeling.image_encoder import Attention
 from torch import nn
 
 from .spec import ATTENTION_KIND_NAMES
+
+
+def relative_position_table(q_size: int, k_size: int, rel_pos: torch.Tensor) -> torch.Tensor:
+    """segment-anything's ``get_rel_pos`` with its index built on ``rel_pos``'s device.
+
+    ``get_rel_pos`` gathers from the table with an index made on the CPU, so every call copies
+    that index to the GPU, which a CUDA graph cannot record (a copy from pageable host memory).
+    Here the index is made on the table's device; the values are the same.
+
+    Args:
+        q_size, k_size: the query and key lengths along one axis.
+        rel_pos: the relative-position table (L, C); linearly resized when L != 2 max(q, k) - 1.
+
+    Returns:
+        (q_size, k_size, C): R[i, j], the embedding of query i's offset to key j.
+    """
+    max_rel_dist = int(2 * max(q_size, k_size) - 1)
+    table = rel_pos
+    if rel_pos.shape[0] != max_rel_dist:
+        table = F.interpolate(rel_pos.reshape(1, rel_pos.shape[0], -1).permute(0, 2, 1), size=max_rel_dist, mode="linear")
+        table = table.reshape(-1, max_rel_dist).permute(1, 0)
+    q_coords = torch.arange(q_size, device=rel_pos.device)[:, None] * max(k_size / q_size, 1.0)
+    k_coords = torch.arange(k_size, device=rel_pos.device)[None, :] * max(q_size / k_size, 1.0)
+    relative = (q_coords - k_coords) + (k_size - 1) * max(q_size / k_size, 1.0)
+    return table[relative.long()]
 
 
 def decomposed_rel_pos_bias(
@@ -77,8 +103,8 @@ def decomposed_rel_pos_bias(
     """
     q_h, q_w = q_size
     k_h, k_w = k_size
-    r_h = get_rel_pos(q_h, k_h, rel_pos_h).to(q.dtype)  # (q_h, k_h, C)
-    r_w = get_rel_pos(q_w, k_w, rel_pos_w).to(q.dtype)  # (q_w, k_w, C)
+    r_h = relative_position_table(q_h, k_h, rel_pos_h).to(q.dtype)  # (q_h, k_h, C)
+    r_w = relative_position_table(q_w, k_w, rel_pos_w).to(q.dtype)  # (q_w, k_w, C)
     lead = q.shape[:-2]
     r_q = q.reshape(-1, q_h, q_w, q.shape[-1])
     rel_h = torch.einsum("bhwc,hkc->bhwk", r_q, r_h)
@@ -127,8 +153,8 @@ def _rel_pos_terms(
     """rel_h (..., N, k_h) and rel_w (..., N, k_w): the two factors of the decomposed term for
     unscaled queries q (..., N, C) on a square self-attention grid (N = q_h * q_w, keys = queries)."""
     height, width = grid
-    r_h = get_rel_pos(height, height, rel_pos_h).to(q.dtype)  # (q_h, k_h, C)
-    r_w = get_rel_pos(width, width, rel_pos_w).to(q.dtype)  # (q_w, k_w, C)
+    r_h = relative_position_table(height, height, rel_pos_h).to(q.dtype)  # (q_h, k_h, C)
+    r_w = relative_position_table(width, width, rel_pos_w).to(q.dtype)  # (q_w, k_w, C)
     lead = q.shape[:-2]
     r_q = q.reshape(-1, height, width, q.shape[-1])
     rel_h = torch.einsum("bhwc,hkc->bhwk", r_q, r_h).reshape(*lead, height * width, height)

@@ -43,10 +43,14 @@ def test_reproduce_flags_are_read_back_alike():
 
 def test_the_attention_kind_and_compile_reach_the_preset():
     args = build_parser().parse_args(
-        ["train", "--data", "synthetic", "--preset", "paper-lidc", "--out", "x", "--attention", "fused", "--compile"]
+        ["train", "--data", "synthetic", "--preset", "paper-lidc", "--out", "x", "--attention", "flex", "--compile"]
     )
     preset = _preset_from(args, "paper-lidc")
-    assert (preset.attention, preset.compile) == ("fused", True)
+    assert (preset.attention, preset.compile) == ("flex", True)
+
+
+def test_the_paper_presets_keep_the_relative_position_term_in_a_fused_kernel_and_the_demo_uses_sdpa():
+    assert [get_preset(name).attention for name in ("paper-lidc", "paper-refuge2", "demo")] == ["fused", "fused", "sdpa"]
 
 
 @pytest.mark.parametrize("command", [

@@ -6,17 +6,18 @@ import copy
 
 import pytest
 import torch
-from segment_anything.modeling.image_encoder import Attention, add_decomposed_rel_pos
+from segment_anything.modeling.image_encoder import Attention, add_decomposed_rel_pos, get_rel_pos
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from uncertainty_adapters.integrations.sam import (
     SdpaAttention,
     UncertaintySam,
-    attention,
     build_sam,
     use_sdpa_attention,
     uses_sdpa_attention,
 )
-from uncertainty_adapters.integrations.sam.attention import decomposed_rel_pos_bias
+from uncertainty_adapters.integrations.sam import attention
+from uncertainty_adapters.integrations.sam.attention import decomposed_rel_pos_bias, relative_position_table
 
 from .conftest import TINY, images, trained_looking_sam
 
@@ -135,3 +136,36 @@ def test_uncertainty_sam_can_switch_its_encoders_attention():
     assert not uses_sdpa_attention(model)
     use_sdpa_attention(model)
     assert uses_sdpa_attention(model.image_encoder)
+
+
+@pytest.mark.parametrize("q_size, k_size, length", [(14, 14, 27), (16, 16, 15), (8, 16, 31), (16, 8, 31)],
+                         ids=["window14", "resized", "fewer-queries", "fewer-keys"])
+def test_relative_position_table_equals_segment_anythings_get_rel_pos(q_size, k_size, length):
+    table = torch.randn(length, 8, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(relative_position_table(q_size, k_size, table), get_rel_pos(q_size, k_size, table))
+
+
+class _DeviceLog(TorchDispatchMode):
+    """Records the set of devices of the tensors each dispatched operation receives."""
+
+    def __init__(self):
+        super().__init__()
+        self.devices = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        tensors = [a for a in torch.utils._pytree.tree_leaves((args, kwargs or {})) if isinstance(a, torch.Tensor)]
+        self.devices.append({t.device.type for t in tensors})
+        return func(*args, **(kwargs or {}))
+
+
+def _devices_mixed(function) -> bool:
+    table = torch.empty(27, 8, device="meta")  # any device but the CPU shows a host-made index
+    with _DeviceLog() as log:
+        function(14, 14, table)
+    return any(len(devices) > 1 for devices in log.devices)
+
+
+def test_relative_position_table_makes_its_index_on_the_tables_device():
+    # A CUDA graph cannot record the host-to-device copy of an index made on the CPU.
+    assert _devices_mixed(get_rel_pos)  # segment-anything's gathers with a CPU index
+    assert not _devices_mixed(relative_position_table)
