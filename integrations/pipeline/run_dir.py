@@ -4,6 +4,7 @@
     DIR/.ua-sam-output.json       marks the folder as written by ua-sam (output_dir.py)
     DIR/adapters/                 adapter_config.json + adapter_model.safetensors (ua.save_adapters)
     DIR/latent_heads.safetensors  prior and posterior nets (not for interactions without a latent)
+    DIR/latent_prompt.safetensors z's dense prompt of the mask decoder, only with --latent-prompt
     DIR/mask_decoder.safetensors  only with --train-decoder
     DIR/backbone.safetensors      the frozen SAM weights, when they are small (the demo backbone);
                                   otherwise run.json records the checkpoint path it was built from
@@ -32,6 +33,7 @@ RUN_CONFIG = "run.json"
 ADAPTERS = "adapters"
 LATENT_HEADS = "latent_heads.safetensors"
 MASK_DECODER = "mask_decoder.safetensors"
+LATENT_PROMPT = "latent_prompt.safetensors"
 BACKBONE = "backbone.safetensors"
 PROB_UNET = "prob_unet.safetensors"
 FORMAT_VERSION = 1
@@ -48,11 +50,14 @@ def save_run(directory: str | Path, model: UncertaintySam | ProbabilisticUNet, m
     model.encoder.save_adapters(directory / ADAPTERS)
     if model.latent_heads is not None:
         ckpt.save_tensors_atomic(directory / LATENT_HEADS, model.latent_heads.state_dict())
+    if model.latent_prompt is not None:
+        ckpt.save_tensors_atomic(directory / LATENT_PROMPT, model.latent_prompt.state_dict())
     if meta.get("train_decoder"):
         ckpt.save_tensors_atomic(directory / MASK_DECODER, model.mask_decoder.state_dict())
-    _write_run_config(
-        directory, {**meta, "latent_heads": model.latent_heads.config if model.latent_heads is not None else None}
-    )
+    _write_run_config(directory, {
+        **meta, "latent_heads": model.latent_heads.config if model.latent_heads is not None else None,
+        "latent_prompt": model.latent_prompt is not None,
+    })
 
 
 def _write_run_config(directory: Path, meta: dict[str, Any]) -> None:
@@ -115,12 +120,17 @@ def load_run(
         train_decoder=bool(meta.get("train_decoder")),
         latent_heads_kwargs={k: v for k, v in (meta["latent_heads"] or {}).items() if k not in ("in_channels", "latent_dim")},
         attention=(meta.get("preset") or {}).get("attention"),  # the kernel the run trained with (same function)
+        latent_prompt=bool(meta.get("latent_prompt")),  # run folders from before the option: False
     )
     ua.load_adapters(model.encoder, directory / ADAPTERS)
     if model.latent_heads is not None:
         heads = ckpt.load_tensors(directory / LATENT_HEADS)
         ckpt.check_state_dict(model.latent_heads.state_dict(), heads, str(directory / LATENT_HEADS))
         model.latent_heads.load_state_dict(heads)
+    if model.latent_prompt is not None:
+        prompt = ckpt.load_tensors(directory / LATENT_PROMPT)
+        ckpt.check_state_dict(model.latent_prompt.state_dict(), prompt, str(directory / LATENT_PROMPT))
+        model.latent_prompt.load_state_dict(prompt)
     if meta.get("train_decoder"):
         decoder = ckpt.load_tensors(directory / MASK_DECODER)
         ckpt.check_state_dict(model.mask_decoder.state_dict(), decoder, str(directory / MASK_DECODER))
