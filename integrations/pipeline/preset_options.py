@@ -23,6 +23,8 @@ _OPTIONS: dict[str, tuple[str, dict[str, Any]]] = {
         choices=CMSM_ACTIVATIONS, help="CMSM's modulation: relu (paper Eq. 2-3) or softmax (official code).")),
     "latent_placement": ("--latent-placement", dict(
         choices=LATENT_PLACEMENTS, help="Where z enters each adapter: residual (paper) or bottleneck.")),
+    "latent_prompt": ("--latent-prompt", dict(
+        action="store_true", help="z also enters as a dense prompt of SAM's mask decoder (not in the paper).")),
     "free_bits": ("--free-bits", dict(type=float, help="Nats per latent dimension the KL term does not penalise.")),
     "epochs": ("--epochs", dict(type=int, help="Maximum epochs (early stopping may end sooner).")),
     "batch_size": ("--batch-size", dict(type=int, help="Images per step and process.")),
@@ -58,7 +60,7 @@ _OPTIONS: dict[str, tuple[str, dict[str, Any]]] = {
 
 TRAINING_OPTIONS: tuple[str, ...] = tuple(_OPTIONS)
 REPRODUCE_OPTIONS: tuple[str, ...] = (
-    "cmsm_activation", "latent_placement", "free_bits",
+    "cmsm_activation", "latent_placement", "latent_prompt", "free_bits",
     "epochs", "batch_size", "lr", "latent_lr", "beta", "kl_warmup", "prior_fit_epochs", "prior_fit_lr",
     "latent_dim", "image_size",
     "synthetic_cases", "patience", "eval_samples", "ged_samples", "train_decoder", "prompt",

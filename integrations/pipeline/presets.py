@@ -85,6 +85,11 @@ class Preset:
     free_bits: float = field(
         default=0.0, metadata={"help": "Free bits: nats per latent dimension the KL term does not penalise (0: none)."}
     )
+    latent_prompt: bool = field(
+        default=False,
+        metadata={"help": "z also enters as a dense prompt of SAM's mask decoder (integrations/sam/latent_prompt.py); "
+                          "not in the paper."},
+    )
     latent_resolution: int = field(default=128, metadata={"help": "Side the prior/posterior nets see."})
     latent_filters: tuple[int, ...] = field(
         default=(32, 64, 128, 192), metadata={"help": "Filters per block of the prior/posterior nets (Prob. U-Net)."}

@@ -5,6 +5,7 @@
     DIR/adapters/                 adapter_config.json + adapter_model.safetensors, and the prior and
                                   posterior nets in latent_heads.safetensors (not for interactions
                                   without a latent): save_adapters(dir, latent_heads=heads)
+    DIR/latent_prompt.safetensors z's dense prompt of the mask decoder, only with --latent-prompt
     DIR/mask_decoder.safetensors  only with --train-decoder
     DIR/backbone.safetensors      the frozen SAM weights, when they are small (the demo backbone);
                                   otherwise run.json records the checkpoint path it was built from
@@ -34,6 +35,7 @@ RUN_CONFIG = "run.json"
 ADAPTERS = "adapters"
 LEGACY_LATENT_HEADS = "latent_heads.safetensors"  # beside adapters/ in folders of earlier versions
 MASK_DECODER = "mask_decoder.safetensors"
+LATENT_PROMPT = "latent_prompt.safetensors"
 BACKBONE = "backbone.safetensors"
 PROB_UNET = "prob_unet.safetensors"
 FORMAT_VERSION = 1
@@ -51,9 +53,12 @@ def save_run(directory: str | Path, model: TrainableSegmenter, meta: dict[str, A
 
 def _save_ua_sam(directory: Path, model: UncertaintySam, meta: dict[str, Any]) -> dict[str, Any]:
     model.encoder.save_adapters(directory / ADAPTERS, latent_heads=model.latent_heads)
+    if model.latent_prompt is not None:
+        ckpt.save_tensors_atomic(directory / LATENT_PROMPT, model.latent_prompt.state_dict())
     if meta.get("train_decoder"):
         ckpt.save_tensors_atomic(directory / MASK_DECODER, model.mask_decoder.state_dict())
-    return {"latent_heads": model.latent_heads.config if model.latent_heads is not None else None}
+    return {"latent_heads": model.latent_heads.config if model.latent_heads is not None else None,
+            "latent_prompt": model.latent_prompt is not None}
 
 
 def _save_prob_unet(directory: Path, model: ProbabilisticUNet, meta: dict[str, Any]) -> dict[str, Any]:
@@ -122,6 +127,7 @@ def _load_ua_sam(directory: Path, meta: dict[str, Any]) -> UncertaintySam:
         train_decoder=bool(meta.get("train_decoder")),
         latent_heads_kwargs={k: v for k, v in (meta["latent_heads"] or {}).items() if k not in ("in_channels", "latent_dim")},
         attention=(meta.get("preset") or {}).get("attention"),  # the kernel the run trained with (same function)
+        latent_prompt=bool(meta.get("latent_prompt")),  # run folders from before the option: False
     )
     if model.latent_heads is None:
         ua.load_adapters(model.encoder, directory / ADAPTERS)
@@ -133,6 +139,10 @@ def _load_ua_sam(directory: Path, meta: dict[str, Any]) -> UncertaintySam:
         heads = ckpt.load_tensors(directory / LEGACY_LATENT_HEADS)
         ckpt.check_state_dict(model.latent_heads.state_dict(), heads, str(directory / LEGACY_LATENT_HEADS))
         model.latent_heads.load_state_dict(heads)
+    if model.latent_prompt is not None:
+        prompt = ckpt.load_tensors(directory / LATENT_PROMPT)
+        ckpt.check_state_dict(model.latent_prompt.state_dict(), prompt, str(directory / LATENT_PROMPT))
+        model.latent_prompt.load_state_dict(prompt)
     if meta.get("train_decoder"):
         decoder = ckpt.load_tensors(directory / MASK_DECODER)
         ckpt.check_state_dict(model.mask_decoder.state_dict(), decoder, str(directory / MASK_DECODER))

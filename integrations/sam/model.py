@@ -25,6 +25,7 @@ import uncertainty_adapters as ua
 from uncertainty_adapters import checkpoint as ckpt
 from uncertainty_adapters.model import parameter_counts
 
+from .latent_prompt import LatentDensePrompt
 from .prompts import Prompts
 from .sam_forward import decode_prompts, normalize_images
 
@@ -63,6 +64,8 @@ class UncertaintySam(nn.Module):
         latent_heads_kwargs: extra arguments of `ua.LatentHeads` (e.g. ``num_filters``); the
             default resolution is min(128, image size). Unused for the interactions without a
             latent ('position', 'none'), which have no latent heads.
+        latent_prompt: z also enters as a dense prompt of the mask decoder (`LatentDensePrompt`,
+            trainable), besides the adapters; not in the paper. Ignored without a latent.
     """
 
     def __init__(
@@ -71,6 +74,7 @@ class UncertaintySam(nn.Module):
         adapter_config: ua.UncertaintyAdapterConfig | None = None,
         train_decoder: bool = False,
         latent_heads_kwargs: Mapping[str, Any] | None = None,
+        latent_prompt: bool = False,
     ) -> None:
         super().__init__()
         if not isinstance(getattr(sam, "image_encoder", None), ImageEncoderViT):
@@ -92,6 +96,10 @@ class UncertaintySam(nn.Module):
         else:
             self.latent_heads = None
         self.encoder = ua.inject_uncertainty_adapters(sam.image_encoder, adapter_config)
+        self.latent_prompt = (
+            LatentDensePrompt(adapter_config.latent_dim, sam.prompt_encoder.embed_dim)
+            if latent_prompt and self.latent_heads is not None else None
+        )
         self.prompt_encoder = sam.prompt_encoder.requires_grad_(False)
         self.mask_decoder = sam.mask_decoder.requires_grad_(train_decoder)
         self.register_buffer("pixel_mean", sam.pixel_mean.detach().clone().view(-1, 1, 1), persistent=False)
@@ -116,10 +124,14 @@ class UncertaintySam(nn.Module):
                 None only for interactions that do not read z.
 
         Returns:
-            (B * K, prompt_embed_dim, S / p, S / p), image-major (K = 1 for 2-D z).
+            (B * K, prompt_embed_dim, S / p, S / p), image-major (K = 1 for 2-D z); with a
+            `latent_prompt`, each shifted by its sample's dense prompt.
         """
         self._check_images(images)
-        return self.encoder(normalize_images(images, self.pixel_mean, self.pixel_std), z=z)
+        embeddings = self.encoder(normalize_images(images, self.pixel_mean, self.pixel_std), z=z)
+        if self.latent_prompt is not None and z is not None:
+            embeddings = self.latent_prompt(embeddings, z)
+        return embeddings
 
     def decode(self, embeddings: torch.Tensor, prompts: Prompts) -> torch.Tensor:
         """Mask logits for N image embeddings with N prompt sets (embedding i with prompts i).
@@ -189,10 +201,13 @@ class UncertaintySam(nn.Module):
     # -- user verbs ----------------------------------------------------------------------
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         """The weights that train: adapters ('encoder.condition/adapters/recon.*'), latent heads
-        ('latent_heads.*') and, with ``train_decoder``, the mask decoder ('mask_decoder.*')."""
+        ('latent_heads.*'), the latent dense prompt ('latent_prompt.*') when there is one and, with
+        ``train_decoder``, the mask decoder ('mask_decoder.*')."""
         tensors = {f"encoder.{name}": t for name, t in self.encoder.adapter_state_dict().items()}
         if self.latent_heads is not None:
             tensors.update({f"latent_heads.{name}": t for name, t in self.latent_heads.state_dict().items()})
+        if self.latent_prompt is not None:
+            tensors.update({f"latent_prompt.{name}": t for name, t in self.latent_prompt.state_dict().items()})
         if self.train_decoder:
             tensors.update({f"mask_decoder.{name}": t for name, t in self.mask_decoder.state_dict().items()})
         return tensors

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 import torch
@@ -155,3 +156,22 @@ def test_a_run_with_free_bits_trains_and_records_them(tmp_path, backbone_file):
     train(job(tmp_path / "run", max_steps=1, epochs=1, free_bits=0.5, prior_fit_epochs=0), backbone=backbone_file)
     meta = run_dir.read_run_config(tmp_path / "run")
     assert meta["preset"]["free_bits"] == 0.5
+
+
+def test_a_run_with_the_latent_prompt_saves_and_reloads_it(tmp_path, backbone_file):
+    train(job(tmp_path / "run", max_steps=2, epochs=1, latent_prompt=True, prior_fit_epochs=0), backbone=backbone_file)
+    model, meta = run_dir.load_run(tmp_path / "run")
+    saved = load_tensors(tmp_path / "run" / run_dir.LATENT_PROMPT)
+    assert meta["latent_prompt"] is True and meta["preset"]["latent_prompt"] is True
+    assert all(torch.equal(model.latent_prompt.state_dict()[name], tensor) for name, tensor in saved.items())
+    assert model.latent_prompt.net[-1].weight.abs().sum() > 0  # it trained
+
+
+def test_a_run_folder_without_the_latent_prompt_key_loads_without_one(tmp_path, backbone_file):
+    train(job(tmp_path / "run", max_steps=1, epochs=1, prior_fit_epochs=0), backbone=backbone_file)
+    config = tmp_path / "run" / run_dir.RUN_CONFIG
+    meta = run_dir.read_run_config(tmp_path / "run")
+    meta.pop("latent_prompt")
+    config.write_text(json.dumps(meta))
+    model, _ = run_dir.load_run(tmp_path / "run")
+    assert model.latent_prompt is None

@@ -30,6 +30,7 @@ def build_model(job: Any, backbone: Path | None) -> TrainableSegmenter:
             cmsm_activation=preset.cmsm_activation, latent_placement=preset.latent_placement,
         ),
         train_decoder=preset.train_decoder,
+        latent_prompt=preset.latent_prompt,
         gradient_checkpointing=preset.gradient_checkpointing,
         attention=preset.attention,
         latent_heads_kwargs={

@@ -1,0 +1,52 @@
+"""z as a dense prompt: each latent sample shifts the image embedding that SAM's mask decoder reads.
+
+SAM's mask decoder adds a dense prompt embedding to the image embedding at every position (for
+a point or box prompt, the learned "no mask" vector). `LatentDensePrompt` maps a latent sample z
+to one more such vector, so z reaches the frozen decoder the way SAM's own dense prompts do,
+instead of only through the adapters and the frozen encoder blocks after them:
+
+    embedding'(z) = embedding + MLP(z)[:, :, None, None]
+
+The MLP's last layer starts at zero: an untrained `LatentDensePrompt` changes nothing, and its
+gradient is not zero from the first step (it is the decoder's gradient times the hidden
+features of z). Shapes: z (N, C) -> a shift (N, D, 1, 1) for embeddings (N, D, h, w).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class LatentDensePrompt(nn.Module):
+    """MLP(z) added to every position of the image embedding (SAM's dense-prompt channel).
+
+    Args:
+        latent_dim: C, the latent sample's dimension.
+        embed_dim: D, the image embedding's channels (SAM's ``prompt_embed_dim``, 256).
+        hidden_dim: width of the MLP's hidden layer.
+
+    Example:
+        >>> prompt = LatentDensePrompt(latent_dim=6, embed_dim=32)
+        >>> embeddings = torch.randn(4, 32, 8, 8)
+        >>> torch.equal(prompt(embeddings, torch.randn(4, 6)), embeddings)  # identity until trained
+        True
+    """
+
+    def __init__(self, latent_dim: int, embed_dim: int, hidden_dim: int = 64) -> None:
+        super().__init__()
+        self.latent_dim, self.embed_dim = latent_dim, embed_dim
+        self.net = nn.Sequential(nn.Linear(latent_dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, embed_dim))
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+
+    def forward(self, embeddings: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """embeddings (N, D, h, w) and z (N, C), or (B, K, C) with N = B * K image-major ->
+        (N, D, h, w): each embedding shifted by its own sample's vector."""
+        z = z.reshape(-1, self.latent_dim)
+        if z.shape[0] != embeddings.shape[0] or embeddings.shape[1] != self.embed_dim:
+            raise ValueError(
+                f"LatentDensePrompt pairs embedding i with sample i: got embeddings {tuple(embeddings.shape)} "
+                f"(expected {self.embed_dim} channels) and {z.shape[0]} samples of dimension {self.latent_dim}"
+            )
+        return embeddings + self.net(z.to(embeddings.dtype))[:, :, None, None]
