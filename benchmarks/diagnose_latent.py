@@ -55,6 +55,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "softmax-bottleneck": {"cmsm_activation": "softmax", "latent_placement": "bottleneck"},
     "softmax-bottleneck-prompt": {"cmsm_activation": "softmax", "latent_placement": "bottleneck",
                                   "latent_prompt": True},
+    "softmax-bottleneck-prompt-lr": {"cmsm_activation": "softmax", "latent_placement": "bottleneck",
+                                     "latent_prompt": True, "latent_lr": 1e-3},
     "softmax-bottleneck-freebits": {"cmsm_activation": "softmax", "latent_placement": "bottleneck",
                                     "beta": 1e-2, "free_bits": 0.5},
     "concat-bottleneck": {"interaction": "concat", "latent_placement": "bottleneck"},
