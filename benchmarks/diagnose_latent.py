@@ -55,6 +55,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "softmax-bottleneck": {"cmsm_activation": "softmax", "latent_placement": "bottleneck"},
     "softmax-bottleneck-prompt": {"cmsm_activation": "softmax", "latent_placement": "bottleneck",
                                   "latent_prompt": True},
+    "softmax-bottleneck-prompt-lr": {"cmsm_activation": "softmax", "latent_placement": "bottleneck",
+                                     "latent_prompt": True, "latent_lr": 1e-3},
     "softmax-bottleneck-freebits": {"cmsm_activation": "softmax", "latent_placement": "bottleneck",
                                     "beta": 1e-2, "free_bits": 0.5},
     "concat-bottleneck": {"interaction": "concat", "latent_placement": "bottleneck"},
@@ -278,7 +280,10 @@ def diagnose(model, dataset, data: str, device, samples: int, mode_regions, zfit
 def fit_z_per_rater(model, dataset, pool, mode_regions, device, steps: int = 80, lr: float = 0.1) -> dict[str, Any]:
     """For each case in ``pool`` and each rater: z fitted by Adam to the rater's mask (DiceCE),
     the model frozen. Reports IoU with the rater's mask and whether the decoding marks the mode
-    exactly when the rater does, for the posterior mean (start) and the fitted z (end)."""
+    exactly when the rater does, for the posterior mean (start) and the fitted z (end); and the
+    same for a free vector added to the image embedding at every position (SAM's dense-prompt
+    channel; z at the posterior mean), fitted alike: can the frozen decoder draw each rater's
+    version when the encoder-side path is bypassed?"""
     from monai.losses import DiceCELoss
 
     from uncertainty_adapters.integrations.sam.prompts import make_prompts
@@ -324,10 +329,20 @@ def fit_z_per_rater(model, dataset, pool, mode_regions, device, steps: int = 80,
         with torch.no_grad():
             end = score(decode(z))
             moved = float(((z - z0).norm(dim=-1)).mean())
+            embeddings = model.encode(batch["image"], z0)
+        shift = torch.zeros(embeddings.shape[:2], device=device, requires_grad=True)
+        optimizer = torch.optim.Adam([shift], lr=lr / 2)
+        for _ in range(steps):
+            optimizer.zero_grad()
+            loss_fn(model.decode(embeddings + shift[:, :, None, None], prompts), target).backward()
+            optimizer.step()
+        with torch.no_grad():
+            shifted = score(model.decode(embeddings + shift[:, :, None, None], prompts))
     finally:
         for p in params:
             p.requires_grad_(True)
-    return {"cases": b, "posterior_mean": start, "fitted": end, "z_moved": round(moved, 3), "steps": steps}
+    return {"cases": b, "posterior_mean": start, "fitted": end, "z_moved": round(moved, 3), "steps": steps,
+            "embedding_shift": shifted}
 
 
 # -- one run -----------------------------------------------------------------------------------
@@ -405,10 +420,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def _zfit_cell(zf: dict[str, Any] | None) -> str:
+    if not zf:
+        return "-"
+    cell = f"{zf['posterior_mean']['mode_agrees']} -> {zf['fitted']['mode_agrees']}"
+    return cell + (f" ({zf['embedding_shift']['mode_agrees']})" if "embedding_shift" in zf else "")
+
+
 def summarize(out: Path) -> str:
     """A markdown table of every result JSON in ``out``."""
     lines = ["| data | variant | GED dis/agree | diversity dis/agree (raters) | oracle GED | spread | "
-             "mode: raters -> samples | KL first/last | dead CMSM init/trained | z-fit mode agrees (start -> fitted) |",
+             "mode: raters -> samples | KL first/last | dead CMSM init/trained | mode agrees: z start -> fitted z (free embedding shift) |",
              "|" + "---|" * 10]
     for path in sorted(out.glob("*.json")):
         r = json.loads(path.read_text())
@@ -423,7 +445,7 @@ def summarize(out: Path) -> str:
             f"({fmt(r.get('rater_diversity'), 'disagree')}) | {fmt(r.get('oracle_ged'), 'all')} | "
             f"{r.get('posterior_spread_prior_sigmas', '-')} | {modes} | "
             f"{kl[0] if kl else '-'}/{kl[-1] if kl else '-'} | {dead.get('init')}/{dead.get('trained')} | "
-            f"{(str(zf['posterior_mean']['mode_agrees']) + ' -> ' + str(zf['fitted']['mode_agrees'])) if zf else '-'} |"
+            f"{_zfit_cell(zf)} |"
         )
     return "\n".join(lines)
 
