@@ -20,7 +20,7 @@ import sys
 from typing import Sequence
 
 from uncertainty_adapters.checkpoint import CheckpointMismatchError
-from uncertainty_adapters.integrations.data import DATA_SPECS, DataError
+from uncertainty_adapters.integrations.data import DATA_SPECS, LIDC_SPLIT_HELP, LIDC_SPLITS, DataError
 
 from .app.server import add_app_parser, run_app
 from .pipeline.backbone.pretrain_cli import add_pretrain_parser, run_pretrain
@@ -84,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data", required=True, help=DATA_HELP)
     train.add_argument("--preset", required=True, choices=sorted(PRESETS), help="Named settings (paper-lidc, paper-refuge2, demo).")
     train.add_argument("--out", required=True, help="Output folder for weights, logs, metrics.json and the figure.")
+    train.add_argument("--lidc-split", choices=LIDC_SPLITS, help=LIDC_SPLIT_HELP)
     _add_training_options(train)
 
     evaluate = commands.add_parser("evaluate", help="Evaluate a trained run on a data spec.")
@@ -95,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="N samples per image for GED, HM-IoU, diversity, S_NCC, soft Dice and ECE "
                           "(default: the run's preset, 16; 100 works).")
     evaluate.add_argument("--split", default="test", choices=("train", "test", "all"), help="Which part of the data (default test).")
+    evaluate.add_argument("--lidc-split", choices=LIDC_SPLITS,
+                          help=LIDC_SPLIT_HELP.replace("(default,", "(default: the run's own when --data is its data;"))
     evaluate.add_argument("--out", help="Where to write metrics.json and the figure (default: --checkpoint).")
     evaluate.add_argument("--batch-size", type=int, default=8, help="Images per forward (default 8).")
     evaluate.add_argument("--seed", type=int, default=0, help="Seed of prompts and samples (default 0).")

@@ -13,13 +13,20 @@ from typing import Any
 
 from .errors import DataError
 from .folder import FolderDataset
-from .lidc import LIDCDataset
+from .lidc import SPLIT_BY, LIDCDataset
 from .multi_rater import MultiRaterDataset
 from .refuge2 import REFUGE2Dataset
 from .splits import check_split
 from .synthetic import SyntheticLesions
 
 DATA_SPECS = ("synthetic", "lidc:PATH", "refuge2:PATH", "folder:PATH")
+#: The ``--lidc-split`` choices, each a ``split_by`` of `LIDCDataset` ("series" is the default).
+LIDC_SPLITS = SPLIT_BY
+LIDC_SPLIT_HELP = (
+    "LIDC train/test split: series (default, recommended: each CT series on one side), image (a seeded "
+    "permutation of slices; slices of one series fall on both sides) or ordered (the official UA-SAM code's: "
+    "pickle order, first 80%% train, last 20%% test; also leaks series)."
+)
 _DATASETS = {"lidc": LIDCDataset, "refuge2": REFUGE2Dataset, "folder": FolderDataset}
 
 
@@ -73,6 +80,22 @@ def build_dataset(
         return SyntheticLesions(image_size=image_size, split=split, seed=seed, **kwargs)
     dataset_class = _DATASETS[parsed.kind]
     return dataset_class(parsed.path, image_size=image_size, split=split, seed=seed, **kwargs)
+
+
+def data_options(data: str, lidc_split: str | None = None) -> dict[str, Any]:
+    """The dataset keyword arguments that command-line options set: ``{"split_by": lidc_split}``
+    for ``lidc:PATH`` data when ``--lidc-split`` is given, else ``{}``.
+
+    Raises:
+        DataError: the option does not apply to ``data``, or names no split.
+    """
+    if lidc_split is None:
+        return {}
+    if parse_data_spec(data).kind != "lidc":
+        raise DataError(f"--lidc-split applies to lidc:PATH data only, not {data!r}; drop the option")
+    if lidc_split not in LIDC_SPLITS:
+        raise DataError(f"--lidc-split {lidc_split!r}: choose one of {', '.join(LIDC_SPLITS)}")
+    return {"split_by": lidc_split}
 
 
 def dataset_kwargs_for(preset: Any, data: str, extra: dict[str, Any]) -> dict[str, Any]:

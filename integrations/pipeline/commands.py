@@ -11,7 +11,7 @@ from typing import Any
 from accelerate import PartialState
 
 from uncertainty_adapters import metrics
-from uncertainty_adapters.integrations.data import build_dataset, dataset_kwargs_for, parse_data_spec
+from uncertainty_adapters.integrations.data import build_dataset, data_options, dataset_kwargs_for, parse_data_spec
 from uncertainty_adapters.integrations.pipeline import output_dir, run_dir
 from uncertainty_adapters.integrations.pipeline.evaluation.sample_drawing import DEFAULT_MAX_ROWS
 from uncertainty_adapters.integrations.pipeline.evaluation.sample_files import SAMPLES_DIR
@@ -85,7 +85,8 @@ def _train_and_report(args: argparse.Namespace, preset: Preset, data: str) -> di
         raise ValueError("--resume continues the run in --out and --overwrite deletes it; pass one of them")
     # Check the arguments, the data and the output folder before anything slow (e.g. pretraining
     # the demo backbone) and before --overwrite deletes anything.
-    build_dataset(data, preset.image_size, split="train", seed=args.seed, **dataset_kwargs_for(preset, data, {}))
+    options = data_options(data, getattr(args, "lidc_split", None))
+    build_dataset(data, preset.image_size, split="train", seed=args.seed, **dataset_kwargs_for(preset, data, options))
     # a file, a Hugging Face folder, or a cached hub name; a clear error otherwise
     backbone = resolve_sam_checkpoint(args.sam_checkpoint) if args.sam_checkpoint else None
     if args.overwrite:
@@ -95,7 +96,7 @@ def _train_and_report(args: argparse.Namespace, preset: Preset, data: str) -> di
     check_out_dir(out, args.resume)
     backbone, source = choose_backbone(backbone, preset.sam, cache_dir=args.cache_dir, cpu=args.cpu)
     job = TrainJob(preset=preset, data=data, out=out, seed=args.seed, resume=args.resume,
-                   max_steps=args.max_steps, cpu=args.cpu)
+                   max_steps=args.max_steps, cpu=args.cpu, dataset_kwargs=options)
     copy = backbone is not None and not args.sam_checkpoint  # the small demo backbone travels with the run
     result = train(job, backbone=backbone, meta={"backbone_source": source, "command": command_line()},
                    copy_backbone=copy)
@@ -130,7 +131,7 @@ def run_evaluate(args: argparse.Namespace) -> dict[str, Any]:
     if getattr(args, "compile", False):
         compile_for_sampling(model)
     preset = Preset(**meta["preset"])
-    kwargs = meta["dataset_kwargs"] if args.data == meta["data"] else {}
+    kwargs = {**(meta["dataset_kwargs"] if args.data == meta["data"] else {}), **data_options(args.data, args.lidc_split)}
     dataset = build_dataset(args.data, preset.image_size, split=args.split, seed=args.seed, **kwargs)
     output_dir.claim(out, "evaluate", RUN_RECORDS)
     context = {"data": args.data, "split": args.split, "preset": preset.name, "checkpoint": str(checkpoint),

@@ -146,6 +146,9 @@ class Preset:
         return dataclasses.asdict(self)
 
 
+#: What a preset recorded before a field existed (in run.json or reproduce.json) meant for it.
+LEGACY_VALUES: dict[str, Any] = {"latent_prompt": False}
+
 PRESETS: dict[str, Preset] = {
     "demo": Preset(
         name="demo", sam="demo", image_size=128, batch_size=16, epochs=12, lr=1e-3, latent_lr=1e-4, latent_resolution=64,

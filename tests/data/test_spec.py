@@ -14,6 +14,7 @@ from uncertainty_adapters.integrations.data import (
     REFUGE2Dataset,
     SyntheticLesions,
     build_dataset,
+    data_options,
     parse_data_spec,
 )
 
@@ -78,3 +79,21 @@ def test_build_dataset_rejects_an_unknown_split() -> None:
 def test_build_dataset_names_a_missing_path(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="does not exist"):
         build_dataset(f"folder:{tmp_path / 'nowhere'}", 32)
+
+
+def test_lidc_split_option_becomes_the_datasets_split_by(tmp_path: Path) -> None:
+    path = write_pickle(tmp_path / "lidc.pickle", lidc_entries(40))
+    options = data_options(f"lidc:{path}", "ordered")
+    assert options == {"split_by": "ordered"}
+    test = build_dataset(f"lidc:{path}", 32, split="test", **options)
+    # the official code's split: the last 20% of the pickle's slices (8, cut to a multiple of 6)
+    assert len(test) == 6 and all(int(item["case_id"][-3:]) >= 32 for item in test)
+
+
+def test_no_lidc_split_option_means_no_dataset_option() -> None:
+    assert data_options("synthetic") == {} and data_options("lidc:/data/lidc.pickle") == {}
+
+
+def test_a_lidc_split_for_other_data_is_an_error_that_names_the_option() -> None:
+    with pytest.raises(DataError, match="--lidc-split applies to lidc:PATH data only"):
+        data_options("synthetic", "ordered")

@@ -79,6 +79,7 @@ def test_evaluate_is_reproducible(trained_run, tmp_path):
         (["train", "--data", "mnist", "--preset", "demo", "--out", "{tmp}/x"], "unknown data spec"),
         (["evaluate", "--checkpoint", "{tmp}", "--data", "synthetic"], "not a UA-SAM run folder"),
         (["train", "--data", "synthetic", "--preset", "paper-lidc", "--out", "{tmp}/x", "--sam-checkpoint", "{tmp}/none.pth"], "does not exist"),
+        (["train", "--data", "synthetic", "--preset", "demo", "--out", "{tmp}/x", "--lidc-split", "ordered"], "--lidc-split applies"),
     ],
 )
 def test_bad_input_exits_non_zero_with_one_line(argv, message, tmp_path, capsys):
@@ -120,3 +121,14 @@ def test_train_on_a_folder_of_png_cases(tmp_path, backbone_file):
     assert main(["train", "--data", f"folder:{tmp_path / 'data'}", "--preset", "demo", "--out", str(out),
                  "--sam-checkpoint", str(backbone_file), "--max-steps", "2", *SMALL]) == 0
     assert json.loads((out / "metrics.json").read_text())["num_images"] == 3
+
+
+def test_train_on_lidc_with_the_official_ordered_split_records_it(tmp_path, backbone_file):
+    from tests.data.writers import lidc_entries, write_pickle
+
+    path = write_pickle(tmp_path / "lidc.pickle", lidc_entries(40, size=SIZE))
+    out = tmp_path / "run"
+    assert main(["train", "--data", f"lidc:{path}", "--preset", "demo", "--out", str(out), "--lidc-split", "ordered",
+                 "--sam-checkpoint", str(backbone_file), "--max-steps", "1", *SMALL]) == 0
+    assert json.loads((out / "run.json").read_text())["dataset_kwargs"]["split_by"] == "ordered"
+    assert json.loads((out / "metrics.json").read_text())["num_images"] == 6  # the last 8 of 40 slices, cut to 6

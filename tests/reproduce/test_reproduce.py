@@ -194,6 +194,22 @@ def test_a_folder_with_a_users_file_is_refused_before_anything_runs(tmp_path, ca
     assert not (tmp_path / "cache").exists()
 
 
+def test_a_reproduction_recorded_before_a_preset_field_existed_is_reused(tmp_path, smoke_run, monkeypatch):
+    import shutil
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a finished row was computed again")
+
+    out = tmp_path / "older"
+    shutil.copytree(smoke_run["out"], out)
+    settings = json.loads((out / "reproduce.json").read_text())
+    del settings["preset"]["latent_prompt"]  # as written before the field existed
+    (out / "reproduce.json").write_text(json.dumps(settings))
+    monkeypatch.setattr(reproduce_module, "train", refuse)
+    monkeypatch.setattr(reproduce_module, "evaluate", refuse)
+    assert reproduce(out, smoke_run["cache"]) == 0
+
+
 def test_other_settings_on_the_same_folder_are_refused(smoke_run, capsys):
     assert reproduce(smoke_run["out"], smoke_run["cache"], "--beta", "0.5") == 2
     assert "preset.beta" in capsys.readouterr().err

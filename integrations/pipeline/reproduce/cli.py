@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from uncertainty_adapters.integrations.data import LIDC_SPLIT_HELP, LIDC_SPLITS
 from uncertainty_adapters.integrations.pipeline.backbone.pretrain_settings import PretrainSettings
 from uncertainty_adapters.integrations.pipeline.preset_options import (
     REPRODUCE_OPTIONS,
@@ -91,6 +92,7 @@ def add_reproduce_parser(subparsers: Any) -> argparse.ArgumentParser:
         "fig2.png to --out. Re-running on the same --out reuses every finished row.",
     )
     parser.add_argument("--data", required=True, help="Data spec: synthetic, lidc:PATH, refuge2:PATH or folder:PATH.")
+    parser.add_argument("--lidc-split", choices=LIDC_SPLITS, help=LIDC_SPLIT_HELP)
     parser.add_argument("--preset", required=True, choices=sorted(PRESETS), help="Named settings of every row.")
     parser.add_argument("--out", required=True, help="Output folder: new, empty, or an earlier reproduction "
                         "(reused on a re-run: finished rows are kept).")
@@ -147,7 +149,7 @@ def run_reproduce(args: argparse.Namespace, argv: Sequence[str] | None = None) -
     """
     import torch
 
-    from uncertainty_adapters.integrations.data import build_dataset, dataset_kwargs_for
+    from uncertainty_adapters.integrations.data import build_dataset, data_options, dataset_kwargs_for
     from uncertainty_adapters.integrations.pipeline import output_dir
     from uncertainty_adapters.integrations.pipeline.reproduce.job import ReproduceJob, run_reproduction
     from uncertainty_adapters.integrations.pipeline.reproduce.layout import SETTINGS_FILE, ReproductionLayout
@@ -167,7 +169,8 @@ def run_reproduce(args: argparse.Namespace, argv: Sequence[str] | None = None) -
     user = preset_overrides(args, REPRODUCE_OPTIONS)
     preset = preset.replace(**budget.overrides).replace(**user)
     # Check the data and the output folder before anything slow (e.g. pretraining the demo backbone).
-    build_dataset(args.data, preset.image_size, split="test", seed=0, **dataset_kwargs_for(preset, args.data, {}))
+    options = data_options(args.data, args.lidc_split)
+    build_dataset(args.data, preset.image_size, split="test", seed=0, **dataset_kwargs_for(preset, args.data, options))
     output_dir.check(Path(args.out), (SETTINGS_FILE,))
     backbone, facts = _backbone(args, preset, budget)
     values = preset.to_dict()
@@ -187,7 +190,7 @@ def run_reproduce(args: argparse.Namespace, argv: Sequence[str] | None = None) -
         latent_dims=tuple(args.latent_dims), backbone=backbone, backbone_facts=facts,
         max_steps=args.max_steps if args.max_steps is not None else budget.max_steps,
         cpu=args.cpu, figure_cases=args.figure_cases, rows=tuple(args.rows), command=command,
-        description=description,
+        description=description, data_options=options,
     )
     results = run_reproduction(job, report=Path(args.report) if args.report else None, section=args.report_section)
     for key in results["tables"]:

@@ -46,7 +46,7 @@ from uncertainty_adapters.integrations.data import build_dataset, dataset_kwargs
 from uncertainty_adapters.integrations.pipeline import output_dir, run_dir
 from uncertainty_adapters.integrations.pipeline.evaluation.scoring import METRIC_KEYS, evaluate
 from uncertainty_adapters.integrations.pipeline.models import AdapterEnsemble
-from uncertainty_adapters.integrations.pipeline.presets import Preset
+from uncertainty_adapters.integrations.pipeline.presets import LEGACY_VALUES, Preset
 from uncertainty_adapters.integrations.pipeline.reproduce.layout import SETTINGS_FILE, ReproductionLayout
 from uncertainty_adapters.integrations.pipeline.reproduce.report import (
     ComparisonCases,
@@ -164,6 +164,8 @@ class ReproduceJob:
         figure_cases: test cases drawn in fig2.png.
         rows: keys of the rows to compute (e.g. "ua-sam", "prob-unet"); empty: every row.
         description: the budget and overrides, in words, for the report.
+        data_options: dataset keyword arguments from the command line (`data_options`, e.g. the
+            LIDC split), given to every row's training and scoring alike.
     """
 
     preset: Preset
@@ -180,6 +182,7 @@ class ReproduceJob:
     rows: tuple[str, ...] = ()
     command: str = ""
     description: str = ""
+    data_options: dict[str, Any] = field(default_factory=dict)
 
     @property
     def samples(self) -> int:
@@ -200,6 +203,8 @@ class ReproduceJob:
             "max_steps": self.max_steps,
             "backbone_sha256": checkpoint_sha256(self.backbone) if self.backbone is not None else None,
         }
+        if self.data_options:  # absent when none, as in reproductions recorded before the option
+            settings["data_options"] = self.data_options
         return json.loads(json.dumps(settings))  # as read back from disk (tuples become lists)
 
 
@@ -208,7 +213,9 @@ def check_settings(job: ReproduceJob) -> None:
     path = ReproductionLayout(job.out).settings
     settings = job.settings()
     if path.is_file():
-        changed = _differences(ckpt.read_json(path), settings)
+        recorded = ckpt.read_json(path)
+        recorded["preset"] = {**LEGACY_VALUES, **recorded.get("preset", {})}
+        changed = _differences(recorded, settings)
         if changed:
             raise FileExistsError(
                 f"{job.out} holds a reproduction with other settings ({'; '.join(changed)}), "
@@ -240,7 +247,7 @@ class Reproduction:
         self.device = choose_device(job.cpu)
         self.tables = plan_tables(job.preset.latent_dim, job.members, job.latent_dims)
         self.selected = self._select(job.rows)
-        self.dataset_kwargs = dataset_kwargs_for(job.preset, job.data, {})
+        self.dataset_kwargs = dataset_kwargs_for(job.preset, job.data, job.data_options)
         self.backbone = self._place_backbone()
 
     def _place_backbone(self) -> Path | None:
@@ -295,6 +302,7 @@ class Reproduction:
         train_job = TrainJob(
             preset=spec.preset_for(job.preset), data=job.data, out=folder, seed=spec.model_seed(seed),
             data_seed=seed, resume=resume, max_steps=job.max_steps, cpu=job.cpu, model=spec.model,
+            dataset_kwargs=job.data_options,
         )
         backbone = None if spec.model == "prob-unet" else self.backbone
         meta = {"backbone_source": job.backbone_facts if backbone is not None else "none (trained from scratch)",
