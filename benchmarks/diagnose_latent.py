@@ -209,8 +209,9 @@ def _kl_summary(log: Path) -> dict[str, Any]:
 
 
 def diagnose(model, dataset, data: str, device, samples: int, mode_regions, zfit_cases: int,
-             zfit_steps: int = 80) -> dict[str, Any]:
-    """Every measurement on the trained model (see the module docstring)."""
+             zfit_steps: int = 80, prompt: str = "point") -> dict[str, Any]:
+    """Every measurement on the trained model (see the module docstring), prompting as the run
+    was trained and as `ua-sam evaluate` scores it: ``prompt`` mode on the raters' majority."""
     from uncertainty_adapters import metrics
     from uncertainty_adapters.integrations.sam.prompts import make_prompts
 
@@ -224,7 +225,7 @@ def diagnose(model, dataset, data: str, device, samples: int, mode_regions, zfit
     for start in range(0, len(dataset), 16):
         batch = _batch(dataset, range(start, min(start + 16, len(dataset))), device)
         raters = batch["masks"] > 0.5  # (B, R, S, S)
-        prompts = make_prompts(batch["majority"], "point", generator, raters.any(1, keepdim=True).float())
+        prompts = make_prompts(batch["majority"], prompt, generator, raters.any(1, keepdim=True).float())
         with torch.no_grad():
             out = model(batch["image"], prompts, num_samples=samples, generator=generator)
             sampled = out.logits.float() > 0
@@ -272,12 +273,14 @@ def diagnose(model, dataset, data: str, device, samples: int, mode_regions, zfit
                        for name, entry in modes.items()}
     _stage("sampled the test part")
     if has_latent and zfit_pool:
-        result["z_fit"] = fit_z_per_rater(model, dataset, zfit_pool, mode_regions, device, steps=zfit_steps)
+        result["z_fit"] = fit_z_per_rater(model, dataset, zfit_pool, mode_regions, device, steps=zfit_steps,
+                                          prompt=prompt)
         _stage("fitted z per rater")
     return result
 
 
-def fit_z_per_rater(model, dataset, pool, mode_regions, device, steps: int = 80, lr: float = 0.1) -> dict[str, Any]:
+def fit_z_per_rater(model, dataset, pool, mode_regions, device, steps: int = 80, lr: float = 0.1,
+                    prompt: str = "point") -> dict[str, Any]:
     """For each case in ``pool`` and each rater: z fitted by Adam to the rater's mask (DiceCE),
     the model frozen. Reports IoU with the rater's mask and whether the decoding marks the mode
     exactly when the rater does, for the posterior mean (start) and the fitted z (end); and the
@@ -293,7 +296,7 @@ def fit_z_per_rater(model, dataset, pool, mode_regions, device, steps: int = 80,
     batch = _batch(dataset, indices, device)
     raters = batch["masks"] > 0.5
     b, r = raters.shape[:2]
-    prompts = make_prompts(batch["majority"], "point", torch.Generator(device=device).manual_seed(2),
+    prompts = make_prompts(batch["majority"], prompt, torch.Generator(device=device).manual_seed(2),
                            raters.any(1, keepdim=True).float()).repeat_interleave(r)
     target = raters.flatten(0, 1)[:, None].float()
     with torch.no_grad():
@@ -414,7 +417,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "kl": _kl_summary(run_dir / "train_log.csv"),
         "dead_cmsm": {"init": dead_init, "trained": dead_cmsm_share(model, test, device)},
     }
-    result.update(diagnose(model, test, args.data, device, args.samples, regions, args.zfit_cases, args.zfit_steps))
+    result["prompt"] = preset.prompt
+    result.update(diagnose(model, test, args.data, device, args.samples, regions, args.zfit_cases, args.zfit_steps,
+                           prompt=preset.prompt))
     path = out / f"{args.data}-{args.variant}.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
     return result
