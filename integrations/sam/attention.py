@@ -55,6 +55,7 @@ import torch.nn.functional as F
 from segment_anything.modeling.image_encoder import Attention
 from torch import nn
 
+from .checkpoint import resize_rel_pos
 from .spec import ATTENTION_KIND_NAMES
 
 
@@ -73,10 +74,7 @@ def relative_position_table(q_size: int, k_size: int, rel_pos: torch.Tensor) -> 
         (q_size, k_size, C): R[i, j], the embedding of query i's offset to key j.
     """
     max_rel_dist = int(2 * max(q_size, k_size) - 1)
-    table = rel_pos
-    if rel_pos.shape[0] != max_rel_dist:
-        table = F.interpolate(rel_pos.reshape(1, rel_pos.shape[0], -1).permute(0, 2, 1), size=max_rel_dist, mode="linear")
-        table = table.reshape(-1, max_rel_dist).permute(1, 0)
+    table = rel_pos if rel_pos.shape[0] == max_rel_dist else resize_rel_pos(rel_pos, max_rel_dist)
     q_coords = torch.arange(q_size, device=rel_pos.device)[:, None] * max(k_size / q_size, 1.0)
     k_coords = torch.arange(k_size, device=rel_pos.device)[None, :] * max(q_size / k_size, 1.0)
     relative = (q_coords - k_coords) + (k_size - 1) * max(q_size / k_size, 1.0)
