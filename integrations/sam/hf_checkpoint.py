@@ -41,7 +41,7 @@ import json
 import logging
 import re
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 from torch import nn
@@ -123,6 +123,23 @@ def _rename(key: str, rules: tuple[tuple[re.Pattern[str], str], ...]) -> str | N
     return None
 
 
+def _rename_all(
+    tensors: Mapping[str, torch.Tensor],
+    mlp_name: Callable[[str], str | None],
+    rules: tuple[tuple[re.Pattern[str], str], ...],
+) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Every key renamed: by ``mlp_name`` (the mask decoder's MLP layers, None for other keys),
+    else by ``rules``. Returns the renamed tensors and the keys neither could name."""
+    out, unknown = {}, []
+    for key, tensor in tensors.items():
+        name = mlp_name(key) or _rename(key, rules)
+        if name is None:
+            unknown.append(key)
+        else:
+            out[name] = tensor
+    return out, unknown
+
+
 def hf_to_sam_state_dict(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """A transformers ``SamModel`` state dict -> the segment-anything layout (same tensors).
 
@@ -138,19 +155,16 @@ def hf_to_sam_state_dict(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch
         match = _HF_MLP.match(key)
         if match and match.group(3) is not None:
             hidden_layers.setdefault(match.group(1), set()).add(int(match.group(3)))
-    out, unknown = {}, []
-    for key, tensor in tensors.items():
+
+    def mlp_name(key: str) -> str | None:
         match = _HF_MLP.match(key)
-        if match:
-            prefix, layer, index, leaf = match.groups()
-            position = {"proj_in": 0, "proj_out": len(hidden_layers.get(prefix, ())) + 1}.get(layer)
-            out[f"{prefix}.layers.{int(index) + 1 if position is None else position}.{leaf}"] = tensor
-            continue
-        name = _rename(key, _HF_TO_SAM)
-        if name is None:
-            unknown.append(key)
-        else:
-            out[name] = tensor
+        if not match:
+            return None
+        prefix, layer, index, leaf = match.groups()
+        position = {"proj_in": 0, "proj_out": len(hidden_layers.get(prefix, ())) + 1}.get(layer)
+        return f"{prefix}.layers.{int(index) + 1 if position is None else position}.{leaf}"
+
+    out, unknown = _rename_all(tensors, mlp_name, _HF_TO_SAM)
     if unknown:
         raise CheckpointMismatchError(
             f"not a transformers SamModel checkpoint: {len(unknown)} key(s) that SamModel does not have, "
@@ -172,19 +186,16 @@ def sam_to_hf_state_dict(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch
         match = _SAM_MLP.match(key)
         if match:
             depths[match.group(1)] = max(depths.get(match.group(1), 0), int(match.group(2)) + 1)
-    out, unknown = {}, []
-    for key, tensor in tensors.items():
+
+    def mlp_name(key: str) -> str | None:
         match = _SAM_MLP.match(key)
-        if match:
-            prefix, index, leaf = match.group(1), int(match.group(2)), match.group(3)
-            layer = "proj_in" if index == 0 else "proj_out" if index == depths[prefix] - 1 else f"layers.{index - 1}"
-            out[f"{prefix}.{layer}.{leaf}"] = tensor
-            continue
-        name = _rename(key, _SAM_TO_HF)
-        if name is None:
-            unknown.append(key)
-        else:
-            out[name] = tensor
+        if not match:
+            return None
+        prefix, index, leaf = match.group(1), int(match.group(2)), match.group(3)
+        layer = "proj_in" if index == 0 else "proj_out" if index == depths[prefix] - 1 else f"layers.{index - 1}"
+        return f"{prefix}.{layer}.{leaf}"
+
+    out, unknown = _rename_all(tensors, mlp_name, _SAM_TO_HF)
     if unknown:
         raise CheckpointMismatchError(
             f"{len(unknown)} key(s) are not part of segment-anything's Sam, e.g. {', '.join(sorted(unknown)[:5])}"
