@@ -46,7 +46,7 @@ except ImportError:  # a source tree that pip could not install: map the package
     uncertainty_adapters.__path__.append(str(ROOT))
 
 from benchmarks import bench_predictor, speedups
-from benchmarks.timing import Budget, interleaved, machine, release_device_memory
+from benchmarks.timing import Budget, budget_lines, interleaved, machine, release_device_memory
 from benchmarks.workloads import GPU, TINY, BenchConfig, Workloads, synchronize
 from uncertainty_adapters.integrations.sam import UncertaintySamPredictor
 
@@ -216,10 +216,7 @@ def summary(results: dict[str, object]) -> str:
         lines.append(f"torch.compile({row['mode']}): UA encoder compiled / eager {row['ratio']}; overhead_ratio eager "
                      f"{row['overhead_ratio_eager']}, compiled {row['overhead_ratio_compiled']}; compiled UA / eager "
                      f"plain {row['ua_compiled_over_plain_eager']} (compile {row['compile_and_warmup_s']} s)")
-    if results["skipped"]:
-        lines.append(f"skipped (time budget): {', '.join(results['skipped'])}")
-    for name, error in results.get("errors", {}).items():
-        lines.append(f"FAILED {name}: {error}")
+    lines += budget_lines(results)
     lines.append(f"total {results['total_s']} s (+ build {results['build_s']} s)")
     return "\n".join(lines)
 

@@ -31,7 +31,7 @@ from typing import Callable
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from benchmarks.timing import Budget, interleaved, machine, release_device_memory
+from benchmarks.timing import Budget, budget_lines, interleaved, machine, release_device_memory
 from benchmarks.workloads import GPU, TINY, BenchConfig, Workloads, synchronize
 from uncertainty_adapters.integrations.sam import compile_for_sampling
 
@@ -305,10 +305,7 @@ def summary(results: dict[str, object]) -> str:
         lines.append(f"sampling N=16: eager {row['eager']['hypotheses_per_s']} hyp/s, compiled "
                      f"{row['compiled']['hypotheses_per_s']} hyp/s (x{1 / row['compiled_over_eager']:.2f}; "
                      f"compile {row['compile_and_record_s']} s)")
-    if results["skipped"]:
-        lines.append(f"skipped (time budget): {', '.join(results['skipped'])}")
-    for name, error in results["errors"].items():
-        lines.append(f"FAILED {name}: {error}")
+    lines += budget_lines(results)
     lines.append(f"total {results.get('total_s')} s")
     return "\n".join(lines)
 

@@ -95,6 +95,13 @@ class Budget:
         return self.deadline - time.perf_counter()
 
 
+def budget_lines(results: Mapping[str, object]) -> list[str]:
+    """The summary lines a budgeted benchmark ends with: what the `Budget` skipped
+    (``results["skipped"]``) and what failed (``results["errors"]``, name -> message)."""
+    lines = [f"skipped (time budget): {', '.join(results['skipped'])}"] if results.get("skipped") else []
+    return lines + [f"FAILED {name}: {error}" for name, error in (results.get("errors") or {}).items()]
+
+
 def release_device_memory(device: torch.device) -> None:
     """Give the memory of the last trial back to the CUDA allocator (nothing to do on a CPU)."""
     if device.type == "cuda":
