@@ -3,6 +3,8 @@ bottleneck), free bits; and adapter folders saved before these options existed."
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -35,6 +37,30 @@ def test_an_adapter_folder_saved_before_the_options_existed_reproduces_its_outpu
     assert (model.config.cmsm_activation, model.config.latent_placement) == ("relu", "residual")
     with torch.no_grad():
         torch.testing.assert_close(model(reference["x"], z=reference["z"]), reference["output"], rtol=1e-6, atol=1e-6)
+
+
+def _legacy_backbone(reference: dict) -> torch.nn.Sequential:
+    backbone = torch.nn.Sequential(*(torch.nn.Sequential(torch.nn.Linear(16, 16), torch.nn.GELU()) for _ in range(3)))
+    backbone.load_state_dict({k[len("backbone."):]: v for k, v in reference.items() if k.startswith("backbone.")})
+    return backbone
+
+
+@pytest.mark.parametrize("interaction", ["cmsm", "concat"])
+def test_an_old_adapter_folder_loads_into_a_model_already_built_with_the_papers_forms(interaction):
+    """What a run folder does: the model is built from run.json first, then the adapters are loaded
+    into it; the old folder's config (without the new keys) must compare equal to the legacy forms."""
+    folder = LEGACY / interaction / "adapters"
+    reference = ckpt.load_tensors(LEGACY / interaction / "reference.safetensors")
+    saved = ua.UncertaintyAdapterConfig.from_dict(json.loads((folder / "adapter_config.json").read_text())["config"])
+    model = ua.inject_uncertainty_adapters(_legacy_backbone(reference), saved, blocks=["0", "1", "2"])
+    assert ua.load_adapters(model, folder) is model
+    with torch.no_grad():
+        torch.testing.assert_close(model(reference["x"], z=reference["z"]), reference["output"], rtol=1e-6, atol=1e-6)
+
+    other = dataclasses.replace(saved, cmsm_activation="softmax")
+    rebuilt = ua.inject_uncertainty_adapters(_legacy_backbone(reference), other, blocks=["0", "1", "2"])
+    with pytest.raises(ckpt.CheckpointMismatchError, match="cmsm_activation"):
+        ua.load_adapters(rebuilt, folder)
 
 
 def test_a_config_dict_without_the_new_keys_means_the_papers_forms():

@@ -96,7 +96,8 @@ def load_adapters(model: nn.Module, path: str | Path, freeze_backbone: bool = Tr
 
     if isinstance(model, UncertaintyModel):
         target, injected = model, False
-        differences = _differences(meta, model.adapter_metadata())
+        # compare the config as read (keys it predates mean their legacy values), not the raw dict
+        differences = _differences({**meta, "config": config.to_dict()}, model.adapter_metadata())
     else:
         try:
             plan = plan_injection(model, config, meta["block_names"])
