@@ -10,7 +10,9 @@ The first click on an image reads it, draws K samples of the prior and runs the 
 for all K (one batched forward), then decodes; the second click on the same image decodes only
 (the K embeddings are cached), and both render the page's pictures. Each round uploads a new
 image (a synthetic test lesion, 256 x 256, so nothing is cached), clicks on the lesion, then
-clicks a second point on it; the figures are the medians over rounds and their ratio. Without
+clicks a second point on it; the figures are the medians over rounds and their ratio. The
+report also splits a click without the web ("in_process"): the model work of a first and a
+second click, drawing the pictures and Gradio writing them as PNG files, which both clicks pay. Without
 --checkpoint the run folder is the CPU demo's architecture (SAM spec 'demo' at 128 px, latent
 heads at 64 px) with random weights moved off their init: timings do not depend on training;
 ``--spec vit_b`` makes the same run folder with SAM ViT-B at 1024 px (the paper's backbone), to see
@@ -97,6 +99,36 @@ def _api_rounds(url: str, checkpoint: Path, images: list, samples: int) -> dict[
     return times
 
 
+def _in_process_rounds(checkpoint: Path, images: list, samples: int) -> dict[str, float]:
+    """Where a click's time goes without the web: the model work of a first and a second click
+    (`Segmentation.seconds`), drawing the page's pictures, and Gradio turning them into PNG files
+    (what it does with every answer). Medians over ``images``, in seconds."""
+    import gradio as gr
+
+    from uncertainty_adapters.integrations.app import render
+    from uncertainty_adapters.integrations.app.prompt import Prompt
+    from uncertainty_adapters.integrations.app.session import Segmenter
+
+    segmenter = Segmenter("cpu")
+    picture, gallery = gr.Image(format="png", interactive=False), gr.Gallery(format="png")
+    times: dict[str, list[float]] = {"model_first": [], "model_second": [], "drawing": [], "gradio_png": []}
+    for path, first, second in images:
+        for name, points in (("model_first", [first]), ("model_second", [first, second])):
+            result = segmenter.segment(checkpoint, path, Prompt([list(p) for p in points], [1] * len(points)), samples)
+            times[name].append(result.seconds)
+        pixels, prediction = result.image.pixels, result.prediction
+        scale = render.display_scale(pixels.shape[:2])
+        start = time.perf_counter()
+        pictures = (render.canvas(pixels, result.prompt, scale, prediction.mean),
+                    render.heat_map(pixels, prediction.entropy, prediction.mean, scale),
+                    render.thumbnails(pixels, prediction.masks))
+        drawn = time.perf_counter()
+        picture.postprocess(pictures[0]), picture.postprocess(pictures[1]), gallery.postprocess(pictures[2])
+        times["drawing"].append(drawn - start)
+        times["gradio_png"].append(time.perf_counter() - drawn)
+    return {f"{name}_s": round(statistics.median(values), 4) for name, values in times.items()}
+
+
 def _browser_rounds(url: str, images: list, screenshot: Path | None) -> dict[str, list[float]]:
     from benchmarks.app_browser import PageDriver
     from uncertainty_adapters.integrations.app.render import display_scale
@@ -156,6 +188,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
                     "api": _figures(_api_rounds(url, checkpoint, images[:args.rounds], args.samples), args.samples),
                     "checkpoint": str(args.checkpoint or f"random weights, spec {args.spec} at {INPUT_SIZES[args.spec]} px"),
                     "image": f"{IMAGE_SIZE} x {IMAGE_SIZE} synthetic test lesion", "machine": machine(),
+                    "in_process": _in_process_rounds(checkpoint, images[:args.rounds], args.samples),
                 }
                 if args.browser:
                     # the page uses the run's default K (its preset's eval_samples), read off the page
@@ -168,6 +201,9 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     if args.json:
         print(json.dumps(report, indent=2))
     else:
+        parts = report["in_process"]
+        print(f"in process: model {parts['model_first_s']:.3f} s (first click), {parts['model_second_s']:.3f} s "
+              f"(second); pictures {parts['drawing_s']:.3f} s, Gradio's PNG files {parts['gradio_png_s']:.3f} s")
         for where in ("api", "browser"):
             if where in report:
                 figures = report[where]

@@ -141,6 +141,9 @@ def test_bench_app_reports_first_and_second_click_through_the_api(capsys):
 
     report = bench_app.main(["--rounds", "1", "--samples", "2", "--json"])
     assert set(report["api"]) == {"first_click_s", "second_click_s", "second_to_first_ratio", "rounds", "samples"}
+    parts = report["in_process"]
+    assert set(parts) == {"model_first_s", "model_second_s", "drawing_s", "gradio_png_s"}
+    assert all(seconds > 0 for seconds in parts.values())
     assert '"second_to_first_ratio"' in capsys.readouterr().out
 
 
