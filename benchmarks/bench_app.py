@@ -23,8 +23,10 @@ The server runs in this process with one torch thread (the CPU machine's setting
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -195,7 +197,8 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
                     times = _browser_rounds(url, images[args.rounds:2 * args.rounds], args.screenshot)
                     report["browser"] = _figures(times, times["samples"][0])
             finally:
-                page.close()
+                with contextlib.redirect_stdout(sys.stderr):  # Gradio prints "Closing server ..."
+                    page.close()
     finally:
         torch.set_num_threads(threads)
     if args.json:
