@@ -28,7 +28,7 @@ class PretrainSettings:
     spec: str = "demo"
     image_size: int = 128
     steps: int = 2500
-    batch_size: int = 64
+    batch_size: int = 32
     targets: int = 4
     lr: float = 1e-3
     warmup: float = 0.05
