@@ -12,8 +12,8 @@ for all K (one batched forward), then decodes; the second click on the same imag
 image (a synthetic test lesion, 256 x 256, so nothing is cached), clicks on the lesion, then
 clicks a second point on it; the figures are the medians over rounds and their ratio. The
 report also splits a click without the web ("in_process"): the model work of a first and a
-second click, drawing the pictures and Gradio writing them as PNG files, which both clicks pay. Without
---checkpoint the run folder is the CPU demo's architecture (SAM spec 'demo' at 128 px, latent
+second click, drawing the pictures and Gradio writing them as PNG files (both clicks pay the
+last two). Without --checkpoint the run folder is the CPU demo's architecture (SAM spec 'demo' at 128 px, latent
 heads at 64 px) with random weights moved off their init: timings do not depend on training;
 ``--spec vit_b`` makes the same run folder with SAM ViT-B at 1024 px (the paper's backbone), to see
 the ratio where the encoder costs what SAM's does.

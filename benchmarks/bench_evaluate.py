@@ -56,7 +56,7 @@ def measure(preset: Preset, ged_samples: tuple[int, ...], rounds: int, checkpoin
     """The timings for each N (the keys `main` prints)."""
     if checkpoint is not None:
         model, meta = run_dir.load_run(checkpoint, device="cpu")
-        preset = Preset(**meta["preset"])
+        preset = Preset.from_dict(meta["preset"])
         model.eval()
     else:
         model = _untrained(preset)

@@ -130,7 +130,7 @@ def run_evaluate(args: argparse.Namespace) -> dict[str, Any]:
     model, meta = run_dir.load_run(checkpoint, device=choose_device(args.cpu))
     if getattr(args, "compile", False):
         compile_for_sampling(model)
-    preset = Preset(**meta["preset"])
+    preset = Preset.from_dict(meta["preset"])
     kwargs = {**(meta["dataset_kwargs"] if args.data == meta["data"] else {}), **data_options(args.data, args.lidc_split)}
     dataset = build_dataset(args.data, preset.image_size, split=args.split, seed=args.seed, **kwargs)
     output_dir.claim(out, "evaluate", RUN_RECORDS)

@@ -145,9 +145,20 @@ class Preset:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Preset":
+        """A preset as recorded (run.json, reproduce.json): fields it predates take their
+        `LEGACY_VALUES`, the meaning they had before the field existed."""
+        return cls(**with_legacy_values(data))
+
 
 #: What a preset recorded before a field existed (in run.json or reproduce.json) meant for it.
 LEGACY_VALUES: dict[str, Any] = {"latent_prompt": False}
+
+
+def with_legacy_values(recorded: dict[str, Any]) -> dict[str, Any]:
+    """A recorded preset dict with the fields it predates filled in from `LEGACY_VALUES`."""
+    return {**LEGACY_VALUES, **recorded}
 
 PRESETS: dict[str, Preset] = {
     "demo": Preset(

@@ -46,7 +46,7 @@ from uncertainty_adapters.integrations.data import build_dataset, dataset_kwargs
 from uncertainty_adapters.integrations.pipeline import output_dir, run_dir
 from uncertainty_adapters.integrations.pipeline.evaluation.scoring import METRIC_KEYS, evaluate
 from uncertainty_adapters.integrations.pipeline.models import AdapterEnsemble
-from uncertainty_adapters.integrations.pipeline.presets import LEGACY_VALUES, Preset
+from uncertainty_adapters.integrations.pipeline.presets import Preset, with_legacy_values
 from uncertainty_adapters.integrations.pipeline.reproduce.layout import SETTINGS_FILE, ReproductionLayout
 from uncertainty_adapters.integrations.pipeline.reproduce.report import (
     ComparisonCases,
@@ -214,7 +214,7 @@ def check_settings(job: ReproduceJob) -> None:
     settings = job.settings()
     if path.is_file():
         recorded = ckpt.read_json(path)
-        recorded["preset"] = {**LEGACY_VALUES, **recorded.get("preset", {})}
+        recorded["preset"] = with_legacy_values(recorded.get("preset", {}))
         changed = _differences(recorded, settings)
         if changed:
             raise FileExistsError(
