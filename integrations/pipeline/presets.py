@@ -83,7 +83,8 @@ class Preset:
         metadata={"help": "Where z's per-adapter feature enters: residual (paper) or bottleneck (see UncertaintyAdapterConfig)."},
     )
     free_bits: float = field(
-        default=0.0, metadata={"help": "Free bits: nats per latent dimension the KL term does not penalise (0: none)."}
+        default=0.0, metadata={"help": "Free bits: nats per latent dimension the KL term does not penalise (0: none); UA-SAM's "
+                                       "latent only (the Probabilistic U-Net keeps the plain ELBO)."}
     )
     latent_prompt: bool = field(
         default=False,

@@ -175,3 +175,21 @@ def test_a_run_folder_without_the_latent_prompt_key_loads_without_one(tmp_path, 
     config.write_text(json.dumps(meta))
     model, _ = run_dir.load_run(tmp_path / "run")
     assert model.latent_prompt is None
+
+
+def test_free_bits_apply_to_ua_sams_latent_only(tmp_path):
+    from uncertainty_adapters.integrations.pipeline.training.loop import TrainJob, free_bits_of
+
+    def free_bits(**kwargs):
+        model = kwargs.pop("model", "ua-sam")
+        return free_bits_of(TrainJob(preset=small_preset(free_bits=0.5, **kwargs), data="synthetic",
+                                     out=tmp_path, model=model))
+
+    assert free_bits(interaction="cmsm") == free_bits(interaction="concat") == free_bits(interaction="sample") == 0.5
+    assert free_bits(interaction="none") == free_bits(interaction="position") == 0.0  # no KL to floor
+    assert free_bits(model="prob-unet") == 0.0  # the baseline keeps its recipe, the plain ELBO
+
+
+def test_an_adapter_sam_trains_under_a_preset_with_free_bits(tmp_path, backbone_file):
+    train(job(tmp_path / "run", max_steps=1, epochs=1, interaction="none", free_bits=0.5), backbone=backbone_file)
+    assert (tmp_path / "run" / run_dir.RUN_CONFIG).is_file()

@@ -86,6 +86,21 @@ def test_prob_unet_trains_in_the_pipeline_and_loads_back(tmp_path):
     assert torch.equal(first, again(images, num_samples=2, generator=torch.Generator().manual_seed(0)).logits)
 
 
+def test_the_prob_unets_recipe_ignores_ua_sams_latent_options(tmp_path):
+    # free bits, the latent prompt and the latent nets' learning rate are UA-SAM's: a preset that
+    # sets them trains the same Probabilistic U-Net as one that does not
+    preset = get_preset("demo").replace(image_size=SIZE, batch_size=4, epochs=1, synthetic_cases=24, latent_lr=1e-4,
+                                        latent_resolution=32, latent_filters=(8, 16), prior_fit_epochs=0,
+                                        free_bits=0.0, latent_prompt=False)
+    ua_options = preset.replace(free_bits=0.5, latent_prompt=True, latent_lr=1e-3)
+    for name, settings in (("plain", preset), ("ua-options", ua_options)):
+        train(TrainJob(preset=settings, data="synthetic", out=tmp_path / name, max_steps=2, cpu=True, model="prob-unet"))
+    plain, _ = run_dir.load_run(tmp_path / "plain")
+    other, _ = run_dir.load_run(tmp_path / "ua-options")
+    for (name, tensor), (_, same) in zip(plain.state_dict().items(), other.state_dict().items()):
+        assert torch.equal(tensor, same), name
+
+
 def test_an_unknown_model_kind_is_refused(tmp_path):
     with pytest.raises(ValueError, match="unknown model"):
         TrainJob(preset=get_preset("demo"), data="synthetic", out=tmp_path, model="unet")

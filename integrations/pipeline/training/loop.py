@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 import uncertainty_adapters as ua
 from uncertainty_adapters import checkpoint as ckpt
+from uncertainty_adapters.config import USES_SAMPLE
 from uncertainty_adapters.integrations.data import build_dataset, dataset_kwargs_for
 from uncertainty_adapters.integrations.pipeline import output_dir, run_dir
 from uncertainty_adapters.integrations.pipeline.models.factory import MODELS, build_model
@@ -99,6 +100,15 @@ class TrainResult:
     stopped_early: bool
     seconds: float
     throughput: dict[str, Any] = field(default_factory=dict)  # Throughput.summary() of this session
+
+
+def free_bits_of(job: TrainJob) -> float:
+    """The free bits ``job`` trains with: the preset's for UA-SAM with a latent sample z, 0 (the
+    plain ELBO) for UA-SAM without one (nothing to floor) and for the Probabilistic U-Net, which
+    keeps its own recipe whatever the preset sets for UA-SAM."""
+    if job.model == "ua-sam" and job.preset.interaction in USES_SAMPLE:
+        return job.preset.free_bits
+    return 0.0
 
 
 def train_val_split(num_items: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
@@ -244,7 +254,7 @@ class _TrainingLoop:
         # Stepped once per epoch by hand, so it is not handed to accelerator.prepare.
         self.scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=preset.lr_step_epochs, gamma=preset.lr_gamma)
         # beta follows beta_at(step); free bits floor the KL per latent dimension
-        self.loss_fn = ua.ElboLoss(beta=preset.beta, validate=False, free_bits=preset.free_bits)
+        self.loss_fn = ua.ElboLoss(beta=preset.beta, validate=False, free_bits=free_bits_of(job))
         self.val_loss_fn = ua.ElboLoss(beta=preset.beta, validate=False)
         self.model, self.optimizer, self.train_loader, self.val_loader = accelerator.prepare(
             model, optimizer, train_loader, val_loader
@@ -288,7 +298,7 @@ class _TrainingLoop:
     def _kl_for_loss(self, output) -> torch.Tensor:
         """The KL the loss takes: per latent dimension (B, C) under free bits, else per image (B,)."""
         per_dim = getattr(output, "kl_per_dim", None)
-        return per_dim if self.preset.free_bits > 0 and per_dim is not None else output.kl
+        return per_dim if self.loss_fn.free_bits > 0 else output.kl
 
     def _reconstruction_and_kl(self, output, mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """(reconstruction, the KL term beta multiplies, the mean KL) for `GraphedTrainStep`."""
