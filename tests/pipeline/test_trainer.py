@@ -193,3 +193,15 @@ def test_free_bits_apply_to_ua_sams_latent_only(tmp_path):
 def test_an_adapter_sam_trains_under_a_preset_with_free_bits(tmp_path, backbone_file):
     train(job(tmp_path / "run", max_steps=1, epochs=1, interaction="none", free_bits=0.5), backbone=backbone_file)
     assert (tmp_path / "run" / run_dir.RUN_CONFIG).is_file()
+
+
+def test_an_adapter_sam_ignores_the_latent_options(tmp_path, backbone_file):
+    # without a latent, free bits, the latent prompt and the latent nets' rate change nothing
+    plain = dict(interaction="none", free_bits=0.0, latent_prompt=False, latent_lr=1e-4)
+    options = dict(interaction="none", free_bits=0.5, latent_prompt=True, latent_lr=1e-3)
+    for name, settings in (("plain", plain), ("options", options)):
+        train(job(tmp_path / name, max_steps=2, epochs=1, prior_fit_epochs=0, **settings), backbone=backbone_file)
+    first = load_latest_checkpoint(tmp_path / "plain" / "checkpoints").trainable
+    second = load_latest_checkpoint(tmp_path / "options" / "checkpoints").trainable
+    assert first.keys() == second.keys()
+    assert all(torch.equal(first[name], second[name]) for name in first)
