@@ -24,7 +24,8 @@ _OPTIONS: dict[str, tuple[str, dict[str, Any]]] = {
     "latent_placement": ("--latent-placement", dict(
         choices=LATENT_PLACEMENTS, help="Where z enters each adapter: residual (paper) or bottleneck.")),
     "latent_prompt": ("--latent-prompt", dict(
-        action="store_true", help="z also enters as a dense prompt of SAM's mask decoder (not in the paper).")),
+        action=argparse.BooleanOptionalAction,
+        help="z also enters as a dense prompt of SAM's mask decoder (not in the paper; the demo's default).")),
     "free_bits": ("--free-bits", dict(type=float, help="Nats per latent dimension the KL term does not penalise.")),
     "epochs": ("--epochs", dict(type=int, help="Maximum epochs (early stopping may end sooner).")),
     "batch_size": ("--batch-size", dict(type=int, help="Images per step and process.")),

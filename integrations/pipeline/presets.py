@@ -11,15 +11,20 @@ the reconstruction term is MONAI's DiceCE, a *mean* over pixels, while KL(Q||P) 
 the C latent dimensions, so beta = 1 prices one nat of latent information like one nat on every
 pixel at once.
 
-``latent_lr``: the learning rate of the prior and posterior nets when it differs from ``lr``
-(the demo: adapters at 1e-3, heads at the paper's 1e-4); presets whose lr is the paper's leave
-it unset.
+``latent_lr``: the learning rate of the prior and posterior nets (None: ``lr``). The demo sets
+it to its ``lr``, 1e-3, explicitly; presets whose lr is the paper's leave it unset.
 
 ``cmsm_activation`` / ``latent_placement``: every preset uses the library's defaults, the
 official code's softmax CMSM and z entering each adapter's bottleneck (see
 `uncertainty_adapters.UncertaintyAdapterConfig` and docs/results.md, "The latent path");
-``--cmsm-activation relu --latent-placement residual`` trains the paper's forms. ``free_bits``
-(0 in every preset) floors the KL per latent dimension (``uncertainty_adapters.ElboLoss``).
+``--cmsm-activation relu --latent-placement residual`` trains the paper's forms.
+
+``latent_prompt`` / ``free_bits``: outside the paper, and on in the demo only: z also enters SAM's
+mask decoder as a dense prompt (integrations/sam/latent_prompt.py), and the KL of each latent
+dimension below 0.5 nats is not penalised (``uncertainty_adapters.ElboLoss``), which is what
+lets the latent nets train at the adapters' rate without collapsing. The paper presets keep the
+paper's form (no latent prompt, plain ELBO); ``--latent-prompt --free-bits 0.5`` adds them,
+``--no-latent-prompt --free-bits 0 --latent-lr 1e-4`` takes them off the demo.
 
 ``prior_fit_epochs``: epochs that fit the prior net alone to every rater's posterior after
 training (training/prior_fit.py); 20 in the demo, 0 (the paper's joint training only) in the
@@ -163,8 +168,8 @@ def with_legacy_values(recorded: dict[str, Any]) -> dict[str, Any]:
 
 PRESETS: dict[str, Preset] = {
     "demo": Preset(
-        name="demo", sam="demo", image_size=128, batch_size=16, epochs=12, lr=1e-3, latent_lr=1e-4, latent_resolution=64,
-        latent_filters=(16, 32, 64, 96),
+        name="demo", sam="demo", image_size=128, batch_size=16, epochs=12, lr=1e-3, latent_lr=1e-3, latent_resolution=64,
+        latent_filters=(16, 32, 64, 96), latent_prompt=True, free_bits=0.5,
         lr_step_epochs=8, lr_gamma=0.3, patience=4, eval_samples=4, prior_fit_epochs=20, prior_fit_lr=1e-3,
         synthetic_cases=600, log_every=5, checkpoint_every=50, prompt="component-points",
     ),

@@ -68,3 +68,10 @@ def test_the_latent_form_flags_reach_the_preset():
     )
     preset = _preset_from(args, "demo")
     assert (preset.cmsm_activation, preset.latent_placement, preset.free_bits) == ("relu", "residual", 0.25)
+
+
+@pytest.mark.parametrize("flag, expected", [([], True), (["--latent-prompt"], True), (["--no-latent-prompt"], False)])
+def test_the_latent_prompt_the_demo_turns_on_can_be_turned_off(flag, expected):
+    args = build_parser().parse_args(["train", "--data", "synthetic", "--preset", "demo", "--out", "x", *flag])
+    assert _preset_from(args, "demo").latent_prompt is expected
+    assert _preset_from(args, "paper-lidc").latent_prompt is (expected and bool(flag))  # the paper presets: off

@@ -194,7 +194,7 @@ def test_a_folder_with_a_users_file_is_refused_before_anything_runs(tmp_path, ca
     assert not (tmp_path / "cache").exists()
 
 
-def test_a_reproduction_recorded_before_a_preset_field_existed_is_reused(tmp_path, smoke_run, monkeypatch):
+def test_a_reproduction_recorded_before_a_preset_field_existed_is_reused(tmp_path, smoke_run, monkeypatch, capsys):
     import shutil
 
     def refuse(*args, **kwargs):
@@ -207,7 +207,10 @@ def test_a_reproduction_recorded_before_a_preset_field_existed_is_reused(tmp_pat
     (out / "reproduce.json").write_text(json.dumps(settings))
     monkeypatch.setattr(reproduce_module, "train", refuse)
     monkeypatch.setattr(reproduce_module, "evaluate", refuse)
-    assert reproduce(out, smoke_run["cache"]) == 0
+    # a record without the field meant "no latent prompt", which the demo now turns on
+    assert reproduce(out, smoke_run["cache"]) == 2
+    assert "preset.latent_prompt: False -> True" in capsys.readouterr().err
+    assert reproduce(out, smoke_run["cache"], "--no-latent-prompt") == 0
 
 
 def test_other_settings_on_the_same_folder_are_refused(smoke_run, capsys):
