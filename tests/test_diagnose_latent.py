@@ -28,3 +28,12 @@ def test_a_mask_marks_a_region_when_it_covers_half_of_it():
     masks[1, 0, :2] = True
     masks[2, 0, :1] = True
     assert diagnose_latent._covers(masks, region).tolist() == [False, True, False]
+
+
+def test_a_variant_keeps_the_latent_settings_it_was_measured_with_and_demo_is_the_preset():
+    from uncertainty_adapters.integrations.pipeline.presets import get_preset
+
+    demo = get_preset("demo")
+    plain = demo.replace(**diagnose_latent.VARIANTS["softmax-bottleneck"])
+    assert (plain.latent_prompt, plain.free_bits, plain.latent_lr) == (False, 0.0, 1e-4)
+    assert demo.replace(**diagnose_latent.VARIANTS["demo"]) == demo
