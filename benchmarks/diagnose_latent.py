@@ -74,6 +74,7 @@ VARIANTS: dict[str, dict[str, Any]] = {name: {**_EARLIER_DEMO, **overrides} for 
     "none": {"interaction": "none"},
 }.items()}
 VARIANTS["demo"] = {}  # the demo preset as it is
+VARIANTS["demo-no-prior-fit"] = {"prior_fit_epochs": 0}  # joint training only, as the paper
 
 _COVER = 0.5  # a mask marks a region when it covers at least this share of it
 _STARTED = time.time()
