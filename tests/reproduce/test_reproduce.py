@@ -46,6 +46,13 @@ def test_results_hold_the_field_metrics_with_pooled_intervals(smoke_run):
     assert all("per_image" not in record for record in row["per_seed"])
 
 
+def test_the_settings_line_names_how_z_enters_and_is_trained(smoke_run):
+    description = json.loads((smoke_run["out"] / "results.json").read_text())["description"]
+    for setting in ("cmsm_activation softmax", "latent_placement bottleneck", "latent_prompt True", "free_bits 0.5",
+                    "latent_lr 0.001"):
+        assert setting in description, setting
+
+
 def test_the_tables_name_k_for_dice_and_n_for_the_other_metrics(smoke_run):
     header = next(line for line in (smoke_run["out"] / "table1.md").read_text().splitlines() if line.startswith("| Method"))
     for column in ("Dice (K = 2)", "GED (N = 4)", "S_NCC", "Soft Dice", "ECE"):

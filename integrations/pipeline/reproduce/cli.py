@@ -63,8 +63,9 @@ BUDGETS: dict[str, Budget] = {
     ),
 }
 
-_SHOWN = ("image_size", "synthetic_cases", "epochs", "batch_size", "lr", "latent_lr", "beta", "kl_warmup",
-          "prior_fit_epochs", "latent_dim", "patience", "eval_samples", "ged_samples", "train_decoder", "prompt")
+_SHOWN = ("image_size", "synthetic_cases", "epochs", "batch_size", "lr", "latent_lr", "beta", "kl_warmup", "free_bits",
+          "prior_fit_epochs", "latent_dim", "cmsm_activation", "latent_placement", "latent_prompt", "patience",
+          "eval_samples", "ged_samples", "train_decoder", "prompt")
 
 
 def _int_list(text: str) -> tuple[int, ...]:
