@@ -12,7 +12,13 @@ from uncertainty_adapters.checkpoint import load_tensors
 from uncertainty_adapters.integrations.pipeline import run_dir
 from uncertainty_adapters.integrations.pipeline.models.factory import build_model
 from uncertainty_adapters.integrations.pipeline.training.checkpoints import load_latest_checkpoint
-from uncertainty_adapters.integrations.pipeline.training.loop import TrainingDiverged, train, train_val_split
+from uncertainty_adapters.integrations.pipeline.training.loop import (
+    TrainingDiverged,
+    TrainJob,
+    free_bits_of,
+    train,
+    train_val_split,
+)
 from uncertainty_adapters.integrations.pipeline.training.seeding import derive_seed, seed_everything_for
 from uncertainty_adapters.integrations.sam import build_sam, sam_state_dict
 
@@ -178,8 +184,6 @@ def test_a_run_folder_without_the_latent_prompt_key_loads_without_one(tmp_path, 
 
 
 def test_free_bits_apply_to_ua_sams_latent_only(tmp_path):
-    from uncertainty_adapters.integrations.pipeline.training.loop import TrainJob, free_bits_of
-
     def free_bits(**kwargs):
         model = kwargs.pop("model", "ua-sam")
         return free_bits_of(TrainJob(preset=small_preset(free_bits=0.5, **kwargs), data="synthetic",
@@ -197,8 +201,8 @@ def test_an_adapter_sam_trains_under_a_preset_with_free_bits(tmp_path, backbone_
 
 def test_an_adapter_sam_ignores_the_latent_options(tmp_path, backbone_file):
     # without a latent, free bits, the latent prompt and the latent nets' rate change nothing
-    plain = dict(interaction="none", free_bits=0.0, latent_prompt=False, latent_lr=1e-4)
-    options = dict(interaction="none", free_bits=0.5, latent_prompt=True, latent_lr=1e-3)
+    plain = {"interaction": "none", "free_bits": 0.0, "latent_prompt": False, "latent_lr": 1e-4}
+    options = {"interaction": "none", "free_bits": 0.5, "latent_prompt": True, "latent_lr": 1e-3}
     for name, settings in (("plain", plain), ("options", options)):
         train(job(tmp_path / name, max_steps=2, epochs=1, prior_fit_epochs=0, **settings), backbone=backbone_file)
     first = load_latest_checkpoint(tmp_path / "plain" / "checkpoints").trainable
