@@ -75,6 +75,7 @@ VARIANTS: dict[str, dict[str, Any]] = {name: {**_EARLIER_DEMO, **overrides} for 
 }.items()}
 VARIANTS["demo"] = {}  # the demo preset as it is
 VARIANTS["demo-no-prior-fit"] = {"prior_fit_epochs": 0}  # joint training only, as the paper
+VARIANTS["demo-kl-warmup"] = {"kl_warmup": 0.2}  # beta ramps up from 0 over the first fifth of the steps
 
 _COVER = 0.5  # a mask marks a region when it covers at least this share of it
 _STARTED = time.time()
