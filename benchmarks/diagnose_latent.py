@@ -27,6 +27,7 @@ Usage (results as JSON in OUT/<data>-<variant>.json, a markdown table with ``--s
     python -m benchmarks.diagnose_latent --out diag --data synthetic --variant paper
     python -m benchmarks.diagnose_latent --out diag --data bimodal --variant softmax-bottleneck
     python -m benchmarks.diagnose_latent --out diag --summarize
+    python -m benchmarks.diagnose_latent --out diag --run runs/r128/runs/prob-unet-c6/seed-0  # a trained run
 
 ``--epochs``, ``--cases`` and ``--max-steps`` shorten a run; ``--quick`` is a seconds-long smoke
 run on a random backbone (meaningless numbers).
@@ -232,7 +233,8 @@ def diagnose(model, dataset, data: str, device, samples: int, mode_regions, zfit
     modes: dict[str, dict[str, list[float]]] = {}
     zfit_pool: list[tuple[int, str]] = []
     generator = torch.Generator(device=device).manual_seed(0)
-    has_latent = model.latent_heads is not None
+    # the posterior and oracle measurements use UA-SAM's encode/decode; other models are sampled only
+    has_latent = getattr(model, "latent_heads", None) is not None and hasattr(model, "decode")
     for start in range(0, len(dataset), 16):
         batch = _batch(dataset, range(start, min(start + 16, len(dataset))), device)
         raters = batch["masks"] > 0.5  # (B, R, S, S)
@@ -436,6 +438,36 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def measure_run(args: argparse.Namespace) -> dict[str, Any]:
+    """The sampling measurements (GED, diversity where the raters agree / disagree, the modes'
+    shares; for UA-SAM also the oracle and posterior spread, no z fit) of an already trained
+    run folder on `synthetic`, any model (e.g. the seeds of a `ua-sam reproduce`), on the test
+    part it was trained beside. Written to OUT/synthetic-run-<folder's parent>-<folder>.json."""
+    from uncertainty_adapters.integrations.data import build_dataset
+    from uncertainty_adapters.integrations.pipeline.presets import Preset
+    from uncertainty_adapters.integrations.pipeline.run_dir import load_run
+
+    folder = Path(args.run)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model, meta = load_run(folder, device)
+    if meta.get("data") != "synthetic":
+        raise SystemExit(f"--run measures runs trained on synthetic data; {folder} was trained on {meta.get('data')!r}")
+    preset = Preset.from_dict(meta["preset"])
+    seed = meta.get("data_seed", meta.get("seed", 0))
+    test = build_dataset("synthetic", preset.image_size, split="test", seed=seed, **meta.get("dataset_kwargs", {}))
+
+    def regions(index: int, case_id: str) -> dict[str, torch.Tensor]:
+        return _modes_synthetic(test, index, preset.image_size)
+
+    result = {"data": "synthetic", "variant": f"run {folder.parent.name}/{folder.name}", "run": str(folder),
+              "model": meta.get("model", "ua-sam"), "seed": seed, "prompt": preset.prompt}
+    result.update(diagnose(model, test, "synthetic", device, args.samples, regions, zfit_cases=0, prompt=preset.prompt))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"synthetic-run-{folder.parent.name}-{folder.name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
 def _zfit_cell(zf: dict[str, Any] | None) -> str:
     if not zf:
         return "-"
@@ -483,9 +515,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--zfit-steps", type=int, default=80, help="Adam steps of the per-rater z fit")
     parser.add_argument("--quick", action="store_true", help="smoke run: random backbone, tiny batches")
     parser.add_argument("--summarize", action="store_true", help="print the table of OUT's results and exit")
+    parser.add_argument("--run", metavar="DIR", help="measure this trained synthetic run folder (any model) instead of training")
     args = parser.parse_args(argv)
     if args.summarize:
         print(summarize(Path(args.out)))
+        return 0
+    if args.run:
+        print(json.dumps(measure_run(args), indent=2))
         return 0
     print(json.dumps(run(args), indent=2))
     return 0
