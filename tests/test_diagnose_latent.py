@@ -37,3 +37,21 @@ def test_a_variant_keeps_the_latent_settings_it_was_measured_with_and_demo_is_th
     plain = demo.replace(**diagnose_latent.VARIANTS["softmax-bottleneck"])
     assert (plain.latent_prompt, plain.free_bits, plain.latent_lr) == (False, 0.0, 1e-4)
     assert demo.replace(**diagnose_latent.VARIANTS["demo"]) == demo
+
+
+def test_a_trained_run_folder_of_any_model_is_measured_without_training(tmp_path):
+    import argparse
+
+    from uncertainty_adapters.integrations.pipeline.presets import get_preset
+    from uncertainty_adapters.integrations.pipeline.training.loop import TrainJob, train
+
+    preset = get_preset("demo").replace(image_size=64, batch_size=4, epochs=1, synthetic_cases=24,
+                                        latent_resolution=32, latent_filters=(8, 16), prior_fit_epochs=0)
+    run = tmp_path / "reproduction" / "seed-0"
+    train(TrainJob(preset=preset, data="synthetic", out=run, max_steps=1, cpu=True, model="prob-unet"))
+    args = argparse.Namespace(run=str(run), out=str(tmp_path / "diag"), samples=2)
+    result = diagnose_latent.measure_run(args)
+    assert result["model"] == "prob-unet" and "oracle_ged" not in result  # sampled only: no UA-SAM latent path
+    assert set(result["ged"]) == {"all", "disagree", "agree"}
+    assert all(0.0 <= mode["samples"] <= 1.0 for mode in result["modes"].values())
+    assert (tmp_path / "diag" / "synthetic-run-reproduction-seed-0.json").is_file()
