@@ -438,6 +438,24 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def resolution_floor(dataset, side: int) -> float:
+    """Mean 1 - IoU, over the images whose raters all agree, between a rater's mask and the same
+    mask taken down to ``side`` x ``side`` (area average) and back (bilinear, threshold 0.5): the
+    error a model whose masks pass through that resolution (SAM's mask decoder: 4x its image
+    embedding's grid) makes there even when it is otherwise exact."""
+    errors = []
+    for index in range(len(dataset)):
+        masks = dataset[index]["masks"] > 0.5  # (R, H, W)
+        if not bool((masks == masks[:1]).all()):
+            continue
+        mask = masks[:1].float()[None]  # (1, 1, H, W)
+        back = F.interpolate(F.interpolate(mask, size=(side, side), mode="area"), size=mask.shape[-2:],
+                             mode="bilinear", align_corners=False) > 0.5
+        truth = mask > 0.5
+        errors.append(1.0 - float((back & truth).sum()) / max(float((back | truth).sum()), 1.0))
+    return round(float(np.mean(errors)), 4) if errors else float("nan")
+
+
 def measure_run(args: argparse.Namespace) -> dict[str, Any]:
     """The sampling measurements (GED, diversity where the raters agree / disagree, the modes'
     shares; for UA-SAM also the oracle and posterior spread, no z fit) of an already trained
@@ -462,6 +480,9 @@ def measure_run(args: argparse.Namespace) -> dict[str, Any]:
     result = {"data": "synthetic", "variant": f"run {folder.parent.name}/{folder.name}", "run": str(folder),
               "model": meta.get("model", "ua-sam"), "seed": seed, "prompt": preset.prompt}
     result.update(diagnose(model, test, "synthetic", device, args.samples, regions, zfit_cases=0, prompt=preset.prompt))
+    if getattr(args, "resolution_floor", None):
+        result["resolution_floor"] = {"side": args.resolution_floor,
+                                      "agree_ged": resolution_floor(test, args.resolution_floor)}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"synthetic-run-{folder.parent.name}-{folder.name}.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -516,6 +537,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smoke run: random backbone, tiny batches")
     parser.add_argument("--summarize", action="store_true", help="print the table of OUT's results and exit")
     parser.add_argument("--run", metavar="DIR", help="measure this trained synthetic run folder (any model) instead of training")
+    parser.add_argument("--resolution-floor", type=int, metavar="SIDE",
+                        help="with --run: also the error where raters agree of masks passed through SIDE x SIDE")
     args = parser.parse_args(argv)
     if args.summarize:
         print(summarize(Path(args.out)))
