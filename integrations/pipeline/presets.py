@@ -21,9 +21,9 @@ official code's softmax CMSM and z entering each adapter's bottleneck (see
 
 ``latent_prompt`` / ``free_bits``: outside the paper, and on in the demo only: z also enters SAM's
 mask decoder as a dense prompt (integrations/sam/latent_prompt.py), and the KL of each latent
-dimension below 0.5 nats is not penalised (``uncertainty_adapters.ElboLoss``), which is what
-lets the latent nets train at the adapters' rate without collapsing. The paper presets keep the
-paper's form (no latent prompt, plain ELBO); ``--latent-prompt --free-bits 0.5`` adds them,
+dimension below 0.5 nats is not penalised (``uncertainty_adapters.ElboLoss``); with them the
+latent nets train at the adapters' rate (docs/results.md, "The demo's latent settings"). The
+paper presets keep the paper's form (no latent prompt, plain ELBO); ``--latent-prompt --free-bits 0.5`` adds them,
 ``--no-latent-prompt --free-bits 0 --latent-lr 1e-4`` takes them off the demo.
 
 ``prior_fit_epochs``: epochs that fit the prior net alone to every rater's posterior after
