@@ -96,7 +96,8 @@ def test_the_prob_unets_recipe_ignores_ua_sams_latent_options(tmp_path):
     for name, settings in (("plain", preset), ("ua-options", ua_options)):
         train(TrainJob(preset=settings, data="synthetic", out=tmp_path / name, max_steps=2, cpu=True, model="prob-unet"))
     plain, _ = run_dir.load_run(tmp_path / "plain")
-    other, _ = run_dir.load_run(tmp_path / "ua-options")
+    other, meta = run_dir.load_run(tmp_path / "ua-options")
+    assert meta["free_bits"] == 0.0  # run.json records the free bits it trained with
     for (name, tensor), (_, same) in zip(plain.state_dict().items(), other.state_dict().items()):
         assert torch.equal(tensor, same), name
 

@@ -451,6 +451,7 @@ class _TrainingLoop:
                     "sam": self.preset.sam,
                     "image_size": self.preset.image_size,
                     "train_decoder": self.preset.train_decoder,
+                    "free_bits": self.loss_fn.free_bits,  # the ones it trained with (free_bits_of), not the preset's
                     "data": self.job.data,
                     "dataset_kwargs": self.dataset_kwargs,
                     "seed": self.job.seed,
