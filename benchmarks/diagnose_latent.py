@@ -140,6 +140,18 @@ def _dilate(mask: torch.Tensor, pixels: int) -> torch.Tensor:
     return F.max_pool2d(mask[None, None].float(), 2 * pixels + 1, 1, pixels)[0, 0] > 0
 
 
+def _synthetic_regions(test, size: int):
+    """``regions(index, case_id)`` for `diagnose`: the modes of item ``index`` of ``test`` (a
+    synthetic data set, or a Subset of one) at side ``size``."""
+    source = test.dataset if isinstance(test, torch.utils.data.Subset) else test
+    offset = test.indices if isinstance(test, torch.utils.data.Subset) else None
+
+    def regions(index: int, case_id: str) -> dict[str, torch.Tensor]:
+        return _modes_synthetic(source, offset[index] if offset is not None else index, size)
+
+    return regions
+
+
 def _modes_synthetic(dataset, index: int, size: int) -> dict[str, torch.Tensor]:
     """Regions of the ambiguity modes of synthetic case ``index`` at side ``size``."""
     case = dataset.render_case(index)
@@ -411,11 +423,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     _stage("trained")
     model, _ = load_run(run_dir, device)
     if spec == "synthetic":
-        source = test.dataset if isinstance(test, torch.utils.data.Subset) else test
-        offset = test.indices if isinstance(test, torch.utils.data.Subset) else None
-
-        def regions(index: int, case_id: str) -> dict[str, torch.Tensor]:
-            return _modes_synthetic(source, offset[index] if offset is not None else index, preset.image_size)
+        regions = _synthetic_regions(test, preset.image_size)
     else:
         saved = np.load(out / "bimodal_modes.npz")
 
@@ -474,9 +482,7 @@ def measure_run(args: argparse.Namespace) -> dict[str, Any]:
     seed = meta.get("data_seed", meta.get("seed", 0))
     test = build_dataset("synthetic", preset.image_size, split="test", seed=seed, **meta.get("dataset_kwargs", {}))
 
-    def regions(index: int, case_id: str) -> dict[str, torch.Tensor]:
-        return _modes_synthetic(test, index, preset.image_size)
-
+    regions = _synthetic_regions(test, preset.image_size)
     result = {"data": "synthetic", "variant": f"run {folder.parent.name}/{folder.name}", "run": str(folder),
               "model": meta.get("model", "ua-sam"), "seed": seed, "prompt": preset.prompt}
     result.update(diagnose(model, test, "synthetic", device, args.samples, regions, zfit_cases=0, prompt=preset.prompt))

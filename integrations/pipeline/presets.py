@@ -166,6 +166,7 @@ def with_legacy_values(recorded: dict[str, Any]) -> dict[str, Any]:
     """A recorded preset dict with the fields it predates filled in from `LEGACY_VALUES`."""
     return {**LEGACY_VALUES, **recorded}
 
+
 PRESETS: dict[str, Preset] = {
     "demo": Preset(
         name="demo", sam="demo", image_size=128, batch_size=16, epochs=12, lr=1e-3, latent_lr=1e-3, latent_resolution=64,

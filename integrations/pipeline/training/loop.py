@@ -297,8 +297,7 @@ class _TrainingLoop:
 
     def _kl_for_loss(self, output) -> torch.Tensor:
         """The KL the loss takes: per latent dimension (B, C) under free bits, else per image (B,)."""
-        per_dim = getattr(output, "kl_per_dim", None)
-        return per_dim if self.loss_fn.free_bits > 0 else output.kl
+        return output.kl_per_dim if self.loss_fn.free_bits > 0 else output.kl
 
     def _reconstruction_and_kl(self, output, mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """(reconstruction, the KL term beta multiplies, the mean KL) for `GraphedTrainStep`."""
