@@ -35,6 +35,7 @@ def _ddp_worker(rank: int, init_file: str, result_file: str) -> None:
         if rank == 0:
             grads = {n: p.grad.clone() for n, p in model.module.named_parameters() if p.requires_grad}
             torch.save(grads, result_file)
+        dist.barrier()  # both ranks tear gloo down together: a rank leaving early can abort the other
     finally:
         dist.destroy_process_group()
 
