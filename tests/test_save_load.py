@@ -6,6 +6,7 @@ import json
 import os
 
 import pytest
+import safetensors.torch
 import torch
 
 import uncertainty_adapters as ua
@@ -119,6 +120,15 @@ def test_a_failed_write_keeps_the_previous_file_and_leaves_no_temporary(tmp_path
         ckpt.save_tensors_atomic(target, {"a": torch.zeros(2)})
     assert torch.equal(ckpt.load_tensors(target)["a"], torch.ones(2))
     assert sorted(os.listdir(tmp_path)) == ["weights.safetensors"]
+
+
+def test_the_same_tensors_and_metadata_always_give_the_same_bytes():
+    tensors = {"b": torch.arange(6.0).reshape(2, 3), "a": torch.ones(4, dtype=torch.float16)}
+    metadata = {"layout": "segment-anything", "format": "pt", "image_size": "64", "note": "ä"}
+    written = {ckpt.tensors_to_bytes(tensors, metadata) for _ in range(20)}
+    assert len(written) == 1
+    loaded = safetensors.torch.load(written.pop())
+    assert loaded["b"].equal(tensors["b"]) and loaded["a"].equal(tensors["a"])
 
 
 def test_config_json_records_what_is_needed_to_rebuild(tmp_path):

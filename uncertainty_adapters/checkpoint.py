@@ -73,9 +73,30 @@ def read_json(path: str | Path) -> Any:
 
 
 def tensors_to_bytes(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None) -> bytes:
-    """Serialise tensors (moved to CPU, made contiguous) in the safetensors format."""
+    """Serialise tensors (moved to CPU, made contiguous) in the safetensors format.
+
+    The same tensors and metadata always give the same bytes (so a file's SHA-256 names its
+    content): safetensors writes the metadata in a hash map's order, which changes from call to
+    call; here its keys are sorted.
+    """
     cpu = {name: tensor.detach().to("cpu").contiguous() for name, tensor in tensors.items()}
-    return save(cpu, metadata=dict(metadata) if metadata else None)
+    return _sorted_metadata(save(cpu, metadata=dict(metadata) if metadata else None))
+
+
+def _sorted_metadata(data: bytes) -> bytes:
+    """The safetensors bytes with the header's ``__metadata__`` keys in sorted order (same
+    header length: only the order of its entries changes)."""
+    length = int.from_bytes(data[:8], "little")
+    header = data[8:8 + length]
+    compact = header.rstrip(b" ")
+    parsed = json.loads(compact)
+    if "__metadata__" not in parsed:
+        return data
+    parsed["__metadata__"] = dict(sorted(parsed["__metadata__"].items()))
+    ordered = json.dumps(parsed, separators=(",", ":"), ensure_ascii=False).encode()
+    if len(ordered) != len(compact):  # another serialiser's spacing: leave the bytes as they are
+        return data
+    return data[:8] + ordered + header[len(compact):] + data[8 + length:]
 
 
 def save_tensors_atomic(
