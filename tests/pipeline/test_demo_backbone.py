@@ -95,7 +95,9 @@ def test_cached_weights_without_their_facts_are_pretrained_again(tmp_path, monke
     assert calls == [weights] and path == weights and facts["cached"] is False
 
 
-@pytest.mark.parametrize("field, value", [("steps", 0), ("targets", 0), ("lr", 0.0), ("warmup", 1.0), ("data", "x")])
+@pytest.mark.parametrize(
+    "field, value", [("steps", 0), ("targets", 0), ("lr", 0.0), ("warmup", 1.0), ("data", "x"), ("init", "abc")]
+)
 def test_impossible_settings_are_refused_by_name(field, value):
     with pytest.raises(ValueError, match=field):
         PretrainSettings(**{field: value})
@@ -177,3 +179,53 @@ def test_a_demo_preset_run_records_the_shipped_backbone_in_run_json(tmp_path):
     source = json.loads((out / "run.json").read_text())["backbone_source"]
     assert source["source"] == "shipped" and source["held_out_iou"] == shipped_record()["held_out_iou"]
     assert source["command"] == shipped_record()["command"]
+
+
+def _pretrain_tiny(out, *extra):
+    argv = ["pretrain-backbone", "--out", str(out), "--steps", "2", "--batch-size", "2", "--targets", "2",
+            "--image-size", "64", "--device", "cpu", *extra]
+    assert main(argv) == 0
+    return json.loads(out.with_suffix(".json").read_text())
+
+
+@pytest.fixture(scope="module")
+def first_stage(tmp_path_factory):
+    out = tmp_path_factory.mktemp("stage1") / "first.safetensors"
+    return out, _pretrain_tiny(out)
+
+
+def test_a_second_stage_starts_from_the_earlier_weights_and_records_the_chain(first_stage, tmp_path):
+    first, first_record = first_stage
+    # At a vanishing learning rate the continued weights are the earlier ones, bit for bit.
+    record = _pretrain_tiny(tmp_path / "second.safetensors", "--init", str(first), "--seed", "1", "--lr", "1e-12")
+    assert record["sha256"] == first_record["sha256"]
+    assert record["settings"]["init"] == first_record["sha256"] == record["init"]["sha256"]
+    assert record["init"]["record"]["command"] == first_record["command"]
+    assert PretrainSettings(**record["settings"]).key() != PretrainSettings(**first_record["settings"]).key()
+
+
+def test_a_recipe_refuses_starting_weights_other_than_the_ones_it_names(first_stage, tmp_path):
+    first, _ = first_stage
+    named = PretrainSettings(image_size=64, steps=2, batch_size=2, targets=2, init="0" * 64)
+    with pytest.raises(ValueError, match="SHA-256"):
+        demo_backbone.pretrain(named, tmp_path / "x.safetensors", torch.device("cpu"), init=first)
+    with pytest.raises(ValueError, match="--init"):
+        ensure_demo_backbone(cache_dir=tmp_path, cpu=True, settings=named)
+    assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_init_must_be_an_existing_weights_file_other_than_out(first_stage, tmp_path, capsys):
+    first, _ = first_stage
+    assert main(["pretrain-backbone", "--out", str(tmp_path / "a.safetensors"), "--init", str(tmp_path / "no.safetensors")]) == 2
+    assert "--init must name an existing .safetensors file" in capsys.readouterr().err
+    assert main(["pretrain-backbone", "--out", str(first), "--init", str(first), "--overwrite"]) == 2
+    assert "--init and --out are the same file" in capsys.readouterr().err
+
+
+def test_a_record_written_before_init_existed_still_names_the_same_recipe(tmp_path):
+    weights = tmp_path / SHIPPED_WEIGHTS.name
+    shutil.copy(SHIPPED_WEIGHTS, weights)
+    before_init = {name: value for name, value in asdict(TINY).items() if name != "init"}
+    weights.with_suffix(".json").write_text(json.dumps({**shipped_record(), "settings": before_init}))
+    assert shipped_demo_backbone(asdict(TINY), weights) is not None
+    assert shipped_demo_backbone({**asdict(TINY), "init": "0" * 64}, weights) is None

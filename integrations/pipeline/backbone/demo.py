@@ -140,6 +140,7 @@ def pretrain(
     num_workers: int = 0,
     eval_every: int = 0,
     dtype: torch.dtype = torch.float32,
+    init: Path | None = None,
 ) -> dict:
     """Train all of a small SAM on point-prompted crisp shapes; save it to ``path``.
 
@@ -150,17 +151,27 @@ def pretrain(
         eval_every: also measure the held-out IoU every this many steps (0: only at the end).
         dtype: dtype the weights are stored in (float32, float16 or bfloat16); the reported
             ``held_out_iou`` is measured with the stored weights.
+        init: the weights (SAM's layout) to start from, needed when ``settings.init`` names
+            some; their SHA-256 must be ``settings.init``.
 
     Returns:
         facts: ``settings``, ``held_out_iou`` (stored weights), ``held_out_iou_float32``,
         ``iou_by_step`` ([step, IoU] pairs), ``seconds``, ``device``, ``torch``, ``dtype``,
         ``parameters`` and the weights' ``sha256``.
+
+    Raises:
+        ValueError: ``settings.init`` names starting weights and ``init`` is missing or has
+            another SHA-256 (or ``init`` is given while ``settings.init`` is "").
     """
     if dtype not in (torch.float32, torch.float16, torch.bfloat16):
         raise ValueError(f"the weights are stored as float32, float16 or bfloat16, got {dtype}")
+    _check_init(settings, init)
     started = time.time()
     seed_everything_for(settings.seed)
-    sam = build_sam(settings.spec, image_size=settings.image_size).to(device).train()
+    sam = build_sam(settings.spec, image_size=settings.image_size)
+    if init is not None:
+        load_sam_weights(sam, init)
+    sam = sam.to(device).train()
     data = CrispShapes(length=settings.steps * settings.batch_size, image_size=settings.image_size,
                        seed=settings.seed, targets=settings.targets)
     loader = DataLoader(data, batch_size=settings.batch_size, shuffle=False, num_workers=num_workers,
@@ -209,6 +220,25 @@ def pretrain(
         "parameters": sum(p.numel() for p in sam.parameters()),
         "sha256": ckpt.file_sha256(path),
     }
+
+
+def _check_init(settings: PretrainSettings, init: Path | None) -> None:
+    """Refuse starting weights that are not the ones ``settings.init`` names (by SHA-256)."""
+    if not settings.init and init is None:
+        return
+    if not settings.init:
+        raise ValueError(f"starting weights {init} were given but PretrainSettings.init is ''; set it to their SHA-256")
+    if init is None:
+        raise ValueError(
+            f"PretrainSettings.init names starting weights (SHA-256 {settings.init[:12]}...) but none were "
+            f"given; pretrain them with `ua-sam pretrain-backbone --init FILE ...` and ship or cache the result"
+        )
+    found = ckpt.file_sha256(init)
+    if found != settings.init:
+        raise ValueError(
+            f"the starting weights {init} have SHA-256 {found[:12]}..., but PretrainSettings.init is "
+            f"{settings.init[:12]}...; give the file the recipe names"
+        )
 
 
 def _segment_targets(sam, images: torch.Tensor, points: torch.Tensor) -> torch.Tensor:

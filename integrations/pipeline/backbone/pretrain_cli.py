@@ -1,12 +1,15 @@
 """`ua-sam pretrain-backbone`: pretrain the demo SAM on crisp shapes and write its record.
 
     ua-sam pretrain-backbone --out FILE.safetensors [--steps N] [--batch-size B] [--targets T]
-                             [--lr LR] [--device auto|cpu|cuda] [--dtype float16] ...
+                             [--lr LR] [--init EARLIER.safetensors] [--device auto|cpu|cuda]
+                             [--dtype float16] ...
 
 Writes FILE (SAM's checkpoint layout) and FILE with the suffix ``.json``: the command, the
 `PretrainSettings`, the held-out IoU on crisp shapes (``crisp-shapes-v1``, held-out seed) of the
 stored weights, the IoU every ``--eval-every`` steps, seconds, device, torch version, dtype and
-the file's SHA-256. The defaults are the recipe meant for the weights shipped in the package
+the file's SHA-256. With ``--init``, training continues from earlier weights (their SHA-256
+becomes ``PretrainSettings.init``, and the record keeps theirs under ``init``, so the whole chain
+of commands that regenerates the weights is written down). The defaults are the recipe meant for the weights shipped in the package
 (`backbone/shipped.py`; their record names the settings they were made with); copying FILE and
 its record there replaces them.
 """
@@ -50,6 +53,9 @@ def add_pretrain_parser(commands: argparse._SubParsersAction) -> argparse.Argume
     for name, (flag, kind) in _FLAGS.items():
         recipe.add_argument(flag, dest=name, type=kind, default=getattr(defaults, name),
                             help=f"PretrainSettings.{name} (default {getattr(defaults, name)}).")
+    recipe.add_argument("--init", metavar="FILE",
+                        help="Start from these weights (SAM's layout, e.g. an earlier pretrain-backbone's "
+                        "--out) instead of a random initialisation; their SHA-256 enters the recipe.")
     run = parser.add_argument_group("run (do not change the weights)")
     run.add_argument("--device", default="auto", choices=DEVICE_CHOICES,
                      help="auto: the GPU when there is one (default).")
@@ -61,6 +67,18 @@ def add_pretrain_parser(commands: argparse._SubParsersAction) -> argparse.Argume
     run.add_argument("--threads", type=int, help="torch CPU threads.")
     run.add_argument("--overwrite", action="store_true", help="Replace FILE and its record if they exist.")
     return parser
+
+
+def _starting_weights(init: str | None, out: Path) -> Path | None:
+    """The --init file, checked: an existing .safetensors file other than --out."""
+    if not init:
+        return None
+    path = Path(init)
+    if path.suffix != ".safetensors" or not path.is_file():
+        raise FileNotFoundError(f"--init must name an existing .safetensors file (SAM's layout), got {path}")
+    if path.resolve() == out.resolve():
+        raise ValueError(f"--init and --out are the same file {path}; write the continued weights elsewhere")
+    return path
 
 
 def run_pretrain(args: argparse.Namespace, argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -77,7 +95,9 @@ def run_pretrain(args: argparse.Namespace, argv: Sequence[str] | None = None) ->
         raise FileExistsError(f"--out {out} is a folder; give a .safetensors file")
     if args.eval_every < 0:
         raise ValueError(f"--eval-every must be >= 0, got {args.eval_every}")
-    settings = PretrainSettings(**{name: getattr(args, name) for name in _FLAGS})
+    init = _starting_weights(args.init, out)
+    settings = PretrainSettings(**{name: getattr(args, name) for name in _FLAGS},
+                                init=ckpt.file_sha256(init) if init else "")
     device = choose_device(name=args.device)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -89,13 +109,18 @@ def run_pretrain(args: argparse.Namespace, argv: Sequence[str] | None = None) ->
     if workers < 0:
         raise ValueError(f"--num-workers must be >= 0, got {workers}")
     out.parent.mkdir(parents=True, exist_ok=True)
-    facts = pretrain(settings, out, device, num_workers=workers, eval_every=args.eval_every, dtype=DTYPES[args.dtype])
+    facts = pretrain(settings, out, device, num_workers=workers, eval_every=args.eval_every,
+                     dtype=DTYPES[args.dtype], init=init)
     record = {
         **facts,
         "command": command_line(argv),
         "data": "crisp-shapes-v1: CrispShapes(seed=settings.seed) for training; held-out IoU on "
                 f"CrispShapes(seed={HELD_OUT_SEED}), its first {facts['held_out_cases']} items",
     }
+    if init:
+        earlier = init.with_suffix(".json")
+        record["init"] = {"file": init.name, "sha256": settings.init,
+                          "record": ckpt.read_json(earlier) if earlier.is_file() else None}
     ckpt.write_json_atomic(record_path, record)
     logger.info("wrote %s and %s: held-out IoU %.4f (%s), %.0f s on %s", out, record_path,
                 record["held_out_iou"], record["dtype"], record["seconds"], record["device"])

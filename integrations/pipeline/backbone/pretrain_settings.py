@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass
 
 from uncertainty_adapters.integrations.sam.spec import get_sam_spec
@@ -23,6 +24,10 @@ class PretrainSettings:
     encoded once and decoded for ``targets`` objects of it (SAM's own training decodes several
     prompts per encoded image), AdamW with a one-cycle schedule (``warmup``: share of the steps
     with a rising learning rate) and gradient clipping (``grad_clip=0``: none).
+
+    ``init`` is the SHA-256 of the weights (SAM's layout, e.g. an earlier pretraining's output)
+    that training starts from, so a second stage that continues an earlier one (with another
+    ``seed``: other images) is a recipe of its own; "" starts from SAM's random initialisation.
     """
 
     spec: str = "demo"
@@ -36,6 +41,7 @@ class PretrainSettings:
     grad_clip: float = 1.0
     seed: int = 0
     data: str = "crisp-shapes-v1"
+    init: str = ""
 
     def __post_init__(self) -> None:
         for name in ("image_size", "steps", "batch_size", "targets"):
@@ -50,6 +56,11 @@ class PretrainSettings:
             )
         if self.data != "crisp-shapes-v1":
             raise ValueError(f"PretrainSettings.data: the only pretraining data is 'crisp-shapes-v1', got {self.data!r}")
+        if self.init and not re.fullmatch(r"[0-9a-f]{64}", self.init):
+            raise ValueError(
+                f"PretrainSettings.init is the SHA-256 (64 lowercase hex digits) of the weights training "
+                f"starts from, or '' for SAM's random initialisation; got {self.init!r}"
+            )
 
     def key(self) -> str:
         blob = json.dumps({**_key_fields(self), "arch": get_sam_spec(self.spec).to_dict()}, sort_keys=True)
@@ -60,7 +71,7 @@ def _key_fields(settings: PretrainSettings) -> dict:
     """The settings as a dict, without the new fields at their no-op values, so that the cache
     keys of weights made before those fields existed stay the same."""
     fields = asdict(settings)
-    for name, no_op in (("targets", 1), ("warmup", 0.1), ("grad_clip", 0.0)):
+    for name, no_op in (("targets", 1), ("warmup", 0.1), ("grad_clip", 0.0), ("init", "")):
         if fields[name] == no_op:
             del fields[name]
     return fields
