@@ -7,6 +7,7 @@ import json
 import pytest
 
 from uncertainty_adapters.integrations.pipeline.reproduce import job as reproduce_module
+from uncertainty_adapters.integrations.pipeline.reproduce.cli import _pretraining_summary
 from uncertainty_adapters.integrations.pipeline.reproduce.job import plan_tables
 from uncertainty_adapters.integrations.pipeline.reproduce.report import BEGIN, END
 
@@ -262,3 +263,11 @@ def test_the_report_never_replaces_a_figure_file_its_block_does_not_show(smoke_r
     with pytest.raises(OutputFolderError, match="not a figure of the 'results' block"):
         write_report(report, {}, {}, {"comparison": figure})
     assert theirs.read_bytes() == b"a user's picture" and report.read_text() == "# Mine\n"
+
+
+def test_the_settings_line_sums_the_pretraining_over_every_stage_of_the_backbone():
+    first = {"seconds": 6190.0, "device": "cpu", "held_out_iou": 0.8168}
+    continued = {"seconds": 3760.3, "device": "cpu", "held_out_iou": 0.855, "init": {"record": first}}
+    assert _pretraining_summary(continued) == " (pretrained in 2 stages in 9950 s on cpu, held-out IoU on crisp shapes 0.855)"
+    assert _pretraining_summary(first) == " (pretrained in 6190 s on cpu, held-out IoU on crisp shapes 0.8168)"
+    assert _pretraining_summary({"source": "user"}) == ""

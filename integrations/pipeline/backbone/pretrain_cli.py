@@ -9,9 +9,9 @@ Writes FILE (SAM's checkpoint layout) and FILE with the suffix ``.json``: the co
 stored weights, the IoU every ``--eval-every`` steps, seconds, device, torch version, dtype and
 the file's SHA-256. With ``--init``, training continues from earlier weights (their SHA-256
 becomes ``PretrainSettings.init``, and the record keeps theirs under ``init``, so the whole chain
-of commands that regenerates the weights is written down). The defaults are the recipe meant for the weights shipped in the package
-(`backbone/shipped.py`; their record names the settings they were made with); copying FILE and
-its record there replaces them.
+of commands that regenerates the weights is written down). The defaults are the recipe meant for
+the weights shipped in the package (`backbone/shipped.py`; their record names the settings they
+were made with); copying FILE and its record there replaces them.
 """
 
 from __future__ import annotations

@@ -128,6 +128,19 @@ def add_reproduce_parser(subparsers: Any) -> argparse.ArgumentParser:
     return parser
 
 
+def _pretraining_summary(facts: dict[str, Any]) -> str:
+    """' (pretrained in S s on DEVICE, held-out IoU ...)' for a pretrained demo backbone, S summed
+    over the stages of a chain of ``pretrain-backbone --init`` runs; '' for other backbones."""
+    if "held_out_iou" not in facts:
+        return ""
+    stages, record = [], facts
+    while isinstance(record, dict):
+        stages.append(record)
+        record = (record.get("init") or {}).get("record")
+    seconds = sum(stage.get("seconds", 0.0) for stage in stages)
+    devices = ", ".join(dict.fromkeys(str(stage.get("device", "this machine")) for stage in stages))
+    chain = f" in {len(stages)} stages" if len(stages) > 1 else ""
+    return f" (pretrained{chain} in {seconds:.0f} s on {devices}, held-out IoU on crisp shapes {facts['held_out_iou']})"
 
 
 def _backbone(args: argparse.Namespace, preset, budget: Budget) -> tuple[Path | None, dict[str, Any]]:
@@ -182,9 +195,7 @@ def run_reproduce(args: argparse.Namespace, argv: Sequence[str] | None = None) -
         + (f"; then {changed}" if changed else "") + f"): {shown}; data `{args.data}`; "
         f"{args.seeds} seed(s); ensemble of {args.ensemble_members}; "
         + (f"rows {', '.join(args.rows)}; " if args.rows else "") +
-        f"backbone: {facts.get('source')}"
-        + (f" (pretrained in {facts['seconds']:.0f} s on {facts.get('device', 'this machine')}, "
-           f"held-out IoU on crisp shapes {facts['held_out_iou']})" if "held_out_iou" in facts else "") + "."
+        f"backbone: {facts.get('source')}{_pretraining_summary(facts)}."
     )
     job = ReproduceJob(
         preset=preset, data=args.data, out=Path(args.out), seeds=args.seeds, members=args.ensemble_members,
