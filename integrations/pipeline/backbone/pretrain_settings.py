@@ -67,11 +67,22 @@ class PretrainSettings:
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+LEGACY_VALUES = {"targets": 1, "warmup": 0.1, "grad_clip": 0.0, "init": ""}
+"""The fields added after the first recipe, at the values that leave that recipe unchanged: what a
+record written before a field existed means by its absence."""
+
+
+def settings_from_record(recorded: dict) -> PretrainSettings:
+    """The `PretrainSettings` a record's ``settings`` dict names, the fields it predates at
+    `LEGACY_VALUES`."""
+    return PretrainSettings(**{**LEGACY_VALUES, **recorded})
+
+
 def _key_fields(settings: PretrainSettings) -> dict:
     """The settings as a dict, without the new fields at their no-op values, so that the cache
     keys of weights made before those fields existed stay the same."""
     fields = asdict(settings)
-    for name, no_op in (("targets", 1), ("warmup", 0.1), ("grad_clip", 0.0), ("init", "")):
+    for name, no_op in LEGACY_VALUES.items():
         if fields[name] == no_op:
             del fields[name]
     return fields

@@ -9,13 +9,12 @@ SHA-256. Running the recorded command again regenerates the file (up to the GPU'
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Mapping
 
 from uncertainty_adapters import checkpoint as ckpt
 from uncertainty_adapters.checkpoint import CheckpointMismatchError
-from uncertainty_adapters.integrations.pipeline.backbone.pretrain_settings import PretrainSettings
+from uncertainty_adapters.integrations.pipeline.backbone.pretrain_settings import settings_from_record
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 SHIPPED_WEIGHTS = WEIGHTS_DIR / "demo-sam-128px.safetensors"
@@ -42,7 +41,7 @@ def shipped_demo_backbone(
             installation); reinstall the package or regenerate the file with the recorded command.
     """
     record = shipped_record(weights)
-    if record is None or not _same_recipe(record.get("settings"), settings):
+    if record is None or settings_from_record(record["settings"]) != settings_from_record(dict(settings)):
         return None
     found = ckpt.file_sha256(weights)
     if found != record.get("sha256"):
@@ -52,12 +51,3 @@ def shipped_demo_backbone(
             f"{record.get('command', 'ua-sam pretrain-backbone')}"
         )
     return weights, record
-
-
-def _same_recipe(recorded: Mapping[str, Any] | None, wanted: Mapping[str, Any]) -> bool:
-    """Whether two settings dicts are one recipe, a field that one of them lacks counting at
-    its default (records written before that field existed)."""
-    if recorded is None:
-        return False
-    defaults = asdict(PretrainSettings())
-    return {**defaults, **recorded} == {**defaults, **wanted}
