@@ -447,11 +447,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def resolution_floor(dataset, side: int) -> float:
-    """Mean 1 - IoU, over the images whose raters all agree, between a rater's mask and the same
-    mask taken down to ``side`` x ``side`` (area average) and back (bilinear, threshold 0.5): the
-    error a model whose masks pass through that resolution (SAM's mask decoder: 4x its image
-    embedding's grid) makes there even when it is otherwise exact."""
-    errors = []
+    """Mean GED (N = 1, `ua.metrics.ged`), over the images whose raters all agree, of the raters'
+    mask taken down to ``side`` x ``side`` (area average) and back (bilinear, threshold 0.5)
+    against the raters: what a model whose masks pass through that resolution (SAM's mask
+    decoder: 4x its image embedding's grid) scores there even when it is otherwise exact."""
+    from uncertainty_adapters import metrics
+
+    scores = []
     for index in range(len(dataset)):
         masks = dataset[index]["masks"] > 0.5  # (R, H, W)
         if not bool((masks == masks[:1]).all()):
@@ -459,9 +461,8 @@ def resolution_floor(dataset, side: int) -> float:
         mask = masks[:1].float()[None]  # (1, 1, H, W)
         back = F.interpolate(F.interpolate(mask, size=(side, side), mode="area"), size=mask.shape[-2:],
                              mode="bilinear", align_corners=False) > 0.5
-        truth = mask > 0.5
-        errors.append(1.0 - float((back & truth).sum()) / max(float((back | truth).sum()), 1.0))
-    return round(float(np.mean(errors)), 4) if errors else float("nan")
+        scores.append(float(metrics.ged(back, masks[None])))
+    return round(float(np.mean(scores)), 4) if scores else float("nan")
 
 
 def measure_run(args: argparse.Namespace) -> dict[str, Any]:
