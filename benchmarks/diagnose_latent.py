@@ -14,6 +14,9 @@ trainer (`ua-sam train`'s loop) on one data set, then diagnosed on the data's te
   share of samples that do (a mask marks a region when it covers at least half of it);
 - ``dead_cmsm``: the share of (image, adapter) pairs whose CMSM output f is exactly zero, at
   initialisation and after training (z from the prior);
+- ``agree_cases``: where every rater draws the same mask, how the samples' majority misses it:
+  false-positive and false-negative pixels, their sum as a share of the raters' area, the area
+  ratio and the centroid offset (a shift or a size bias shows there; a ragged outline does not);
 - ``z_fit``: on a few test cases with the mode, one z per rater fitted by gradient descent
   (everything else frozen) to that rater's mask: can the frozen decoder draw each rater's
   version at all?
@@ -28,6 +31,11 @@ Usage (results as JSON in OUT/<data>-<variant>.json, a markdown table with ``--s
     python -m benchmarks.diagnose_latent --out diag --data bimodal --variant softmax-bottleneck
     python -m benchmarks.diagnose_latent --out diag --summarize
     python -m benchmarks.diagnose_latent --out diag --run runs/r128/runs/prob-unet-c6/seed-0  # a trained run
+    python -m benchmarks.diagnose_latent --out diag --run runs/r128/runs/adapter-sam/seed-0 --split train
+    python -m benchmarks.diagnose_latent --out diag --data synthetic --variant none --full-finetune
+
+``--split train`` measures a run on the cases it trained on; ``--full-finetune`` trains every
+weight of the image encoder too (a reference the library does not offer; measured in memory).
 
 ``--epochs``, ``--cases`` and ``--max-steps`` shorten a run; ``--quick`` is a seconds-long smoke
 run on a random backbone (meaningless numbers).
@@ -232,6 +240,39 @@ def _kl_summary(log: Path) -> dict[str, Any]:
             "min": round(min(v for _, v in values), 5)}
 
 
+def _agree_case_errors(sampled: torch.Tensor, truth: torch.Tensor, into: dict[str, list[float]]) -> None:
+    """Append to ``into`` how the samples' majority (``sampled``: (K, S, S) bool) misses
+    ``truth`` ((S, S) bool, the mask every rater drew): false-positive and false-negative
+    pixels, the raters' area, and the majority's centroid minus the raters' (rows, columns)."""
+    majority = sampled.float().mean(0) > 0.5
+    into.setdefault("false_positive", []).append(float((majority & ~truth).sum()))
+    into.setdefault("false_negative", []).append(float((~majority & truth).sum()))
+    into.setdefault("area", []).append(float(truth.sum()))
+    into.setdefault("predicted_area", []).append(float(majority.sum()))
+    if majority.any() and truth.any():
+        offset = torch.nonzero(majority).float().mean(0) - torch.nonzero(truth).float().mean(0)
+        into.setdefault("offset_rows", []).append(float(offset[0]))
+        into.setdefault("offset_cols", []).append(float(offset[1]))
+
+
+def _summarize_agree_cases(cases: dict[str, list[float]]) -> dict[str, Any]:
+    """Means over the cases `_agree_case_errors` saw: pixels missed each way, their sum as a share
+    of the raters' area, the area ratio, and the centroid offset's mean and spread (pixels)."""
+    fp, fn, area = (np.array(cases[k]) for k in ("false_positive", "false_negative", "area"))
+    rows, cols = np.array(cases.get("offset_rows", [])), np.array(cases.get("offset_cols", []))
+    return {
+        "cases": len(area),
+        "raters_area_px": round(float(area.mean()), 1),
+        "false_positive_px": round(float(fp.mean()), 1),
+        "false_negative_px": round(float(fn.mean()), 1),
+        "missed_share_of_area": round(float(((fp + fn) / np.maximum(area, 1)).mean()), 4),
+        "area_ratio": round(float((np.array(cases["predicted_area"]) / np.maximum(area, 1)).mean()), 4),
+        "centroid_offset_px": {"mean": [round(float(rows.mean()), 3), round(float(cols.mean()), 3)],
+                               "std": [round(float(rows.std()), 3), round(float(cols.std()), 3)]}
+        if rows.size else None,
+    }
+
+
 def diagnose(model, dataset, data: str, device, samples: int, mode_regions, zfit_cases: int,
              zfit_steps: int = 80, prompt: str = "point") -> dict[str, Any]:
     """Every measurement on the trained model (see the module docstring), prompting as the run
@@ -243,6 +284,7 @@ def diagnose(model, dataset, data: str, device, samples: int, mode_regions, zfit
     per: dict[str, list[float]] = {k: [] for k in ("ged", "diversity", "oracle_ged", "oracle_diversity",
                                                       "rater_diversity", "spread", "ambiguous")}
     modes: dict[str, dict[str, list[float]]] = {}
+    agree_cases: dict[str, list[float]] = {}
     zfit_pool: list[tuple[int, str]] = []
     generator = torch.Generator(device=device).manual_seed(0)
     # the posterior and oracle measurements use UA-SAM's encode/decode; other models are sampled only
@@ -269,6 +311,9 @@ def diagnose(model, dataset, data: str, device, samples: int, mode_regions, zfit
                 oracle = oracle.view(raters.shape).float() > 0
                 per["oracle_ged"] += metrics.ged(oracle, raters).tolist()
                 per["oracle_diversity"] += metrics.diversity(oracle).tolist()
+        for b in range(raters.shape[0]):
+            if not bool(ambiguous[b]):
+                _agree_case_errors(sampled[b], raters[b, 0], agree_cases)
         for b, index in enumerate(batch["index"]):
             for name, region in mode_regions(index, batch["case_id"][b]).items():
                 region = region.to(device)
@@ -296,6 +341,8 @@ def diagnose(model, dataset, data: str, device, samples: int, mode_regions, zfit
         result["posterior_spread_prior_sigmas"] = round(float(torch.tensor(per["spread"])[amb].mean()), 4)
     result["modes"] = {name: {k: round(float(np.mean(v)), 4) for k, v in entry.items() if v} | {"cases": len(entry["raters"])}
                        for name, entry in modes.items()}
+    if agree_cases:
+        result["agree_cases"] = _summarize_agree_cases(agree_cases)
     _stage("sampled the test part")
     if has_latent and zfit_pool:
         result["z_fit"] = fit_z_per_rater(model, dataset, zfit_pool, mode_regions, device, steps=zfit_steps,
@@ -404,7 +451,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     # another recipe (then pretrained once and cached).
     pretrain = PretrainSettings(steps=args.pretrain_steps) if args.pretrain_steps else None
     backbone, facts = (None, {}) if args.quick else ensure_demo_backbone(settings=pretrain)
-    run_dir = out / "runs" / f"{args.data}-{args.variant}"
+    name = f"{args.data}-{args.variant}" + ("-full-finetune" if getattr(args, "full_finetune", False) else "")
+    run_dir = out / "runs" / name
+    if getattr(args, "full_finetune", False):
+        _refuse_full_finetune_reuse(run_dir)  # before the backbone and the data are set up
     job = TrainJob(preset=preset, data=spec, out=run_dir, seed=args.seed, max_steps=args.max_steps,
                    dataset_kwargs=kwargs, resume=False)
     test = build_dataset(spec, preset.image_size, split="test", seed=args.seed,
@@ -417,11 +467,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     del fresh
     _stage(f"{args.data} {args.variant}: training")
     started = time.time()
-    if not (run_dir / "run.json").is_file():
-        train(job, backbone)
+    if getattr(args, "full_finetune", False):
+        model = _train_full_finetune(job, backbone).to(device)
+    else:
+        if not (run_dir / "run.json").is_file():
+            train(job, backbone)
+        model, _ = load_run(run_dir, device)
     seconds = time.time() - started
     _stage("trained")
-    model, _ = load_run(run_dir, device)
     if spec == "synthetic":
         regions = _synthetic_regions(test, preset.image_size)
     else:
@@ -432,6 +485,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             return {"centre": centre} if centre.any() else {}
     result = {
         "data": args.data, "variant": args.variant, "overrides": overrides, "seed": args.seed,
+        "full_finetune": bool(getattr(args, "full_finetune", False)),
         "epochs": preset.epochs, "image_size": preset.image_size, "cases": getattr(preset, "synthetic_cases", None),
         "pretrain_steps": (facts.get("settings") or {}).get("steps"), "backbone_source": facts.get("source"), "train_seconds": round(seconds, 1),
         "backbone_held_out_iou": facts.get("held_out_iou"),
@@ -441,9 +495,47 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     result["prompt"] = preset.prompt
     result.update(diagnose(model, test, args.data, device, args.samples, regions, args.zfit_cases, args.zfit_steps,
                            prompt=preset.prompt))
-    path = out / f"{args.data}-{args.variant}.json"
+    path = out / f"{name}.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+def _refuse_full_finetune_reuse(run_dir: Path) -> None:
+    if run_dir.exists():
+        raise SystemExit(f"{run_dir} exists; a full fine-tune is not saved whole, so it cannot be reused. "
+                         f"Delete that folder or pass another --out")
+
+
+def _train_full_finetune(job, backbone):
+    """Train ``job`` with every weight of the image encoder trainable, not only its adapters
+    (full fine-tuning, which the library does not offer: a reference for what adapting a frozen
+    encoder costs), and return the model in memory at the last step. The run folder keeps only
+    the adapters: loading it (`load_run`, `ua-sam evaluate`) gives them on the frozen encoder,
+    not this model, so its figures exist only in this script's JSON. Refuses an existing run
+    folder, which could not be reused."""
+    from unittest import mock
+
+    from uncertainty_adapters.integrations.pipeline.models.factory import build_model
+    from uncertainty_adapters.integrations.pipeline.training import loop
+    from uncertainty_adapters.integrations.pipeline.training.checkpoints import load_latest_checkpoint
+
+    _refuse_full_finetune_reuse(job.out)
+    held: dict[str, Any] = {}
+
+    def unfrozen(job_, backbone_):
+        model = build_model(job_, backbone_)
+        model.encoder.requires_grad_(True)
+        held["model"] = model
+        return model
+
+    with mock.patch.object(loop, "build_model", unfrozen):
+        loop.train(job, backbone)
+    model = held["model"]
+    # the trainer restored the best epoch's adapters, not its encoder weights: take the last step's
+    # adapters too, so that the model is one consistent state
+    last = load_latest_checkpoint(job.out / "checkpoints")
+    model.load_trainable_state_dict(last.trainable, source=str(last.path))
+    return model
 
 
 def resolution_floor(dataset, side: int) -> float:
@@ -469,10 +561,13 @@ def measure_run(args: argparse.Namespace) -> dict[str, Any]:
     """The sampling measurements (GED, diversity where the raters agree / disagree, the modes'
     shares; for UA-SAM also the oracle and posterior spread, no z fit) of an already trained
     run folder on `synthetic`, any model (e.g. the seeds of a `ua-sam reproduce`), on the test
-    part it was trained beside. Written to OUT/synthetic-run-<folder's parent>-<folder>.json."""
+    part it was trained beside (``args.split`` "train": on the cases it trained on, its training
+    part less its validation cases, to tell what it cannot fit from what it does not carry
+    over), the first ``args.test_cases`` of them when given. Written to OUT/synthetic-run-<folder's parent>-<folder>[-train].json."""
     from uncertainty_adapters.integrations.data import build_dataset
     from uncertainty_adapters.integrations.pipeline.presets import Preset
     from uncertainty_adapters.integrations.pipeline.run_dir import load_run
+    from uncertainty_adapters.integrations.pipeline.training.loop import train_val_split
 
     folder = Path(args.run)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -481,18 +576,27 @@ def measure_run(args: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit(f"--run measures runs trained on synthetic data; {folder} was trained on {meta.get('data')!r}")
     preset = Preset.from_dict(meta["preset"])
     seed = meta.get("data_seed", meta.get("seed", 0))
-    test = build_dataset("synthetic", preset.image_size, split="test", seed=seed, **meta.get("dataset_kwargs", {}))
+    split = getattr(args, "split", "test")
+    test = build_dataset("synthetic", preset.image_size, split=split, seed=seed, **meta.get("dataset_kwargs", {}))
+    indices = list(range(len(test)))
+    if split == "train":  # the cases the run trained on: its training part less what it validated on
+        indices, _ = train_val_split(len(test), preset.val_fraction, meta.get("seed", 0))
+    if getattr(args, "test_cases", None):
+        indices = indices[: args.test_cases]
+    if len(indices) < len(test):
+        test = torch.utils.data.Subset(test, indices)
 
     regions = _synthetic_regions(test, preset.image_size)
     result = {"data": "synthetic", "variant": f"run {folder.parent.name}/{folder.name}", "run": str(folder),
-              "model": meta.get("model", "ua-sam"), "seed": seed, "prompt": preset.prompt}
+              "model": meta.get("model", "ua-sam"), "seed": seed, "prompt": preset.prompt, "split": split}
     result.update(diagnose(model, test, "synthetic", device, args.samples, regions, zfit_cases=0, prompt=preset.prompt))
     if getattr(args, "resolution_floor", None):
         result["resolution_floor"] = {"side": args.resolution_floor,
                                       "agree_ged": resolution_floor(test, args.resolution_floor)}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"synthetic-run-{folder.parent.name}-{folder.name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    suffix = "" if split == "test" else f"-{split}"
+    (out / f"synthetic-run-{folder.parent.name}-{folder.name}{suffix}.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
 
 
@@ -536,11 +640,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", type=int, help="cases in the data set (synthetic: preset's 600; bimodal: 300)")
     parser.add_argument("--image-size", type=int, help="override the demo preset's 128 px (the backbone's pos-embeds are resized)")
     parser.add_argument("--pretrain-steps", type=int, help="pretrain a demo backbone for this many steps instead of using the shipped one")
-    parser.add_argument("--test-cases", type=int, help="diagnose only the first N test cases")
+    parser.add_argument("--test-cases", type=int, help="diagnose only the first N cases of the measured part")
+    parser.add_argument("--split", choices=("test", "train"), default="test",
+                        help="with --run: measure on this part of the data (train: what the model fits at all)")
     parser.add_argument("--max-steps", type=int, help="stop training after N steps")
     parser.add_argument("--samples", type=int, default=16, help="prior samples per test image")
     parser.add_argument("--zfit-cases", type=int, default=8, help="test cases for the per-rater z fit")
     parser.add_argument("--zfit-steps", type=int, default=80, help="Adam steps of the per-rater z fit")
+    parser.add_argument("--full-finetune", action="store_true",
+                        help="train every image-encoder weight, not only the adapters (a reference; measured in memory)")
     parser.add_argument("--quick", action="store_true", help="smoke run: random backbone, tiny batches")
     parser.add_argument("--summarize", action="store_true", help="print the table of OUT's results and exit")
     parser.add_argument("--run", metavar="DIR", help="measure this trained synthetic run folder (any model) instead of training")

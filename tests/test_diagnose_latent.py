@@ -43,7 +43,7 @@ def test_a_trained_run_folder_of_any_model_is_measured_without_training(tmp_path
     import argparse
 
     from uncertainty_adapters.integrations.pipeline.presets import get_preset
-    from uncertainty_adapters.integrations.pipeline.training.loop import TrainJob, train
+    from uncertainty_adapters.integrations.pipeline.training.loop import TrainJob, train, train_val_split
 
     preset = get_preset("demo").replace(image_size=64, batch_size=4, epochs=1, synthetic_cases=24,
                                         latent_resolution=32, latent_filters=(8, 16), prior_fit_epochs=0)
@@ -55,9 +55,55 @@ def test_a_trained_run_folder_of_any_model_is_measured_without_training(tmp_path
     assert set(result["ged"]) == {"all", "disagree", "agree"}
     assert all(0.0 <= mode["samples"] <= 1.0 for mode in result["modes"].values())
     assert (tmp_path / "diag" / "synthetic-run-reproduction-seed-0.json").is_file()
+    assert result["agree_cases"]["cases"] == result["images"] - result["ambiguous_images"] == 1
+
+    on_train = diagnose_latent.measure_run(argparse.Namespace(**{**vars(args), "split": "train", "test_cases": None}))
+    train_part = build_dataset("synthetic", 64, split="train", seed=0, length=24)
+    trained_on, validated_on = train_val_split(len(train_part), preset.val_fraction, 0)
+    assert on_train["split"] == "train" and on_train["images"] == len(trained_on) == len(train_part) - len(validated_on)
+    assert (tmp_path / "diag" / "synthetic-run-reproduction-seed-0-train.json").is_file()
+
+
+def test_the_agree_case_errors_count_each_way_and_a_shift_shows_as_a_centroid_offset():
+    truth = torch.zeros(16, 16, dtype=torch.bool)
+    truth[4:8, 4:8] = True  # 16 pixels
+    shifted = torch.roll(truth, shifts=2, dims=1)  # two columns right: 8 pixels gained, 8 missed
+    cases: dict[str, list[float]] = {}
+    diagnose_latent._agree_case_errors(torch.stack([shifted, shifted, truth]), truth, cases)  # majority: shifted
+    diagnose_latent._agree_case_errors(truth[None], truth, cases)  # exact
+    summary = diagnose_latent._summarize_agree_cases(cases)
+    assert summary["cases"] == 2 and summary["raters_area_px"] == 16.0
+    assert summary["false_positive_px"] == 4.0 and summary["false_negative_px"] == 4.0  # 8 and 0, averaged
+    assert summary["missed_share_of_area"] == 0.5 and summary["area_ratio"] == 1.0  # (16 / 16 + 0) / 2
+    assert summary["centroid_offset_px"] == {"mean": [0.0, 1.0], "std": [0.0, 1.0]}
 
 
 def test_the_resolution_floor_is_zero_at_full_size_and_grows_as_the_masks_pass_through_fewer_pixels():
     data = build_dataset("synthetic", 64, split="test", seed=0, length=40)
     full, coarse, coarser = (diagnose_latent.resolution_floor(data, side) for side in (64, 16, 8))
     assert full == 0.0 and 0.0 < coarse < coarser < 2.0  # GED with d = 1 - IoU, one sample: 2 (1 - IoU)
+
+
+def test_the_full_finetune_reference_trains_every_encoder_weight_and_refuses_to_reuse_a_folder(tmp_path):
+    import pytest
+
+    from uncertainty_adapters.integrations.pipeline.models.factory import build_model
+    from uncertainty_adapters.integrations.pipeline.presets import get_preset
+    from uncertainty_adapters.integrations.pipeline.training.loop import TrainJob
+    from uncertainty_adapters.integrations.pipeline.training.seeding import seed_everything_for
+
+    preset = get_preset("demo").replace(image_size=64, batch_size=2, epochs=1, synthetic_cases=24, interaction="none",
+                                        prior_fit_epochs=0)
+    job = TrainJob(preset=preset, data="synthetic", out=tmp_path / "run", max_steps=2, cpu=True)
+    seed_everything_for(job.seed)
+    start = build_model(job, None).encoder.state_dict()  # what the trainer starts from (it seeds the same way)
+
+    model = diagnose_latent._train_full_finetune(job, None)
+    base = {name for name, p in model.encoder.named_parameters() if "adapters" not in name and "condition" not in name}
+    assert base and all(p.requires_grad for p in model.encoder.parameters())
+    trained = model.encoder.state_dict()
+    attention = [name for name in base if name.endswith("qkv.weight")]  # one per block: SAM's encoder itself
+    assert attention and all(not torch.equal(trained[name], start[name]) for name in attention)
+
+    with pytest.raises(SystemExit, match="exists"):
+        diagnose_latent._train_full_finetune(job, None)
