@@ -509,15 +509,15 @@ def _refuse_full_finetune_reuse(run_dir: Path) -> None:
 def _train_full_finetune(job, backbone):
     """Train ``job`` with every weight of the image encoder trainable, not only its adapters
     (full fine-tuning, which the library does not offer: a reference for what adapting a frozen
-    encoder costs), and return the model in memory at the last step. The run folder keeps only
-    the adapters: loading it (`load_run`, `ua-sam evaluate`) gives them on the frozen encoder,
-    not this model, so its figures exist only in this script's JSON. Refuses an existing run
-    folder, which could not be reused."""
+    encoder costs), and return the trained model in memory, at the best validation epoch as any
+    run. The trainer's best weights and checkpoints carry the encoder's own weights too (as
+    'encoder.base_model.*'), but the run folder's adapters do not: loading it (`load_run`,
+    `ua-sam evaluate`) gives them on the frozen encoder, not this model, so its figures exist
+    only in this script's JSON. Refuses an existing run folder, which could not be reused."""
     from unittest import mock
 
     from uncertainty_adapters.integrations.pipeline.models.factory import build_model
     from uncertainty_adapters.integrations.pipeline.training import loop
-    from uncertainty_adapters.integrations.pipeline.training.checkpoints import load_latest_checkpoint
 
     _refuse_full_finetune_reuse(job.out)
     held: dict[str, Any] = {}
@@ -525,17 +525,19 @@ def _train_full_finetune(job, backbone):
     def unfrozen(job_, backbone_):
         model = build_model(job_, backbone_)
         model.encoder.requires_grad_(True)
+        adapters_only = model.trainable_state_dict
+
+        def trainable_state_dict() -> dict[str, torch.Tensor]:  # what the trainer saves and restores
+            base = {f"encoder.{name}": t for name, t in model.encoder.state_dict().items() if name.startswith("base_model.")}
+            return {**adapters_only(), **base}
+
+        model.trainable_state_dict = trainable_state_dict  # load_trainable_state_dict copies into these too
         held["model"] = model
         return model
 
     with mock.patch.object(loop, "build_model", unfrozen):
         loop.train(job, backbone)
-    model = held["model"]
-    # the trainer restored the best epoch's adapters, not its encoder weights: take the last step's
-    # adapters too, so that the model is one consistent state
-    last = load_latest_checkpoint(job.out / "checkpoints")
-    model.load_trainable_state_dict(last.trainable, source=str(last.path))
-    return model
+    return held["model"]
 
 
 def resolution_floor(dataset, side: int) -> float:

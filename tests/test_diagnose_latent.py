@@ -105,5 +105,11 @@ def test_the_full_finetune_reference_trains_every_encoder_weight_and_refuses_to_
     attention = [name for name in base if name.endswith("qkv.weight")]  # one per block: SAM's encoder itself
     assert attention and all(not torch.equal(trained[name], start[name]) for name in attention)
 
+    # the weights the trainer saves (checkpoints, best epoch) and restores are the encoder's too
+    from uncertainty_adapters.integrations.pipeline.training.checkpoints import load_latest_checkpoint
+
+    saved = load_latest_checkpoint(job.out / "checkpoints").trainable
+    assert all(torch.equal(saved[f"encoder.{name}"], trained[name]) for name in attention)
+
     with pytest.raises(SystemExit, match="exists"):
         diagnose_latent._train_full_finetune(job, None)
