@@ -241,18 +241,29 @@ def _kl_summary(log: Path) -> dict[str, Any]:
 
 
 def _agree_case_errors(sampled: torch.Tensor, truth: torch.Tensor, into: dict[str, list[float]]) -> None:
-    """Append to ``into`` how the samples' majority (``sampled``: (K, S, S) bool) misses
-    ``truth`` ((S, S) bool, the mask every rater drew): false-positive and false-negative
-    pixels, the raters' area, and the majority's centroid minus the raters' (rows, columns)."""
-    majority = sampled.float().mean(0) > 0.5
-    into.setdefault("false_positive", []).append(float((majority & ~truth).sum()))
-    into.setdefault("false_negative", []).append(float((~majority & truth).sum()))
-    into.setdefault("area", []).append(float(truth.sum()))
-    into.setdefault("predicted_area", []).append(float(majority.sum()))
-    if majority.any() and truth.any():
-        offset = torch.nonzero(majority).float().mean(0) - torch.nonzero(truth).float().mean(0)
-        into.setdefault("offset_rows", []).append(float(offset[0]))
-        into.setdefault("offset_cols", []).append(float(offset[1]))
+    """Append to ``into``, per image, how the samples' majority (``sampled``: (B, K, S, S) or one
+    image's (K, S, S), bool) misses ``truth`` ((B, S, S) or (S, S) bool, the mask every rater
+    drew): false-positive and false-negative pixels, the raters' and the majority's area, and,
+    where both masks are non-empty, the majority's centroid minus the raters' (rows, columns)."""
+    if sampled.dim() == 3:
+        sampled, truth = sampled[None], truth[None]
+    if sampled.shape[0] == 0:
+        return
+    majority = sampled.float().mean(1) > 0.5  # (B, S, S)
+    counts = torch.stack([(majority & ~truth).flatten(1).sum(-1), (~majority & truth).flatten(1).sum(-1),
+                          truth.flatten(1).sum(-1), majority.flatten(1).sum(-1)], 1).float()  # (B, 4)
+    grid = torch.arange(truth.shape[-1], device=truth.device, dtype=torch.float32)
+
+    def centroid(mask: torch.Tensor) -> torch.Tensor:  # (B, 2): mean row, mean column
+        area = mask.flatten(1).sum(-1).clamp_min(1).float()
+        return torch.stack([(mask.sum(-1) * grid).sum(-1), (mask.sum(-2) * grid).sum(-1)], 1) / area[:, None]
+
+    offset = centroid(majority) - centroid(truth)
+    both = (counts[:, 2] > 0) & (counts[:, 3] > 0)
+    for key, column in zip(("false_positive", "false_negative", "area", "predicted_area"), counts.T.tolist()):
+        into.setdefault(key, []).extend(column)
+    into.setdefault("offset_rows", []).extend(offset[both, 0].tolist())
+    into.setdefault("offset_cols", []).extend(offset[both, 1].tolist())
 
 
 def _summarize_agree_cases(cases: dict[str, list[float]]) -> dict[str, Any]:
@@ -311,9 +322,7 @@ def diagnose(model, dataset, data: str, device, samples: int, mode_regions, zfit
                 oracle = oracle.view(raters.shape).float() > 0
                 per["oracle_ged"] += metrics.ged(oracle, raters).tolist()
                 per["oracle_diversity"] += metrics.diversity(oracle).tolist()
-        for b in range(raters.shape[0]):
-            if not bool(ambiguous[b]):
-                _agree_case_errors(sampled[b], raters[b, 0], agree_cases)
+        _agree_case_errors(sampled[~ambiguous], raters[~ambiguous, 0], agree_cases)
         for b, index in enumerate(batch["index"]):
             for name, region in mode_regions(index, batch["case_id"][b]).items():
                 region = region.to(device)
@@ -451,9 +460,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     # another recipe (then pretrained once and cached).
     pretrain = PretrainSettings(steps=args.pretrain_steps) if args.pretrain_steps else None
     backbone, facts = (None, {}) if args.quick else ensure_demo_backbone(settings=pretrain)
-    name = f"{args.data}-{args.variant}" + ("-full-finetune" if getattr(args, "full_finetune", False) else "")
+    full_finetune = bool(getattr(args, "full_finetune", False))
+    name = f"{args.data}-{args.variant}" + ("-full-finetune" if full_finetune else "")
     run_dir = out / "runs" / name
-    if getattr(args, "full_finetune", False):
+    if full_finetune:
         _refuse_full_finetune_reuse(run_dir)  # before the backbone and the data are set up
     job = TrainJob(preset=preset, data=spec, out=run_dir, seed=args.seed, max_steps=args.max_steps,
                    dataset_kwargs=kwargs, resume=False)
@@ -467,7 +477,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     del fresh
     _stage(f"{args.data} {args.variant}: training")
     started = time.time()
-    if getattr(args, "full_finetune", False):
+    if full_finetune:
         model = _train_full_finetune(job, backbone).to(device)
     else:
         if not (run_dir / "run.json").is_file():
@@ -485,7 +495,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             return {"centre": centre} if centre.any() else {}
     result = {
         "data": args.data, "variant": args.variant, "overrides": overrides, "seed": args.seed,
-        "full_finetune": bool(getattr(args, "full_finetune", False)),
+        "full_finetune": full_finetune,
         "epochs": preset.epochs, "image_size": preset.image_size, "cases": getattr(preset, "synthetic_cases", None),
         "pretrain_steps": (facts.get("settings") or {}).get("steps"), "backbone_source": facts.get("source"), "train_seconds": round(seconds, 1),
         "backbone_held_out_iou": facts.get("held_out_iou"),
