@@ -14,6 +14,8 @@ trainer (`ua-sam train`'s loop) on one data set, then diagnosed on the data's te
   share of samples that do (a mask marks a region when it covers at least half of it);
 - ``dead_cmsm``: the share of (image, adapter) pairs whose CMSM output f is exactly zero, at
   initialisation and after training (z from the prior);
+- ``posterior_silent_channels``: per activation layer of the trained posterior net, the share of
+  channels never above zero on 16 test images with each rater's mask (dead units, for ReLU);
 - ``agree_cases``: where every rater draws the same mask, how the samples' majority misses it:
   false-positive and false-negative pixels, their sum as a share of the raters' area, the area
   ratio and the centroid offset (a shift or a size bias shows there; a ragged outline does not);
@@ -56,8 +58,8 @@ import torch
 import torch.nn.functional as F
 
 #: The demo preset's latent settings before it turned on the latent prompt and free bits; every
-#: variant but ``demo`` starts from them, so that a variant means what it meant when measured.
-_EARLIER_DEMO: dict[str, Any] = {"latent_prompt": False, "free_bits": 0.0, "latent_lr": 1e-4}
+#: variant but the ``demo`` ones starts from them, so that a variant means what it meant when measured.
+_EARLIER_DEMO: dict[str, Any] = {"latent_prompt": False, "free_bits": 0.0, "latent_lr": 1e-4, "latent_activation": "relu"}
 
 #: Preset overrides of each variant (the rest is the ``demo`` preset).
 VARIANTS: dict[str, dict[str, Any]] = {name: {**_EARLIER_DEMO, **overrides} for name, overrides in {
@@ -83,6 +85,7 @@ VARIANTS: dict[str, dict[str, Any]] = {name: {**_EARLIER_DEMO, **overrides} for 
     "none": {"interaction": "none"},
 }.items()}
 VARIANTS["demo"] = {}  # the demo preset as it is
+VARIANTS["demo-leaky"] = {"latent_activation": "leaky_relu"}  # LeakyReLU in the prior and posterior nets
 VARIANTS["demo-no-prior-fit"] = {"prior_fit_epochs": 0}  # joint training only, as the paper
 VARIANTS["demo-kl-warmup"] = {"kl_warmup": 0.2}  # beta ramps up from 0 over the first fifth of the steps
 
@@ -220,6 +223,25 @@ def dead_cmsm_share(model, dataset, device, images: int = 32) -> float | None:
     finally:
         encoder.batched_shifts = batched
     return counter.close()
+
+
+@torch.no_grad()
+def posterior_silent_channels(heads, dataset, device, images: int = 16) -> list[float] | None:
+    """Per activation layer of the posterior net, the share of channels never above zero on
+    the first ``images`` images of ``dataset`` with each of their raters' masks: for ReLU,
+    units that pass no gradient back (dead); for LeakyReLU, units that only ever leak."""
+    if heads is None:
+        return None
+    batch = _batch(dataset, range(min(images, len(dataset))), device)
+    raters = batch["masks"].shape[1]
+    x = heads._resize(torch.cat([batch["image"].repeat_interleave(raters, 0),
+                                 batch["masks"].flatten(0, 1).unsqueeze(1)], dim=1))
+    shares = []
+    for layer in heads.posterior_net.features:
+        x = layer(x)
+        if isinstance(layer, (torch.nn.ReLU, torch.nn.LeakyReLU)):
+            shares.append(round(float((x > 0).flatten(2).any(-1).any(0).logical_not().float().mean()), 3))
+    return shares
 
 
 def _batch(dataset, indices, device) -> dict[str, Any]:
@@ -501,6 +523,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "backbone_held_out_iou": facts.get("held_out_iou"),
         "kl": _kl_summary(run_dir / "train_log.csv"),
         "dead_cmsm": {"init": dead_init, "trained": dead_cmsm_share(model, test, device)},
+        "posterior_silent_channels": posterior_silent_channels(getattr(model, "latent_heads", None), test, device),
     }
     result["prompt"] = preset.prompt
     result.update(diagnose(model, test, args.data, device, args.samples, regions, args.zfit_cases, args.zfit_steps,
@@ -642,7 +665,8 @@ def summarize(out: Path) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """This script's command line (also `benchmarks.latent_takeoff`'s, after its ``--``)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True, help="folder for runs and result JSON files")
     parser.add_argument("--data", choices=("synthetic", "bimodal"), default="synthetic")
@@ -666,7 +690,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run", metavar="DIR", help="measure this trained synthetic run folder (any model) instead of training")
     parser.add_argument("--resolution-floor", type=int, metavar="SIDE",
                         help="with --run: also the error where raters agree of masks passed through SIDE x SIDE")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     if args.summarize:
         print(summarize(Path(args.out)))
         return 0

@@ -37,6 +37,22 @@ def test_a_variant_keeps_the_latent_settings_it_was_measured_with_and_demo_is_th
     plain = demo.replace(**diagnose_latent.VARIANTS["softmax-bottleneck"])
     assert (plain.latent_prompt, plain.free_bits, plain.latent_lr) == (False, 0.0, 1e-4)
     assert demo.replace(**diagnose_latent.VARIANTS["demo"]) == demo
+    assert demo.replace(**diagnose_latent.VARIANTS["demo-leaky"]) == demo.replace(latent_activation="leaky_relu")
+
+
+def test_silent_posterior_channels_are_counted_per_layer_and_a_switched_off_layer_counts_whole():
+    import uncertainty_adapters as ua
+
+    torch.manual_seed(0)
+    heads = ua.LatentHeads(in_channels=3, latent_dim=4, num_filters=(8, 8), convs_per_block=1, resolution=16)
+    item = {"image": torch.rand(3, 16, 16), "masks": (torch.rand(2, 16, 16) > 0.5).float(),
+            "majority": torch.zeros(1, 16, 16), "case_id": "c"}
+    data = [item] * 3
+    with torch.no_grad():
+        heads.posterior_net.features[-2].bias.fill_(-1e3)  # the last convolution: never above zero
+    shares = diagnose_latent.posterior_silent_channels(heads, data, torch.device("cpu"))
+    assert len(shares) == 2 and shares[-1] == 1.0 and shares[0] < 1.0
+    assert diagnose_latent.posterior_silent_channels(None, data, torch.device("cpu")) is None
 
 
 def test_a_trained_run_folder_of_any_model_is_measured_without_training(tmp_path):

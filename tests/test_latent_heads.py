@@ -129,3 +129,24 @@ def test_both_gaussians_start_at_init_sigma_for_zero_features(init_sigma):
 def test_init_sigma_outside_the_bound_is_refused():
     with pytest.raises(ValueError, match="init_sigma must lie strictly between"):
         ua.LatentHeads(in_channels=3, latent_dim=4, log_sigma_bound=2.0, init_sigma=10.0)
+
+
+def test_leaky_relu_nets_start_with_the_relu_nets_weights_and_no_unit_can_die():
+    relu, leaky = _heads(), _heads(activation="leaky_relu")
+    for (name, a), (_, b) in zip(relu.state_dict().items(), leaky.state_dict().items()):
+        assert torch.equal(a, b), name
+    for net in (leaky.prior_net, leaky.posterior_net):
+        acts = [m for m in net.features if not isinstance(m, (torch.nn.Conv2d, torch.nn.AvgPool2d))]
+        assert acts and all(isinstance(m, torch.nn.LeakyReLU) and m.negative_slope == 0.1 for m in acts)
+    # a unit whose every input is negative still passes a gradient back
+    x = torch.full((1, 3, 8, 8), -1.0, requires_grad=True)
+    leaky.prior_net.features[1](x.clone()).sum().backward()
+    assert x.grad.abs().min() > 0
+    assert leaky.config["activation"] == "leaky_relu" and relu.config["activation"] == "relu"
+    rebuilt = ua.LatentHeads(**leaky.config)
+    assert isinstance(rebuilt.posterior_net.features[1], torch.nn.LeakyReLU)
+
+
+def test_an_unknown_activation_is_refused():
+    with pytest.raises(ValueError, match="activation must be one of"):
+        ua.LatentHeads(activation="gelu")

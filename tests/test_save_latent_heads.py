@@ -93,3 +93,5 @@ def test_a_run_folder_of_the_earlier_layout_loads_its_heads_and_adapters():
         assert torch.equal(tensor, heads[name]), name
     for name, tensor in model.encoder.adapter_state_dict().items():
         assert torch.equal(tensor, adapters[name]), name
+    # heads saved before `activation` existed keep the ReLU they were trained with
+    assert isinstance(model.latent_heads.posterior_net.features[1], torch.nn.ReLU)

@@ -1,10 +1,11 @@
 """The probabilistic model of UA-SAM: prior P(z|X) and posterior Q(z|X,Y) (paper section 2, Eq. 6).
 
 Both are axis-aligned Gaussians N(mu, diag(sigma^2)) predicted by small convolutional encoders
-of the Probabilistic U-Net design (Kohl et al. 2018): blocks of 3x3 convolutions with ReLU,
-average pooling between blocks, a spatial mean and a 1x1 convolution to (mu, log sigma). They run
-at a fixed, low resolution (default 128 px) whatever the image size: the latent code is global,
-and running them at the encoder's 1024 px costs more than a fifth of the whole ViT-B forward.
+of the Probabilistic U-Net design (Kohl et al. 2018): blocks of 3x3 convolutions with ReLU (or
+LeakyReLU, ``activation``), average pooling between blocks, a spatial mean and a 1x1 convolution
+to (mu, log sigma). They run at a fixed, low resolution (default 128 px) whatever the image size:
+the latent code is global, and running them at the encoder's 1024 px costs more than a fifth of
+the whole ViT-B forward.
 
 Training draws z ~ Q with the reparameterisation trick and pays beta * KL(Q || P); inference
 draws z ~ P. log sigma is softly bounded so that neither the KL nor exp(log sigma) can overflow.
@@ -19,6 +20,11 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+#: The nonlinearity after each convolution of the prior and posterior nets: 'relu' (the
+#: Probabilistic U-Net's) or 'leaky_relu' (negative slope `LEAKY_SLOPE`; no unit can die).
+ACTIVATIONS = ("relu", "leaky_relu")
+LEAKY_SLOPE = 0.1
 
 
 @dataclass
@@ -75,10 +81,12 @@ class ConvGaussianEncoder(nn.Module):
         latent_dim: C.
         num_filters: output channels of each block; a block after the first halves the
             resolution first (average pooling).
-        convs_per_block: 3x3 convolutions per block (each followed by ReLU).
+        convs_per_block: 3x3 convolutions per block (each followed by the activation).
         log_sigma_bound: log sigma = bound * tanh(raw / bound), so sigma stays in
             [exp(-bound), exp(bound)].
         init_sigma: sigma of the Gaussian at initialisation (the bias of the log-sigma half).
+        activation: 'relu' or 'leaky_relu' (`ACTIVATIONS`); the initial weights are the same
+            for both (He initialisation for ReLU).
     """
 
     def __init__(
@@ -89,6 +97,7 @@ class ConvGaussianEncoder(nn.Module):
         convs_per_block: int,
         log_sigma_bound: float,
         init_sigma: float = 1.0,
+        activation: str = "relu",
     ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
@@ -97,7 +106,8 @@ class ConvGaussianEncoder(nn.Module):
             if index > 0:
                 layers.append(nn.AvgPool2d(kernel_size=2, stride=2, ceil_mode=True))
             for _ in range(convs_per_block):
-                layers += [nn.Conv2d(channels, filters, kernel_size=3, padding=1), nn.ReLU(inplace=True)]
+                act = nn.ReLU(inplace=True) if activation == "relu" else nn.LeakyReLU(LEAKY_SLOPE, inplace=True)
+                layers += [nn.Conv2d(channels, filters, kernel_size=3, padding=1), act]
                 channels = filters
         self.features = nn.Sequential(*layers)
         self.to_gaussian = nn.Conv2d(channels, 2 * latent_dim, kernel_size=1)
@@ -161,6 +171,10 @@ class LatentHeads(nn.Module):
             U-Net); must lie strictly between exp(-log_sigma_bound) and exp(log_sigma_bound).
             A knob against latent collapse (KL(Q||P) -> 0, identical samples); what it did on
             the demo: docs/results.md, "Measurements behind the presets and defaults".
+        activation: the nonlinearity of both nets, 'relu' (default, the Probabilistic U-Net's)
+            or 'leaky_relu' (LeakyReLU(`LEAKY_SLOPE`)). With ReLU the posterior's deepest units
+            can die during training, and with them what it reads of the mask; what LeakyReLU
+            changed on the demo: docs/results.md, "Why the latent takes hold on some seeds only".
 
     Example:
         >>> heads = LatentHeads(in_channels=3, latent_dim=6)
@@ -182,8 +196,11 @@ class LatentHeads(nn.Module):
         mask_channels: int = 1,
         log_sigma_bound: float = 5.0,
         init_sigma: float = 1.0,
+        activation: str = "relu",
     ) -> None:
         super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
         if not num_filters or any(int(f) < 1 for f in num_filters):
             raise ValueError(f"num_filters must be a non-empty list of positive ints, got {list(num_filters)}")
         for name, value in (("in_channels", in_channels), ("latent_dim", latent_dim),
@@ -208,6 +225,7 @@ class LatentHeads(nn.Module):
             "mask_channels": mask_channels,
             "log_sigma_bound": float(log_sigma_bound),
             "init_sigma": float(init_sigma),
+            "activation": activation,
         }
         common = dict(
             latent_dim=latent_dim,
@@ -215,6 +233,7 @@ class LatentHeads(nn.Module):
             convs_per_block=convs_per_block,
             log_sigma_bound=float(log_sigma_bound),
             init_sigma=float(init_sigma),
+            activation=activation,
         )
         self.prior_net = ConvGaussianEncoder(in_channels, **common)
         self.posterior_net = ConvGaussianEncoder(in_channels + mask_channels, **common)

@@ -13,6 +13,7 @@ import argparse
 from typing import Any, Sequence
 
 from uncertainty_adapters.config import CMSM_ACTIVATIONS, INTERACTIONS, LATENT_PLACEMENTS
+from uncertainty_adapters.latent_heads import ACTIVATIONS as LATENT_ACTIVATIONS
 from uncertainty_adapters.integrations.sam.prompts import PROMPT_MODES
 from uncertainty_adapters.integrations.sam.spec import ATTENTION_KIND_NAMES
 
@@ -27,6 +28,8 @@ _OPTIONS: dict[str, tuple[str, dict[str, Any]]] = {
         action=argparse.BooleanOptionalAction,
         help="z also enters as a dense prompt of SAM's mask decoder (not in the paper; the demo's default).")),
     "free_bits": ("--free-bits", dict(type=float, help="Nats per latent dimension the KL term does not penalise.")),
+    "latent_activation": ("--latent-activation", dict(
+        choices=LATENT_ACTIVATIONS, help="Nonlinearity of the prior and posterior nets (default relu).")),
     "epochs": ("--epochs", dict(type=int, help="Maximum epochs (early stopping may end sooner).")),
     "batch_size": ("--batch-size", dict(type=int, help="Images per step and process.")),
     "lr": ("--lr", dict(type=float, help="Adam learning rate.")),
@@ -61,7 +64,7 @@ _OPTIONS: dict[str, tuple[str, dict[str, Any]]] = {
 
 TRAINING_OPTIONS: tuple[str, ...] = tuple(_OPTIONS)
 REPRODUCE_OPTIONS: tuple[str, ...] = (
-    "cmsm_activation", "latent_placement", "latent_prompt", "free_bits",
+    "cmsm_activation", "latent_placement", "latent_prompt", "free_bits", "latent_activation",
     "epochs", "batch_size", "lr", "latent_lr", "beta", "kl_warmup", "prior_fit_epochs", "prior_fit_lr",
     "latent_dim", "image_size",
     "synthetic_cases", "patience", "eval_samples", "ged_samples", "train_decoder", "prompt",

@@ -26,6 +26,12 @@ latent nets train at the adapters' rate (docs/results.md, "The demo's latent set
 paper presets keep the paper's form (no latent prompt, plain ELBO); ``--latent-prompt --free-bits 0.5`` adds them,
 ``--no-latent-prompt --free-bits 0 --latent-lr 1e-4`` takes them off the demo.
 
+``latent_activation``: the nonlinearity of UA-SAM's prior and posterior nets (`ua.LatentHeads`),
+the Probabilistic U-Net's 'relu' in every preset. 'leaky_relu' (``--latent-activation``) made the
+demo's latent take hold on more seeds of a two-mode folder but raised GED on `synthetic` on every
+seed (docs/results.md, "Why the latent takes hold on some seeds only"). The Probabilistic U-Net
+row keeps ReLU whatever the preset says (it keeps its recipe).
+
 ``prior_fit_epochs``: epochs that fit the prior net alone to every rater's posterior after
 training (training/prior_fit.py); 20 in the demo, 0 (the paper's joint training only) in the
 paper presets.
@@ -97,6 +103,11 @@ class Preset:
                           "not in the paper."},
     )
     latent_resolution: int = field(default=128, metadata={"help": "Side the prior/posterior nets see."})
+    latent_activation: str = field(
+        default="relu",
+        metadata={"help": "Nonlinearity of UA-SAM's prior/posterior nets: relu (Prob. U-Net) or leaky_relu "
+                          "(no unit can die; see the module docstring)."},
+    )
     latent_filters: tuple[int, ...] = field(
         default=(32, 64, 128, 192), metadata={"help": "Filters per block of the prior/posterior nets (Prob. U-Net)."}
     )
@@ -159,7 +170,7 @@ class Preset:
 
 
 #: What a preset recorded before a field existed (in run.json or reproduce.json) meant for it.
-LEGACY_VALUES: dict[str, Any] = {"latent_prompt": False}
+LEGACY_VALUES: dict[str, Any] = {"latent_prompt": False, "latent_activation": "relu"}
 
 
 def with_legacy_values(recorded: dict[str, Any]) -> dict[str, Any]:

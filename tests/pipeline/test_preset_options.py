@@ -75,3 +75,11 @@ def test_the_latent_prompt_the_demo_turns_on_can_be_turned_off(flag, expected):
     args = build_parser().parse_args(["train", "--data", "synthetic", "--preset", "demo", "--out", "x", *flag])
     assert _preset_from(args, "demo").latent_prompt is expected
     assert _preset_from(args, "paper-lidc").latent_prompt is (expected and bool(flag))  # the paper presets: off
+
+
+def test_every_preset_trains_relu_latent_nets_and_leaky_relu_is_one_flag_away():
+    args = build_parser().parse_args(["train", "--data", "synthetic", "--preset", "demo", "--out", "x"])
+    assert [_preset_from(args, name).latent_activation for name in ("demo", "paper-lidc")] == ["relu", "relu"]
+    args = build_parser().parse_args(
+        ["train", "--data", "synthetic", "--preset", "demo", "--out", "x", "--latent-activation", "leaky_relu"])
+    assert _preset_from(args, "demo").latent_activation == "leaky_relu"

@@ -158,6 +158,20 @@ def test_the_presets_latent_forms_reach_the_adapters(tmp_path, backbone_file):
     assert (model.config.cmsm_activation, model.config.latent_placement) == ("softmax", "bottleneck")
 
 
+def test_the_presets_latent_activation_reaches_ua_sams_heads_and_a_recorded_preset_without_it_meant_relu(
+        tmp_path, backbone_file):
+    from uncertainty_adapters.integrations.pipeline.presets import Preset
+
+    model = build_model(job(tmp_path / "x", latent_activation="leaky_relu"), backbone_file)
+    assert model.latent_heads.config["activation"] == "leaky_relu"
+    assert isinstance(model.latent_heads.posterior_net.features[1], torch.nn.LeakyReLU)
+    recorded = {k: v for k, v in job(tmp_path / "y", latent_activation="leaky_relu").preset.to_dict().items()
+                if k != "latent_activation"}
+    assert Preset.from_dict(recorded).latent_activation == "relu"
+    baseline = build_model(dataclasses.replace(job(tmp_path / "z", latent_activation="leaky_relu"), model="prob-unet"), None)
+    assert baseline.latent_heads.config["activation"] == "relu"  # the Probabilistic U-Net keeps its recipe
+
+
 def test_a_run_with_free_bits_trains_and_records_them(tmp_path, backbone_file):
     train(job(tmp_path / "run", max_steps=1, epochs=1, free_bits=0.5, prior_fit_epochs=0), backbone=backbone_file)
     meta = run_dir.read_run_config(tmp_path / "run")

@@ -36,6 +36,7 @@ def build_model(job: Any, backbone: Path | None) -> TrainableSegmenter:
         latent_heads_kwargs={
             "resolution": min(preset.latent_resolution, preset.image_size),
             "num_filters": preset.latent_filters,
+            "activation": preset.latent_activation,
         },
     )
     if preset.compile:

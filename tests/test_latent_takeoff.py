@@ -1,0 +1,75 @@
+"""benchmarks/latent_takeoff.py: each what-if changes exactly what it names, only inside the block."""
+
+import argparse
+
+import pytest
+import torch
+
+import uncertainty_adapters as ua
+from benchmarks import latent_takeoff
+
+
+def _options(**given):
+    values = {"posterior_sigma": None, "posterior_gain": None,
+              "total_free_bits": False, "all_raters": False, **given}
+    return argparse.Namespace(**values)
+
+
+def _heads(seed: int = 0) -> ua.LatentHeads:
+    torch.manual_seed(seed)
+    return ua.LatentHeads(in_channels=3, latent_dim=4, num_filters=(8, 8), resolution=16)
+
+
+def test_posterior_sigma_sets_the_posteriors_start_and_leaves_the_prior_alone():
+    x, y = torch.rand(2, 3, 16, 16), (torch.rand(2, 1, 16, 16) > 0.5).float()
+    plain = _heads()
+    with latent_takeoff.what_if(_options(posterior_sigma=0.4)):
+        heads = _heads()
+    with torch.no_grad():  # sigma at initialisation: the bias's, up to what the input adds
+        assert heads.posterior(x, y).log_sigma.mean().exp() == pytest.approx(0.4, rel=0.15)
+        assert plain.posterior(x, y).log_sigma.mean().exp() == pytest.approx(1.0, rel=0.15)
+        assert torch.equal(heads.prior(x).log_sigma, plain.prior(x).log_sigma)
+
+
+def test_posterior_gain_scales_the_posterior_means_and_nothing_else():
+    x, y = torch.rand(2, 3, 16, 16), (torch.rand(2, 1, 16, 16) > 0.5).float()
+    plain = _heads()
+    with latent_takeoff.what_if(_options(posterior_gain=20.0)):
+        scaled = _heads()
+    with torch.no_grad():
+        q0, q1 = plain.posterior(x, y), scaled.posterior(x, y)
+        assert torch.allclose(q1.mean, 20 * q0.mean, atol=1e-5)
+        assert torch.allclose(q1.sigma, q0.sigma)
+        assert torch.equal(plain.prior(x).mean, scaled.prior(x).mean)
+
+
+def test_total_free_bits_floor_the_sum_so_one_dimension_may_carry_it_all():
+    loss = ua.ElboLoss(beta=1.0, free_bits=0.5, validate=False)
+    kl = torch.tensor([[1.5, 0.0, 0.0, 0.0]])  # one dimension carries 1.5 nats, under 4 x 0.5
+    assert float(loss.kl_terms(kl)[0]) == pytest.approx(1.5 + 3 * 0.5)  # per dimension: floored each
+    with latent_takeoff.what_if(_options(total_free_bits=True)):
+        penalised, total = loss.kl_terms(kl)
+        assert float(penalised) == pytest.approx(2.0) and float(total) == pytest.approx(1.5)
+        penalised = ua.ElboLoss(beta=1.0, free_bits=0.5, validate=False).kl_terms(torch.full((2, 4), 1.0))[0]
+        assert float(penalised) == pytest.approx(4.0)  # above the floor: the KL itself
+
+
+def test_all_raters_turns_b_images_into_b_over_r_images_with_each_of_their_raters():
+    masks = torch.arange(8 * 4, dtype=torch.float32).view(8, 4, 1, 1).expand(8, 4, 2, 2).clone()
+    batch = {"image": torch.arange(8.0).view(8, 1, 1, 1), "masks": masks, "mask": masks[:, :1],
+             "majority": masks[:, :1], "case_id": [f"c{i}" for i in range(8)]}
+    out = latent_takeoff.all_raters_batch(batch)
+    assert out["image"].flatten().tolist() == [0, 0, 0, 0, 1, 1, 1, 1]
+    assert out["case_id"] == ["c0"] * 4 + ["c1"] * 4
+    assert out["mask"].shape == (8, 1, 2, 2)
+    assert out["mask"][:, 0, 0, 0].tolist() == [0, 1, 2, 3, 4, 5, 6, 7]  # image 0's raters, then image 1's
+    assert torch.equal(out["masks"][5], masks[1])
+
+
+def test_a_run_needs_a_change_and_a_fresh_out(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        latent_takeoff.main(["--", "--out", str(tmp_path), "--data", "bimodal", "--variant", "demo"])
+    assert "at least one change" in capsys.readouterr().err
+    (tmp_path / "runs" / "bimodal-demo").mkdir(parents=True)
+    with pytest.raises(SystemExit, match="fresh --out"):
+        latent_takeoff.main(["--posterior-sigma", "0.4", "--", "--out", str(tmp_path), "--data", "bimodal", "--variant", "demo"])
