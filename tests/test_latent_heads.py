@@ -148,5 +148,9 @@ def test_leaky_relu_nets_start_with_the_relu_nets_weights_and_no_unit_can_die():
 
 
 def test_an_unknown_activation_is_refused():
+    from uncertainty_adapters.latent_heads import ConvGaussianEncoder
+
     with pytest.raises(ValueError, match="activation must be one of"):
         ua.LatentHeads(activation="gelu")
+    with pytest.raises(ValueError, match="activation must be one of"):
+        ConvGaussianEncoder(3, 4, (8,), 1, 5.0, activation="gelu")

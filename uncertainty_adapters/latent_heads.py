@@ -100,6 +100,8 @@ class ConvGaussianEncoder(nn.Module):
         activation: str = "relu",
     ) -> None:
         super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
         layers: list[nn.Module] = []
         channels = in_channels
         for index, filters in enumerate(num_filters):
