@@ -234,14 +234,19 @@ def posterior_silent_channels(heads, dataset, device, images: int = 16) -> list[
         return None
     batch = _batch(dataset, range(min(images, len(dataset))), device)
     raters = batch["masks"].shape[1]
-    x = heads._resize(torch.cat([batch["image"].repeat_interleave(raters, 0),
-                                 batch["masks"].flatten(0, 1).unsqueeze(1)], dim=1))
-    shares = []
-    for layer in heads.posterior_net.features:
-        x = layer(x)
-        if isinstance(layer, (torch.nn.ReLU, torch.nn.LeakyReLU)):
-            shares.append(round(float((x > 0).flatten(2).any(-1).any(0).logical_not().float().mean()), 3))
-    return shares
+    fired: list[torch.Tensor] = []  # per activation layer: (channels,) bool, above zero anywhere
+
+    def record(module, args, output) -> None:
+        fired.append((output > 0).flatten(2).any(-1).any(0))
+
+    handles = [m.register_forward_hook(record) for m in heads.posterior_net.features
+               if isinstance(m, (torch.nn.ReLU, torch.nn.LeakyReLU))]
+    try:  # every image once per rater: the posterior sees one (image, mask) pair at a time
+        heads.posterior(batch["image"].repeat_interleave(raters, 0), batch["masks"].flatten(0, 1).unsqueeze(1))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return [round(float((~f).float().mean()), 3) for f in fired]
 
 
 def _batch(dataset, indices, device) -> dict[str, Any]:

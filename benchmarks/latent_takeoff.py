@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
 import sys
 from pathlib import Path
 from typing import Any, Iterator
@@ -41,14 +40,6 @@ from unittest import mock
 
 import torch
 from torch import nn
-
-
-def set_posterior_sigma(heads: nn.Module, sigma: float) -> None:
-    """Make the posterior net of ``heads`` start at sigma ``sigma`` (its log-sigma bias)."""
-    encoder = heads.posterior_net
-    bound = encoder.log_sigma_bound
-    with torch.no_grad():
-        encoder.to_gaussian.bias[encoder.latent_dim:] = bound * math.atanh(math.log(sigma) / bound)
 
 
 def scale_posterior_mean(heads: nn.Module, gain: float) -> None:
@@ -98,7 +89,7 @@ def what_if(options: argparse.Namespace) -> Iterator[dict[str, Any]]:
         changes = []
         if options.posterior_sigma is not None:
             record["posterior_sigma"] = options.posterior_sigma
-            changes.append(lambda heads: set_posterior_sigma(heads, options.posterior_sigma))
+            changes.append(lambda heads: heads.posterior_net.set_initial_sigma(options.posterior_sigma))
         if options.posterior_gain is not None:
             record["posterior_gain"] = options.posterior_gain
             changes.append(lambda heads: scale_posterior_mean(heads, options.posterior_gain))

@@ -120,10 +120,16 @@ class ConvGaussianEncoder(nn.Module):
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
                 nn.init.zeros_(module.bias)
-        with torch.no_grad():  # raw bias b with bound * tanh(b / bound) = log(init_sigma)
-            self.to_gaussian.bias[latent_dim:] = log_sigma_bound * math.atanh(math.log(init_sigma) / log_sigma_bound)
         self.latent_dim = latent_dim
         self.log_sigma_bound = log_sigma_bound
+        self.set_initial_sigma(init_sigma)
+
+    @torch.no_grad()
+    def set_initial_sigma(self, sigma: float) -> None:
+        """Set the log-sigma half's bias b so that bound * tanh(b / bound) = log(sigma): sigma is
+        then what the Gaussian's sigma is for all-zero features (before training)."""
+        bound = self.log_sigma_bound
+        self.to_gaussian.bias[self.latent_dim:] = bound * math.atanh(math.log(sigma) / bound)
 
     def forward(self, x: torch.Tensor) -> DiagonalGaussian:
         """x (B, in_channels, h, w) -> DiagonalGaussian with (B, C) parameters."""
@@ -201,8 +207,6 @@ class LatentHeads(nn.Module):
         activation: str = "relu",
     ) -> None:
         super().__init__()
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
         if not num_filters or any(int(f) < 1 for f in num_filters):
             raise ValueError(f"num_filters must be a non-empty list of positive ints, got {list(num_filters)}")
         for name, value in (("in_channels", in_channels), ("latent_dim", latent_dim),
