@@ -1,8 +1,8 @@
 """What-if runs of `benchmarks.diagnose_latent`: one change to how UA-SAM's latent trains, for one run.
 
-On the bimodal folder the demo's latent took hold on some training seeds and not on others
-(docs/results.md, "Why the latent takes hold on some seeds only"). Each option below changes one
-thing the library does, in this process only, and then trains and measures exactly as
+Each option below changes one thing the library does to UA-SAM's latent, in this process only
+(what each was meant to test, and what it measured: docs/results.md, "Why the latent takes hold
+on some seeds only"), and then trains and measures exactly as
 ``python -m benchmarks.diagnose_latent`` does with the arguments after ``--``; the result JSON
 gets a ``what_if`` entry naming the change, so it compares with the plain runs' figures
 (diversity against the raters', GED, the KL trace, the posterior's spread)::
@@ -21,11 +21,10 @@ The changes (any combination):
 - ``--all-raters``: each step trains on the first B / R images of its batch of B, each with all
   R of its raters (the same number of masks per step; an epoch sees 1 / R of the images).
 
-These are experiments, not library options: none of them made the latent take hold reliably
-(docs/results.md gives each one's seeds). A fifth, LeakyReLU in the prior and posterior nets, is
-a library option, ``LatentHeads(activation="leaky_relu")`` (``--variant demo-leaky``). Each run
-needs a fresh ``--out``: a run folder already there would be measured as it is, without the
-change.
+These are experiments, not library options. LeakyReLU in the prior and posterior nets, measured
+beside them, is a library option instead: ``LatentHeads(activation="leaky_relu")``
+(``--variant demo-leaky``). Each run needs a fresh ``--out``: a run folder already there would be
+measured as it is, without the change.
 """
 
 from __future__ import annotations
@@ -133,10 +132,10 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks import diagnose_latent
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    if "--" not in argv:
+    split = argv.index("--") if "--" in argv else len(argv)
+    options = build_parser().parse_args(argv[:split])  # --help ends here
+    if split == len(argv):
         build_parser().error("give diagnose_latent's arguments after --, e.g. -- --out D --data bimodal --variant demo")
-    split = argv.index("--")
-    options = build_parser().parse_args(argv[:split])
     args = diagnose_latent.build_parser().parse_args(argv[split + 1:])
     if args.run or args.summarize or args.full_finetune:
         raise SystemExit("latent_takeoff trains a variant: --run, --summarize and --full-finetune are diagnose_latent's own")

@@ -73,3 +73,9 @@ def test_a_run_needs_a_change_and_a_fresh_out(tmp_path, capsys):
     (tmp_path / "runs" / "bimodal-demo").mkdir(parents=True)
     with pytest.raises(SystemExit, match="fresh --out"):
         latent_takeoff.main(["--posterior-sigma", "0.4", "--", "--out", str(tmp_path), "--data", "bimodal", "--variant", "demo"])
+
+
+def test_help_lists_the_changes_without_diagnose_latents_arguments(capsys):
+    with pytest.raises(SystemExit) as stop:
+        latent_takeoff.main(["--help"])
+    assert stop.value.code == 0 and "--all-raters" in capsys.readouterr().out

@@ -26,11 +26,11 @@ latent nets train at the adapters' rate (docs/results.md, "The demo's latent set
 paper presets keep the paper's form (no latent prompt, plain ELBO); ``--latent-prompt --free-bits 0.5`` adds them,
 ``--no-latent-prompt --free-bits 0 --latent-lr 1e-4`` takes them off the demo.
 
-``latent_activation``: the nonlinearity of UA-SAM's prior and posterior nets (`ua.LatentHeads`),
-the Probabilistic U-Net's 'relu' in every preset. 'leaky_relu' (``--latent-activation``) made the
-demo's latent take hold on more seeds of a two-mode folder but raised GED on `synthetic` on every
-seed (docs/results.md, "Why the latent takes hold on some seeds only"). The Probabilistic U-Net
-row keeps ReLU whatever the preset says (it keeps its recipe).
+``latent_activation``: the nonlinearity of UA-SAM's prior and posterior nets (`ua.LatentHeads`):
+the Probabilistic U-Net's 'relu' in every preset, 'leaky_relu' with ``--latent-activation``. It
+reaches UA-SAM only; the Probabilistic U-Net row keeps ReLU whatever the preset says (it keeps
+its recipe). Why no preset uses LeakyReLU: docs/results.md, "Why the latent takes hold on some
+seeds only".
 
 ``prior_fit_epochs``: epochs that fit the prior net alone to every rater's posterior after
 training (training/prior_fit.py); 20 in the demo, 0 (the paper's joint training only) in the
