@@ -59,7 +59,8 @@ import torch.nn.functional as F
 
 #: The demo preset's latent settings before it turned on the latent prompt and free bits; every
 #: variant but the ``demo`` ones starts from them, so that a variant means what it meant when measured.
-_EARLIER_DEMO: dict[str, Any] = {"latent_prompt": False, "free_bits": 0.0, "latent_lr": 1e-4, "latent_activation": "relu"}
+_EARLIER_DEMO: dict[str, Any] = {"latent_prompt": False, "free_bits": 0.0, "latent_lr": 1e-4, "latent_activation": "relu",
+                                 "raters_per_image": "one"}
 
 #: Preset overrides of each variant (the rest is the ``demo`` preset).
 VARIANTS: dict[str, dict[str, Any]] = {name: {**_EARLIER_DEMO, **overrides} for name, overrides in {
@@ -86,6 +87,8 @@ VARIANTS: dict[str, dict[str, Any]] = {name: {**_EARLIER_DEMO, **overrides} for 
 }.items()}
 VARIANTS["demo"] = {}  # the demo preset as it is
 VARIANTS["demo-leaky"] = {"latent_activation": "leaky_relu"}  # LeakyReLU in the prior and posterior nets
+VARIANTS["demo-all-raters"] = {"raters_per_image": "all"}  # each image with all its raters in one step
+VARIANTS["demo-leaky-all-raters"] = {"latent_activation": "leaky_relu", "raters_per_image": "all"}
 VARIANTS["demo-no-prior-fit"] = {"prior_fit_epochs": 0}  # joint training only, as the paper
 VARIANTS["demo-kl-warmup"] = {"kl_warmup": 0.2}  # beta ramps up from 0 over the first fifth of the steps
 
@@ -630,6 +633,7 @@ def measure_run(args: argparse.Namespace) -> dict[str, Any]:
     result = {"data": "synthetic", "variant": f"run {folder.parent.name}/{folder.name}", "run": str(folder),
               "model": meta.get("model", "ua-sam"), "seed": seed, "prompt": preset.prompt, "split": split}
     result.update(diagnose(model, test, "synthetic", device, args.samples, regions, zfit_cases=0, prompt=preset.prompt))
+    result["posterior_silent_channels"] = posterior_silent_channels(getattr(model, "latent_heads", None), test, device)
     if getattr(args, "resolution_floor", None):
         result["resolution_floor"] = {"side": args.resolution_floor,
                                       "agree_ged": resolution_floor(test, args.resolution_floor)}

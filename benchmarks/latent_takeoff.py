@@ -21,9 +21,11 @@ The changes (any combination):
 - ``--all-raters``: each step trains on the first B / R images of its batch of B, each with all
   R of its raters (the same number of masks per step; an epoch sees 1 / R of the images).
 
-These are experiments, not library options. LeakyReLU in the prior and posterior nets, measured
-beside them, is a library option instead: ``LatentHeads(activation="leaky_relu")``
-(``--variant demo-leaky``). Each run needs a fresh ``--out``: a run folder already there would be
+These are experiments, not library options. Two changes measured beside them are library
+options instead: LeakyReLU in the prior and posterior nets (``LatentHeads(activation=
+"leaky_relu")``, ``--variant demo-leaky``), and all raters per step, drawn by a sampler rather
+than cut from a batch of B (the preset field ``raters_per_image="all"``,
+integrations/pipeline/training/rater_batches.py; ``--variant demo-all-raters``). Each run needs a fresh ``--out``: a run folder already there would be
 measured as it is, without the change.
 """
 

@@ -38,6 +38,8 @@ def test_a_variant_keeps_the_latent_settings_it_was_measured_with_and_demo_is_th
     assert (plain.latent_prompt, plain.free_bits, plain.latent_lr) == (False, 0.0, 1e-4)
     assert demo.replace(**diagnose_latent.VARIANTS["demo"]) == demo
     assert demo.replace(**diagnose_latent.VARIANTS["demo-leaky"]) == demo.replace(latent_activation="leaky_relu")
+    assert demo.replace(**diagnose_latent.VARIANTS["demo-all-raters"]) == demo.replace(raters_per_image="all")
+    assert plain.raters_per_image == "one" and plain.latent_activation == "relu"
 
 
 def test_silent_posterior_channels_are_counted_per_layer_and_a_switched_off_layer_counts_whole():
@@ -72,6 +74,7 @@ def test_a_trained_run_folder_of_any_model_is_measured_without_training(tmp_path
     assert all(0.0 <= mode["samples"] <= 1.0 for mode in result["modes"].values())
     assert (tmp_path / "diag" / "synthetic-run-reproduction-seed-0.json").is_file()
     assert result["agree_cases"]["cases"] == result["images"] - result["ambiguous_images"] == 1
+    assert all(0.0 <= share <= 1.0 for share in result["posterior_silent_channels"])  # one per posterior layer
 
     on_train = diagnose_latent.measure_run(argparse.Namespace(**{**vars(args), "split": "train", "test_cases": None}))
     train_part = build_dataset("synthetic", 64, split="train", seed=0, length=24)

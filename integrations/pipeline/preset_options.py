@@ -14,6 +14,7 @@ from typing import Any, Sequence
 
 from uncertainty_adapters.config import CMSM_ACTIVATIONS, INTERACTIONS, LATENT_PLACEMENTS
 from uncertainty_adapters.latent_heads import ACTIVATIONS as LATENT_ACTIVATIONS
+from uncertainty_adapters.integrations.pipeline.training.rater_batches import RATERS_PER_IMAGE
 from uncertainty_adapters.integrations.sam.prompts import PROMPT_MODES
 from uncertainty_adapters.integrations.sam.spec import ATTENTION_KIND_NAMES
 
@@ -30,6 +31,9 @@ _OPTIONS: dict[str, tuple[str, dict[str, Any]]] = {
     "free_bits": ("--free-bits", dict(type=float, help="Nats per latent dimension the KL term does not penalise.")),
     "latent_activation": ("--latent-activation", dict(
         choices=LATENT_ACTIVATIONS, help="Nonlinearity of the prior and posterior nets (default relu).")),
+    "raters_per_image": ("--raters-per-image", dict(
+        choices=RATERS_PER_IMAGE, help="Masks per image and training step: one (paper: a random rater) or all "
+                                       "(B / R images, each with all R raters; UA-SAM with z only).")),
     "epochs": ("--epochs", dict(type=int, help="Maximum epochs (early stopping may end sooner).")),
     "batch_size": ("--batch-size", dict(type=int, help="Images per step and process.")),
     "lr": ("--lr", dict(type=float, help="Adam learning rate.")),
@@ -64,7 +68,7 @@ _OPTIONS: dict[str, tuple[str, dict[str, Any]]] = {
 
 TRAINING_OPTIONS: tuple[str, ...] = tuple(_OPTIONS)
 REPRODUCE_OPTIONS: tuple[str, ...] = (
-    "cmsm_activation", "latent_placement", "latent_prompt", "free_bits", "latent_activation",
+    "cmsm_activation", "latent_placement", "latent_prompt", "free_bits", "latent_activation", "raters_per_image",
     "epochs", "batch_size", "lr", "latent_lr", "beta", "kl_warmup", "prior_fit_epochs", "prior_fit_lr",
     "latent_dim", "image_size",
     "synthetic_cases", "patience", "eval_samples", "ged_samples", "train_decoder", "prompt",

@@ -32,6 +32,12 @@ reaches UA-SAM only; the Probabilistic U-Net row keeps ReLU whatever the preset 
 its recipe). Why no preset uses LeakyReLU: docs/results.md, "Why the latent takes hold on some
 seeds only".
 
+``raters_per_image``: 'one' in every preset, the paper's draw of one random rater per image and
+epoch; 'all' (``--raters-per-image all``) trains each image with all of its raters in the same
+step, B / R images a step (training/rater_batches.py). Like ``free_bits`` it reaches UA-SAM with a
+latent only. Why no preset uses it: docs/results.md, "Why the latent takes hold on some seeds
+only".
+
 ``prior_fit_epochs``: epochs that fit the prior net alone to every rater's posterior after
 training (training/prior_fit.py); 20 in the demo, 0 (the paper's joint training only) in the
 paper presets.
@@ -50,6 +56,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
+
+from uncertainty_adapters.integrations.pipeline.training.rater_batches import RATERS_PER_IMAGE
 
 
 @dataclass
@@ -108,6 +116,11 @@ class Preset:
         metadata={"help": "Nonlinearity of UA-SAM's prior/posterior nets: relu (Prob. U-Net) or leaky_relu "
                           "(no unit can die; see the module docstring)."},
     )
+    raters_per_image: str = field(
+        default="one",
+        metadata={"help": "Masks per image and step, UA-SAM with z only: one (paper: one rater drawn at random) or "
+                          "all (B / R images a step, each with all R raters; training/rater_batches.py)."},
+    )
     latent_filters: tuple[int, ...] = field(
         default=(32, 64, 128, 192), metadata={"help": "Filters per block of the prior/posterior nets (Prob. U-Net)."}
     )
@@ -158,6 +171,8 @@ class Preset:
 
     def __post_init__(self) -> None:
         self.latent_filters = tuple(self.latent_filters)  # JSON gives lists back
+        if self.raters_per_image not in RATERS_PER_IMAGE:
+            raise ValueError(f"raters_per_image must be one of {RATERS_PER_IMAGE}, got {self.raters_per_image!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -170,7 +185,7 @@ class Preset:
 
 
 #: What a preset recorded before a field existed (in run.json or reproduce.json) meant for it.
-LEGACY_VALUES: dict[str, Any] = {"latent_prompt": False, "latent_activation": "relu"}
+LEGACY_VALUES: dict[str, Any] = {"latent_prompt": False, "latent_activation": "relu", "raters_per_image": "one"}
 
 
 def with_legacy_values(recorded: dict[str, Any]) -> dict[str, Any]:

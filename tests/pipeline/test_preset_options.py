@@ -83,3 +83,11 @@ def test_every_preset_trains_relu_latent_nets_and_leaky_relu_is_one_flag_away():
     args = build_parser().parse_args(
         ["train", "--data", "synthetic", "--preset", "demo", "--out", "x", "--latent-activation", "leaky_relu"])
     assert _preset_from(args, "demo").latent_activation == "leaky_relu"
+
+
+def test_every_preset_draws_one_rater_per_image_and_all_raters_is_one_flag_away():
+    args = build_parser().parse_args(["train", "--data", "synthetic", "--preset", "demo", "--out", "x"])
+    assert [_preset_from(args, name).raters_per_image for name in ("demo", "paper-lidc")] == ["one", "one"]
+    args = build_parser().parse_args(
+        ["train", "--data", "synthetic", "--preset", "demo", "--out", "x", "--raters-per-image", "all"])
+    assert _preset_from(args, "demo").raters_per_image == "all"

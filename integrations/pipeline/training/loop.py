@@ -1,7 +1,8 @@
 """Training UA-SAM with Accelerate: one script for the CPU, one GPU and many (``accelerate launch``).
 The same loop trains the Probabilistic U-Net baseline (``TrainJob.model = "prob-unet"``).
 
-The loop is the paper's (section 3.2): a rater mask drawn at random per image and epoch, one
+The loop is the paper's (section 3.2): a rater mask drawn at random per image and epoch (or,
+with ``raters_per_image="all"``, every rater's mask of fewer images a step: rater_batches.py), one
 point prompt sampled from it (or, with ``prompt="component-points"``, one point per lesion of the
 raters' majority: `prompt_source`), z ~ Q(z|X,Y), loss = DiceCE + beta * KL(Q||P) (Eq. 6), Adam,
 StepLR per epoch, early stopping on the validation loss. Around it: mixed precision and gradient
@@ -46,6 +47,11 @@ from uncertainty_adapters.integrations.pipeline.training.checkpoints import (
 from uncertainty_adapters.integrations.pipeline.training.graphed_step import GraphedTrainStep, capturable_adam
 from uncertainty_adapters.integrations.pipeline.training.logs import CsvLog, tensorboard_writer
 from uncertainty_adapters.integrations.pipeline.training.prior_fit import fit_prior
+from uncertainty_adapters.integrations.pipeline.training.rater_batches import (
+    all_raters_sampler,
+    images_per_step,
+    with_every_rater,
+)
 from uncertainty_adapters.integrations.pipeline.training.seeding import derive_seed, generator_for, seed_everything_for
 from uncertainty_adapters.integrations.pipeline.training.throughput import Throughput
 from uncertainty_adapters.integrations.sam.prompts import make_prompts
@@ -109,6 +115,16 @@ def free_bits_of(job: TrainJob) -> float:
     if job.model == "ua-sam" and job.preset.interaction in USES_SAMPLE:
         return job.preset.free_bits
     return 0.0
+
+
+def raters_per_image_of(job: TrainJob) -> str:
+    """The ``raters_per_image`` ``job`` trains with (rater_batches.py): the preset's for UA-SAM
+    with a latent sample z; 'one', the paper's draw, for UA-SAM without one (a deterministic
+    model has no z to tell raters apart) and for the Probabilistic U-Net, which keeps its own
+    recipe whatever the preset sets for UA-SAM."""
+    if job.model == "ua-sam" and job.preset.interaction in USES_SAMPLE:
+        return job.preset.raters_per_image
+    return "one"
 
 
 def train_val_split(num_items: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
@@ -238,11 +254,21 @@ class _TrainingLoop:
         self.split = {"train": len(train_idx), "validation": len(val_idx)}
         self.train_idx, self.val_idx = train_idx, val_idx
         self.prior_fit: list[dict[str, Any]] = []
-        train_loader = DataLoader(
-            Subset(self.train_part, train_idx), batch_size=preset.batch_size, shuffle=True, drop_last=True,
-            num_workers=preset.num_workers, pin_memory=pin,
-            generator=torch.Generator().manual_seed(derive_seed(job.seed, _TRAIN_STREAM)),
-        )
+        self.raters_per_image = raters_per_image_of(job)
+        order = torch.Generator().manual_seed(derive_seed(job.seed, _TRAIN_STREAM))
+        if self.raters_per_image == "all":  # B / R images a step, each with all R raters (rater_batches.py)
+            per_step = images_per_step(preset.batch_size, self.train_part.num_raters)
+            train_images = Subset(self.train_part, train_idx)
+            sampler = all_raters_sampler(train_images, len(train_idx) // preset.batch_size, per_step, order)
+            train_loader = DataLoader(
+                train_images, batch_size=per_step, sampler=sampler, drop_last=True,
+                num_workers=preset.num_workers, pin_memory=pin, generator=order,
+            )
+        else:
+            train_loader = DataLoader(
+                Subset(self.train_part, train_idx), batch_size=preset.batch_size, shuffle=True, drop_last=True,
+                num_workers=preset.num_workers, pin_memory=pin, generator=order,
+            )
         val_loader = DataLoader(
             Subset(self.train_part, val_idx), batch_size=preset.batch_size, num_workers=preset.num_workers, pin_memory=pin
         )
@@ -335,6 +361,8 @@ class _TrainingLoop:
         self.train_part.set_epoch(progress.epoch)
         self.train_loader.set_epoch(progress.epoch)
         for batch in accelerator.skip_first_batches(self.train_loader, progress.batches_into_epoch):
+            if self.raters_per_image == "all":
+                batch = with_every_rater(batch)
             global_batch = progress.epoch * len(self.train_loader) + progress.batches_into_epoch
             rank = accelerator.process_index
             # two generators with the same seed: one for the prompts, one for the latent draws
@@ -451,6 +479,7 @@ class _TrainingLoop:
                     "image_size": self.preset.image_size,
                     "train_decoder": self.preset.train_decoder,
                     "free_bits": self.loss_fn.free_bits,  # the ones it trained with (free_bits_of), not the preset's
+                    "raters_per_image": self.raters_per_image,  # likewise (raters_per_image_of)
                     "data": self.job.data,
                     "dataset_kwargs": self.dataset_kwargs,
                     "seed": self.job.seed,
