@@ -87,6 +87,7 @@ VARIANTS: dict[str, dict[str, Any]] = {name: {**_EARLIER_DEMO, **overrides} for 
 }.items()}
 VARIANTS["demo"] = {}  # the demo preset as it is
 VARIANTS["demo-leaky"] = {"latent_activation": "leaky_relu"}  # LeakyReLU in the prior and posterior nets
+VARIANTS["demo-relu"] = {"latent_activation": "relu"}  # ReLU there, as the Probabilistic U-Net and the paper presets
 VARIANTS["demo-all-raters"] = {"raters_per_image": "all"}  # each image with all its raters in one step
 VARIANTS["demo-leaky-all-raters"] = {"latent_activation": "leaky_relu", "raters_per_image": "all"}
 VARIANTS["demo-no-prior-fit"] = {"prior_fit_epochs": 0}  # joint training only, as the paper

@@ -7,7 +7,7 @@ on some seeds only"), and then trains and measures exactly as
 gets a ``what_if`` entry naming the change, so it compares with the plain runs' figures
 (diversity against the raters', GED, the KL trace, the posterior's spread)::
 
-    python -m benchmarks.latent_takeoff --posterior-sigma 0.4 -- --out D --data bimodal --variant demo --seed 3
+    python -m benchmarks.latent_takeoff --posterior-sigma 0.4 -- --out D --data bimodal --variant demo-relu --seed 3
 
 The changes (any combination):
 
@@ -23,9 +23,10 @@ The changes (any combination):
 
 These are experiments, not library options. Two changes measured beside them are library
 options instead: LeakyReLU in the prior and posterior nets (``LatentHeads(activation=
-"leaky_relu")``, ``--variant demo-leaky``), and all raters per step, drawn by a sampler rather
-than cut from a batch of B (the preset field ``raters_per_image="all"``,
-integrations/pipeline/training/rater_batches.py; ``--variant demo-all-raters``). Each run needs a fresh ``--out``: a run folder already there would be
+"leaky_relu")``, the demo preset's; ``--variant demo-relu`` trains ReLU), and all raters per step,
+drawn by a sampler rather than cut from a batch of B (the preset field
+``raters_per_image="all"``, integrations/pipeline/training/rater_batches.py; ``--variant
+demo-all-raters``). Each run needs a fresh ``--out``: a run folder already there would be
 measured as it is, without the change.
 """
 

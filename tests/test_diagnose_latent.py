@@ -38,6 +38,7 @@ def test_a_variant_keeps_the_latent_settings_it_was_measured_with_and_demo_is_th
     assert (plain.latent_prompt, plain.free_bits, plain.latent_lr) == (False, 0.0, 1e-4)
     assert demo.replace(**diagnose_latent.VARIANTS["demo"]) == demo
     assert demo.replace(**diagnose_latent.VARIANTS["demo-leaky"]) == demo.replace(latent_activation="leaky_relu")
+    assert demo.replace(**diagnose_latent.VARIANTS["demo-relu"]) == demo.replace(latent_activation="relu")
     assert demo.replace(**diagnose_latent.VARIANTS["demo-all-raters"]) == demo.replace(raters_per_image="all")
     assert plain.raters_per_image == "one" and plain.latent_activation == "relu"
 

@@ -27,10 +27,11 @@ paper presets keep the paper's form (no latent prompt, plain ELBO); ``--latent-p
 ``--no-latent-prompt --free-bits 0 --latent-lr 1e-4`` takes them off the demo.
 
 ``latent_activation``: the nonlinearity of UA-SAM's prior and posterior nets (`ua.LatentHeads`):
-the Probabilistic U-Net's 'relu' in every preset, 'leaky_relu' with ``--latent-activation``. It
-reaches UA-SAM only; the Probabilistic U-Net row keeps ReLU whatever the preset says (it keeps
-its recipe). Why no preset uses LeakyReLU: docs/results.md, "Why the latent takes hold on some
-seeds only".
+'leaky_relu' in the demo, the Probabilistic U-Net's 'relu' in the paper presets
+(``--latent-activation`` sets either). It reaches UA-SAM only; the Probabilistic U-Net row keeps
+ReLU whatever the preset says (it keeps its recipe). Why the demo uses LeakyReLU (six seeds on
+`synthetic`, ten on a two-mode folder): docs/results.md, "Why the latent takes hold on some seeds
+only".
 
 ``raters_per_image``: 'one' in every preset, the paper's draw of one random rater per image and
 epoch; 'all' (``--raters-per-image all``) trains each image with all of its raters in the same
@@ -196,7 +197,7 @@ def with_legacy_values(recorded: dict[str, Any]) -> dict[str, Any]:
 PRESETS: dict[str, Preset] = {
     "demo": Preset(
         name="demo", sam="demo", image_size=128, batch_size=16, epochs=12, lr=1e-3, latent_lr=1e-3, latent_resolution=64,
-        latent_filters=(16, 32, 64, 96), latent_prompt=True, free_bits=0.5,
+        latent_filters=(16, 32, 64, 96), latent_prompt=True, free_bits=0.5, latent_activation="leaky_relu",
         lr_step_epochs=8, lr_gamma=0.3, patience=4, eval_samples=4, prior_fit_epochs=20, prior_fit_lr=1e-3,
         synthetic_cases=600, log_every=5, checkpoint_every=50, prompt="component-points",
     ),

@@ -77,12 +77,16 @@ def test_the_latent_prompt_the_demo_turns_on_can_be_turned_off(flag, expected):
     assert _preset_from(args, "paper-lidc").latent_prompt is (expected and bool(flag))  # the paper presets: off
 
 
-def test_every_preset_trains_relu_latent_nets_and_leaky_relu_is_one_flag_away():
+def test_the_demo_trains_leaky_relu_latent_nets_the_paper_presets_relu_and_either_is_one_flag_away():
     args = build_parser().parse_args(["train", "--data", "synthetic", "--preset", "demo", "--out", "x"])
-    assert [_preset_from(args, name).latent_activation for name in ("demo", "paper-lidc")] == ["relu", "relu"]
+    assert [_preset_from(args, name).latent_activation for name in ("demo", "paper-lidc", "paper-refuge2")] == [
+        "leaky_relu", "relu", "relu"]
     args = build_parser().parse_args(
-        ["train", "--data", "synthetic", "--preset", "demo", "--out", "x", "--latent-activation", "leaky_relu"])
-    assert _preset_from(args, "demo").latent_activation == "leaky_relu"
+        ["train", "--data", "synthetic", "--preset", "demo", "--out", "x", "--latent-activation", "relu"])
+    assert _preset_from(args, "demo").latent_activation == "relu"
+    args = build_parser().parse_args(
+        ["train", "--data", "synthetic", "--preset", "paper-lidc", "--out", "x", "--latent-activation", "leaky_relu"])
+    assert _preset_from(args, "paper-lidc").latent_activation == "leaky_relu"
 
 
 def test_every_preset_draws_one_rater_per_image_and_all_raters_is_one_flag_away():
