@@ -30,7 +30,8 @@ _OPTIONS: dict[str, tuple[str, dict[str, Any]]] = {
         help="z also enters as a dense prompt of SAM's mask decoder (not in the paper; the demo's default).")),
     "free_bits": ("--free-bits", dict(type=float, help="Nats per latent dimension the KL term does not penalise.")),
     "latent_activation": ("--latent-activation", dict(
-        choices=LATENT_ACTIVATIONS, help="Nonlinearity of the prior and posterior nets (default relu).")),
+        choices=LATENT_ACTIVATIONS,
+        help="Nonlinearity of the prior and posterior nets (demo: leaky_relu; paper presets: relu).")),
     "raters_per_image": ("--raters-per-image", dict(
         choices=RATERS_PER_IMAGE, help="Masks per image and training step: one (paper: a random rater) or all "
                                        "(B / R images, each with all R raters; UA-SAM with z only).")),
