@@ -63,20 +63,16 @@ def total_free_bits_kl_terms(loss, kl: torch.Tensor) -> tuple[torch.Tensor, torc
 
 def all_raters_batch(batch: dict[str, Any]) -> dict[str, Any]:
     """The first B / R images of ``batch`` (B images, R raters each), each repeated once per
-    rater, with ``mask`` the raters' masks in turn: B (image, rater) pairs again."""
-    masks = batch["masks"]  # (B, R, S, S)
-    size, raters = masks.shape[:2]
+    rater, with ``mask`` the raters' masks in turn: B (image, rater) pairs again
+    (`rater_batches.with_every_rater` on the batch's first B / R images)."""
+    from uncertainty_adapters.integrations.pipeline.training.rater_batches import with_every_rater
+
+    size, raters = batch["masks"].shape[:2]
     keep = max(1, size // raters)
-    out: dict[str, Any] = {}
-    for key, value in batch.items():
-        if torch.is_tensor(value) and value.dim() >= 1 and value.shape[0] == size:
-            out[key] = value[:keep].repeat_interleave(raters, dim=0)
-        elif isinstance(value, (list, tuple)) and len(value) == size:
-            out[key] = [item for item in value[:keep] for _ in range(raters)]
-        else:
-            out[key] = value
-    out["mask"] = masks[:keep].reshape(keep * raters, 1, *masks.shape[2:]).to(batch["mask"].dtype)
-    return out
+    head = {key: value[:keep] if (torch.is_tensor(value) and value.dim() >= 1 and value.shape[0] == size)
+            or (isinstance(value, (list, tuple)) and len(value) == size) else value
+            for key, value in batch.items()}
+    return with_every_rater(head)
 
 
 @contextlib.contextmanager

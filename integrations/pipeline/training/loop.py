@@ -108,23 +108,23 @@ class TrainResult:
     throughput: dict[str, Any] = field(default_factory=dict)  # Throughput.summary() of this session
 
 
+def _ua_sam_with_a_latent(job: TrainJob) -> bool:
+    """Whether ``job`` trains UA-SAM with a latent sample z: the only model the preset's UA-SAM
+    latent options reach (the Probabilistic U-Net keeps its own recipe whatever they say)."""
+    return job.model == "ua-sam" and job.preset.interaction in USES_SAMPLE
+
+
 def free_bits_of(job: TrainJob) -> float:
     """The free bits ``job`` trains with: the preset's for UA-SAM with a latent sample z, 0 (the
-    plain ELBO) for UA-SAM without one (nothing to floor) and for the Probabilistic U-Net, which
-    keeps its own recipe whatever the preset sets for UA-SAM."""
-    if job.model == "ua-sam" and job.preset.interaction in USES_SAMPLE:
-        return job.preset.free_bits
-    return 0.0
+    plain ELBO) for UA-SAM without one (nothing to floor) and for the Probabilistic U-Net."""
+    return job.preset.free_bits if _ua_sam_with_a_latent(job) else 0.0
 
 
 def raters_per_image_of(job: TrainJob) -> str:
     """The ``raters_per_image`` ``job`` trains with (rater_batches.py): the preset's for UA-SAM
     with a latent sample z; 'one', the paper's draw, for UA-SAM without one (a deterministic
-    model has no z to tell raters apart) and for the Probabilistic U-Net, which keeps its own
-    recipe whatever the preset sets for UA-SAM."""
-    if job.model == "ua-sam" and job.preset.interaction in USES_SAMPLE:
-        return job.preset.raters_per_image
-    return "one"
+    model has no z to tell raters apart) and for the Probabilistic U-Net."""
+    return job.preset.raters_per_image if _ua_sam_with_a_latent(job) else "one"
 
 
 def train_val_split(num_items: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
@@ -256,19 +256,14 @@ class _TrainingLoop:
         self.prior_fit: list[dict[str, Any]] = []
         self.raters_per_image = raters_per_image_of(job)
         order = torch.Generator().manual_seed(derive_seed(job.seed, _TRAIN_STREAM))
+        train_images, per_step, sampler = Subset(self.train_part, train_idx), preset.batch_size, None
         if self.raters_per_image == "all":  # B / R images a step, each with all R raters (rater_batches.py)
             per_step = images_per_step(preset.batch_size, self.train_part.num_raters)
-            train_images = Subset(self.train_part, train_idx)
             sampler = all_raters_sampler(train_images, len(train_idx) // preset.batch_size, per_step, order)
-            train_loader = DataLoader(
-                train_images, batch_size=per_step, sampler=sampler, drop_last=True,
-                num_workers=preset.num_workers, pin_memory=pin, generator=order,
-            )
-        else:
-            train_loader = DataLoader(
-                Subset(self.train_part, train_idx), batch_size=preset.batch_size, shuffle=True, drop_last=True,
-                num_workers=preset.num_workers, pin_memory=pin, generator=order,
-            )
+        train_loader = DataLoader(
+            train_images, batch_size=per_step, shuffle=sampler is None, sampler=sampler, drop_last=True,
+            num_workers=preset.num_workers, pin_memory=pin, generator=order,
+        )
         val_loader = DataLoader(
             Subset(self.train_part, val_idx), batch_size=preset.batch_size, num_workers=preset.num_workers, pin_memory=pin
         )
