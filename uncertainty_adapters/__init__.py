@@ -22,6 +22,7 @@ from .adapter import LatentReconstruction, PositionCondition, UncertaintyAdapter
 from .checkpoint import CheckpointMismatchError
 from .cmsm import CMSM
 from .config import INTERACTIONS, UncertaintyAdapterConfig
+from .geco import GecoBeta
 from .injection import inject_uncertainty_adapters, load_adapters, load_adapters_and_latent_heads, load_latent_heads
 from .latent_heads import DiagonalGaussian, LatentHeads, LatentSample
 from .losses import ElboLoss, elbo_loss
@@ -35,6 +36,7 @@ __all__ = [
     "CheckpointMismatchError",
     "DiagonalGaussian",
     "ElboLoss",
+    "GecoBeta",
     "LatentHeads",
     "LatentReconstruction",
     "LatentSample",

@@ -29,6 +29,9 @@ _OPTIONS: dict[str, tuple[str, dict[str, Any]]] = {
         action=argparse.BooleanOptionalAction,
         help="z also enters as a dense prompt of SAM's mask decoder (not in the paper; the demo's default).")),
     "free_bits": ("--free-bits", dict(type=float, help="Nats per latent dimension the KL term does not penalise.")),
+    "geco_kappa": ("--geco-kappa", dict(
+        type=float, metavar="KAPPA", help="GECO: adapt the KL weight so that the reconstruction loss (DiceCE) "
+                                          "stays at or below KAPPA (UA-SAM with z only; default: a fixed beta).")),
     "latent_activation": ("--latent-activation", dict(
         choices=LATENT_ACTIVATIONS,
         help="Nonlinearity of the prior and posterior nets (demo: leaky_relu; paper presets: relu).")),
@@ -69,8 +72,8 @@ _OPTIONS: dict[str, tuple[str, dict[str, Any]]] = {
 
 TRAINING_OPTIONS: tuple[str, ...] = tuple(_OPTIONS)
 REPRODUCE_OPTIONS: tuple[str, ...] = (
-    "cmsm_activation", "latent_placement", "latent_prompt", "free_bits", "latent_activation", "raters_per_image",
-    "epochs", "batch_size", "lr", "latent_lr", "beta", "kl_warmup", "prior_fit_epochs", "prior_fit_lr",
+    "cmsm_activation", "latent_placement", "latent_prompt", "free_bits", "geco_kappa", "latent_activation",
+    "raters_per_image", "epochs", "batch_size", "lr", "latent_lr", "beta", "kl_warmup", "prior_fit_epochs", "prior_fit_lr",
     "latent_dim", "image_size",
     "synthetic_cases", "patience", "eval_samples", "ged_samples", "train_decoder", "prompt",
 )

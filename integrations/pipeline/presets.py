@@ -39,6 +39,11 @@ step, B / R images a step (training/rater_batches.py). Like ``free_bits`` it rea
 latent only. Why no preset uses it: docs/results.md, "Why the latent takes hold on some seeds
 only".
 
+``geco_kappa``: unset in every preset (a fixed beta). Set (``--geco-kappa``), UA-SAM with a latent
+trains with GECO's constrained ELBO instead (`uncertainty_adapters.GecoBeta`): the KL's weight
+starts at ``beta`` and adapts so that the training DiceCE reaches kappa. Why no preset uses it:
+docs/results.md, "GECO in place of free bits".
+
 ``prior_fit_epochs``: epochs that fit the prior net alone to every rater's posterior after
 training (training/prior_fit.py); 20 in the demo, 0 (the paper's joint training only) in the
 paper presets.
@@ -105,6 +110,11 @@ class Preset:
     free_bits: float = field(
         default=0.0, metadata={"help": "Free bits: nats per latent dimension the KL term does not penalise (0: none); UA-SAM's "
                                        "latent only (the Probabilistic U-Net keeps the plain ELBO)."}
+    )
+    geco_kappa: float | None = field(
+        default=None,
+        metadata={"help": "GECO: the KL weight adapts from beta so that the reconstruction loss (DiceCE) stays at or "
+                          "below this target (uncertainty_adapters.GecoBeta; None: a fixed beta); UA-SAM's latent only."},
     )
     latent_prompt: bool = field(
         default=False,
@@ -174,6 +184,16 @@ class Preset:
         self.latent_filters = tuple(self.latent_filters)  # JSON gives lists back
         if self.raters_per_image not in RATERS_PER_IMAGE:
             raise ValueError(f"raters_per_image must be one of {RATERS_PER_IMAGE}, got {self.raters_per_image!r}")
+        if self.geco_kappa is not None:
+            if not self.geco_kappa > 0:
+                raise ValueError(f"geco_kappa is a reconstruction loss (DiceCE) to reach and must be > 0, got "
+                                 f"{self.geco_kappa}; leave it unset for a fixed beta")
+            if not 1e-6 <= self.beta <= 1:
+                raise ValueError(f"geco_kappa starts the KL weight at beta and keeps it within [1e-6, 1]; got beta "
+                                 f"{self.beta}: pass a --beta in that range (the preset's is 1e-3)")
+            if self.kl_warmup > 0:
+                raise ValueError(f"geco_kappa and kl_warmup={self.kl_warmup} both set the KL weight's course: GECO "
+                                 f"adapts it from beta from the first step; pass --kl-warmup 0 with --geco-kappa")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -186,7 +206,8 @@ class Preset:
 
 
 #: What a preset recorded before a field existed (in run.json or reproduce.json) meant for it.
-LEGACY_VALUES: dict[str, Any] = {"latent_prompt": False, "latent_activation": "relu", "raters_per_image": "one"}
+LEGACY_VALUES: dict[str, Any] = {"latent_prompt": False, "latent_activation": "relu", "raters_per_image": "one",
+                                 "geco_kappa": None}
 
 
 def with_legacy_values(recorded: dict[str, Any]) -> dict[str, Any]:

@@ -87,9 +87,12 @@ class GraphedTrainStep:
         if self.graphed:
             _check_capturable(optimizer)
 
-    def set_beta(self, beta: float) -> None:
-        """The KL weight of the next steps (no re-capture)."""
-        self.beta.fill_(float(beta))
+    def set_beta(self, beta: float | torch.Tensor) -> None:
+        """The KL weight of the next steps (no re-capture); a tensor (GECO's) is copied on the device."""
+        if torch.is_tensor(beta):
+            self.beta.copy_(beta)
+        else:
+            self.beta.fill_(float(beta))
 
     def __call__(
         self, images: torch.Tensor, prompts: Prompts, mask: torch.Tensor, generator: torch.Generator | None = None

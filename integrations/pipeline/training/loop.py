@@ -120,6 +120,12 @@ def free_bits_of(job: TrainJob) -> float:
     return job.preset.free_bits if _ua_sam_with_a_latent(job) else 0.0
 
 
+def geco_kappa_of(job: TrainJob) -> float | None:
+    """GECO's reconstruction target ``job`` trains with: the preset's for UA-SAM with a latent
+    sample z, None (a fixed beta) for UA-SAM without one and for the Probabilistic U-Net."""
+    return job.preset.geco_kappa if _ua_sam_with_a_latent(job) else None
+
+
 def raters_per_image_of(job: TrainJob) -> str:
     """The ``raters_per_image`` ``job`` trains with (rater_batches.py): the preset's for UA-SAM
     with a latent sample z; 'one', the paper's draw, for UA-SAM without one (a deterministic
@@ -274,8 +280,11 @@ class _TrainingLoop:
             optimizer = torch.optim.Adam(model.optimizer_groups(preset.latent_lr), lr=preset.lr, fused=pin or None)
         # Stepped once per epoch by hand, so it is not handed to accelerator.prepare.
         self.scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=preset.lr_step_epochs, gamma=preset.lr_gamma)
-        # beta follows beta_at(step); free bits floor the KL per latent dimension
+        # beta follows beta_at(step), or GECO's multiplier; free bits floor the KL per latent dimension
         self.loss_fn = ua.ElboLoss(beta=preset.beta, validate=False, free_bits=free_bits_of(job))
+        kappa = geco_kappa_of(job)
+        self.geco = None if kappa is None else ua.GecoBeta(kappa, beta=preset.beta).to(accelerator.device)
+        self.reconstruction = torch.zeros(2, device=accelerator.device)  # GECO: sum and count since the last step
         self.val_loss_fn = ua.ElboLoss(beta=preset.beta, validate=False)
         self.model, self.optimizer, self.train_loader, self.val_loader = accelerator.prepare(
             model, optimizer, train_loader, val_loader
@@ -303,6 +312,11 @@ class _TrainingLoop:
         self.unwrapped.load_trainable_state_dict(loaded.trainable)
         self.optimizer.load_state_dict(loaded.states["optimizer"])
         self.scheduler.load_state_dict(loaded.states["scheduler"])
+        if self.geco is not None:
+            if "geco" not in loaded.states:
+                raise ValueError(f"--resume: {loaded.path} was written without GECO (geco_kappa unset); resume it "
+                                 f"with the settings it started with, or start a new run with --geco-kappa")
+            self.geco.load_state_dict(loaded.states["geco"])
         self.progress = loaded.progress
         logger.info("resuming from %s (epoch %d, step %d)", loaded.path, self.progress.epoch, self.progress.step)
 
@@ -311,7 +325,8 @@ class _TrainingLoop:
             save_training_checkpoint(
                 self.checkpoints,
                 self.unwrapped.trainable_state_dict(),
-                {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()},
+                {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                 **({"geco": self.geco.state_dict()} if self.geco is not None else {})},
                 self.progress,
             )
         self.accelerator.wait_for_everyone()
@@ -363,7 +378,7 @@ class _TrainingLoop:
             # two generators with the same seed: one for the prompts, one for the latent draws
             generator = generator_for(accelerator.device, job.seed, _TRAIN_STREAM, global_batch, rank)
             latents = generator_for(accelerator.device, job.seed, _TRAIN_STREAM, global_batch, rank)
-            self.loss_fn.beta = self.beta_at(progress.step)
+            self.loss_fn.beta = self.beta_at(progress.step) if self.geco is None else self.geco.beta
             with accelerator.accumulate(self.model):
                 mask = batch["mask"]
                 union = batch["masks"].amax(1, keepdim=True)
@@ -381,8 +396,12 @@ class _TrainingLoop:
             progress.batches_into_epoch += 1
             self.meter.add(batch["image"].shape[0])
             self.running += torch.stack([terms.loss.detach(), terms.kl.detach(), torch.ones_like(terms.kl)])
+            if self.geco is not None:
+                self.reconstruction += torch.stack([terms.reconstruction.detach().float(), torch.ones_like(terms.kl)])
             if not accelerator.sync_gradients:
                 continue
+            if self.geco is not None:
+                self.update_geco()
             progress.step += 1
             self.bar.update(1)
             checkpoint_now = progress.step % preset.checkpoint_every == 0
@@ -394,6 +413,15 @@ class _TrainingLoop:
             if _done(progress, job):
                 return False
         return True
+
+    def update_geco(self) -> None:
+        """One GECO step from the reconstruction loss of this optimizer step's batches, averaged over
+        processes so that every process keeps the same beta (no host-device sync)."""
+        reconstruction, count = self.reconstruction
+        if self.accelerator.num_processes > 1:
+            reconstruction, count = self.accelerator.reduce(self.reconstruction.clone(), "sum")
+        self.geco.update(reconstruction / count)
+        self.reconstruction.zero_()
 
     def log_and_check(self) -> None:
         """Log the mean loss since the last log; stop if it is not finite (one sync per log)."""
@@ -409,7 +437,7 @@ class _TrainingLoop:
             )
         self.bar.set_postfix(loss=f"{loss:.4f}", kl=f"{kl:.3f}", epoch=progress.epoch)
         row = {"step": progress.step, "epoch": progress.epoch, "loss": loss, "kl": kl,
-               "beta": self.loss_fn.beta, "lr": float(self.scheduler.get_last_lr()[0]), **self.meter.window()}
+               "beta": float(self.loss_fn.beta), "lr": float(self.scheduler.get_last_lr()[0]), **self.meter.window()}
         self.log.write(row)
         if self.tracker is not None:
             for key in ("loss", "kl", "beta", "lr", "images_per_s", "peak_memory_gib"):
@@ -475,6 +503,7 @@ class _TrainingLoop:
                     "train_decoder": self.preset.train_decoder,
                     "free_bits": self.loss_fn.free_bits,  # the ones it trained with (free_bits_of), not the preset's
                     "raters_per_image": self.raters_per_image,  # likewise (raters_per_image_of)
+                    "geco_kappa": None if self.geco is None else self.geco.kappa,  # likewise (geco_kappa_of)
                     "data": self.job.data,
                     "dataset_kwargs": self.dataset_kwargs,
                     "seed": self.job.seed,
