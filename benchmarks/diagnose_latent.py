@@ -92,6 +92,10 @@ VARIANTS["demo-all-raters"] = {"raters_per_image": "all"}  # each image with all
 VARIANTS["demo-leaky-all-raters"] = {"latent_activation": "leaky_relu", "raters_per_image": "all"}
 VARIANTS["demo-no-prior-fit"] = {"prior_fit_epochs": 0}  # joint training only, as the paper
 VARIANTS["demo-kl-warmup"] = {"kl_warmup": 0.2}  # beta ramps up from 0 over the first fifth of the steps
+VARIANTS["demo-beta0"] = {"beta": 0.0}  # no KL term in training: the prior-fit phase alone fits the prior
+# GECO in place of free bits: the KL's weight adapts so that the training DiceCE reaches kappa
+VARIANTS["demo-geco"] = {"geco_kappa": 0.14, "free_bits": 0.0}
+VARIANTS["demo-geco-0.05"] = {"geco_kappa": 0.05, "free_bits": 0.0}
 
 _COVER = 0.5  # a mask marks a region when it covers at least this share of it
 _STARTED = time.time()
