@@ -37,3 +37,17 @@ def job(out: Path, **preset_overrides) -> TrainJob:
     resume = preset_overrides.pop("resume", False)
     return TrainJob(preset=small_preset(**preset_overrides), data="synthetic", out=out, seed=0,
                     max_steps=max_steps, resume=resume, cpu=True)
+
+
+def straight_and_resumed(tmp_path: Path, backbone: Path, first: int, total: int, **preset_overrides):
+    """Train ``total`` steps at once, and ``first`` steps then ``--resume`` to ``total``: the two
+    runs' latest checkpoints, (straight, resumed), for a test that they are equal."""
+    from uncertainty_adapters.integrations.pipeline.training.checkpoints import load_latest_checkpoint
+    from uncertainty_adapters.integrations.pipeline.training.loop import train
+
+    settings = dict(checkpoint_every=1000, **preset_overrides)
+    train(job(tmp_path / "straight", max_steps=total, **settings), backbone=backbone)
+    train(job(tmp_path / "split", max_steps=first, **settings), backbone=backbone)
+    train(job(tmp_path / "split", max_steps=total, resume=True, **settings), backbone=backbone)
+    return (load_latest_checkpoint(tmp_path / "straight" / "checkpoints"),
+            load_latest_checkpoint(tmp_path / "split" / "checkpoints"))

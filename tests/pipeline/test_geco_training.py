@@ -12,7 +12,7 @@ from uncertainty_adapters.integrations.pipeline.presets import Preset, get_prese
 from uncertainty_adapters.integrations.pipeline.training.checkpoints import load_latest_checkpoint
 from uncertainty_adapters.integrations.pipeline.training.loop import TrainJob, geco_kappa_of, train
 
-from .conftest import job, small_preset
+from .conftest import job, small_preset, straight_and_resumed
 
 
 def _betas(out):
@@ -48,12 +48,8 @@ def test_a_geco_run_moves_beta_each_step_logs_it_records_kappa_and_checkpoints_t
 
 
 def test_a_resumed_geco_run_equals_an_uninterrupted_one(tmp_path, backbone_file):
-    settings = dict(checkpoint_every=1000, geco_kappa=0.3, free_bits=0.0, prior_fit_epochs=0)
-    train(job(tmp_path / "straight", max_steps=9, **settings), backbone=backbone_file)
-    train(job(tmp_path / "split", max_steps=5, **settings), backbone=backbone_file)
-    train(job(tmp_path / "split", max_steps=9, resume=True, **settings), backbone=backbone_file)
-    straight = load_latest_checkpoint(tmp_path / "straight" / "checkpoints")
-    resumed = load_latest_checkpoint(tmp_path / "split" / "checkpoints")
+    straight, resumed = straight_and_resumed(tmp_path, backbone_file, 5, 9, geco_kappa=0.3, free_bits=0.0,
+                                             prior_fit_epochs=0)
     assert straight.progress == resumed.progress
     assert all(torch.equal(tensor, resumed.trainable[name]) for name, tensor in straight.trainable.items())
     assert all(torch.equal(tensor, resumed.states["geco"][name]) for name, tensor in straight.states["geco"].items())

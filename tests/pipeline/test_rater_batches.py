@@ -18,7 +18,7 @@ from uncertainty_adapters.integrations.pipeline.training.rater_batches import (
     with_every_rater,
 )
 
-from .conftest import job, small_preset
+from .conftest import job, small_preset, straight_and_resumed
 
 
 def _batch(images=2, raters=3, side=4):
@@ -105,12 +105,7 @@ def test_a_run_on_every_rater_keeps_the_steps_and_masks_per_step_and_records_it(
 
 
 def test_a_resumed_run_on_every_rater_equals_an_uninterrupted_one(tmp_path, backbone_file):
-    settings = dict(checkpoint_every=1000, raters_per_image="all", prior_fit_epochs=0)
-    train(job(tmp_path / "straight", max_steps=9, **settings), backbone=backbone_file)
-    train(job(tmp_path / "split", max_steps=5, **settings), backbone=backbone_file)
-    train(job(tmp_path / "split", max_steps=9, resume=True, **settings), backbone=backbone_file)
-    straight = load_latest_checkpoint(tmp_path / "straight" / "checkpoints")
-    resumed = load_latest_checkpoint(tmp_path / "split" / "checkpoints")
+    straight, resumed = straight_and_resumed(tmp_path, backbone_file, 5, 9, raters_per_image="all", prior_fit_epochs=0)
     assert straight.progress == resumed.progress
     assert all(torch.equal(tensor, resumed.trainable[name]) for name, tensor in straight.trainable.items())
 

@@ -22,7 +22,7 @@ from uncertainty_adapters.integrations.pipeline.training.loop import (
 from uncertainty_adapters.integrations.pipeline.training.seeding import derive_seed, seed_everything_for
 from uncertainty_adapters.integrations.sam import build_sam, sam_state_dict
 
-from .conftest import SIZE, job, small_preset
+from .conftest import SIZE, job, small_preset, straight_and_resumed
 
 
 def test_training_moves_only_the_trainable_weights(tmp_path, backbone_file):
@@ -42,11 +42,7 @@ def test_training_moves_only_the_trainable_weights(tmp_path, backbone_file):
 
 @pytest.mark.parametrize("first, total", [(3, 5), (5, 9)])  # resume mid-epoch, and across an epoch end
 def test_resumed_run_equals_an_uninterrupted_one(tmp_path, backbone_file, first, total):
-    train(job(tmp_path / "straight", max_steps=total, checkpoint_every=1000), backbone=backbone_file)
-    train(job(tmp_path / "split", max_steps=first, checkpoint_every=1000), backbone=backbone_file)
-    train(job(tmp_path / "split", max_steps=total, checkpoint_every=1000, resume=True), backbone=backbone_file)
-    straight = load_latest_checkpoint(tmp_path / "straight" / "checkpoints")
-    resumed = load_latest_checkpoint(tmp_path / "split" / "checkpoints")
+    straight, resumed = straight_and_resumed(tmp_path, backbone_file, first, total)
     assert straight.progress == resumed.progress
     assert straight.trainable.keys() == resumed.trainable.keys()
     for name, tensor in straight.trainable.items():
