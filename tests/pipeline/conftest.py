@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from uncertainty_adapters.integrations.pipeline.presets import get_preset
-from uncertainty_adapters.integrations.pipeline.training.loop import TrainJob
+from uncertainty_adapters.integrations.pipeline.training.checkpoints import load_latest_checkpoint
+from uncertainty_adapters.integrations.pipeline.training.loop import TrainJob, train
 from uncertainty_adapters.integrations.sam import build_sam, save_sam_weights
 
 SIZE = 64
@@ -42,9 +43,6 @@ def job(out: Path, **preset_overrides) -> TrainJob:
 def straight_and_resumed(tmp_path: Path, backbone: Path, first: int, total: int, **preset_overrides):
     """Train ``total`` steps at once, and ``first`` steps then ``--resume`` to ``total``: the two
     runs' latest checkpoints, (straight, resumed), for a test that they are equal."""
-    from uncertainty_adapters.integrations.pipeline.training.checkpoints import load_latest_checkpoint
-    from uncertainty_adapters.integrations.pipeline.training.loop import train
-
     settings = dict(checkpoint_every=1000, **preset_overrides)
     train(job(tmp_path / "straight", max_steps=total, **settings), backbone=backbone)
     train(job(tmp_path / "split", max_steps=first, **settings), backbone=backbone)
