@@ -158,6 +158,19 @@ def test_gpu_speed_cpu_smoke_measures_every_path_against_the_plain_encoder(tmp_p
     assert (tmp_path / "gpu_speed.txt").read_text().startswith("gpu_speed:")
 
 
+def test_gpu_speed_leaves_out_the_items_named_by_skip_and_says_so(tmp_path, capsys):
+    from benchmarks import gpu_speed
+
+    gpu_speed.main(["--cpu-smoke", "--out", str(tmp_path), "--skip", "attention", "overhead", "sampling_n16"])
+    results = json.loads((tmp_path / "gpu_speed.json").read_text())
+    assert results["left_out"] == ["attention", "overhead", "sampling_n16"]
+    assert not {"attention", "overhead", "sampling_n16"} & set(results)
+    assert {"plain_encoder", "training", "training_largest", "mfu", "flex"} <= set(results)
+    assert "left out (--skip): attention, overhead, sampling_n16" in (tmp_path / "gpu_speed.txt").read_text()
+    with pytest.raises(SystemExit):  # the references of every ratio cannot be left out
+        gpu_speed.main(["--cpu-smoke", "--out", str(tmp_path), "--skip", "plain_encoder"])
+
+
 def test_bench_import_reports_the_ratio_and_the_heavy_modules():
     results = bench_import.main(["--rounds", "1", "--warmup", "0", "--json"])
     assert {"import torch", "import uncertainty_adapters", "ua-sam --help"} == set(results["median_seconds"])

@@ -111,6 +111,20 @@ def decomposed_rel_pos_bias(
     return bias.reshape(*lead, q_h * q_w, k_h * k_w)
 
 
+#: The most bytes of dense relative-position mask one ``SdpaAttention`` SDPA call builds (2 GiB):
+#: larger batches go through in chunks (`sdpa_rows_per_call`). Two images of the 64 x 64 global
+#: grid in bfloat16 (0.8 GB) stay one call, as the paper's training batch.
+SDPA_MASK_BYTES = 2 * 2**30
+
+
+def sdpa_rows_per_call(heads: int, tokens: int, element_size: int, limit: int | None = None) -> int:
+    """How many batch rows of (heads, tokens, tokens) mask, ``element_size`` bytes an element,
+    fit in ``limit`` bytes (default `SDPA_MASK_BYTES`): at least 1, since one row over the limit
+    still has to be computed."""
+    limit = SDPA_MASK_BYTES if limit is None else limit
+    return max(1, limit // (heads * tokens * tokens * element_size))
+
+
 class SdpaAttention(Attention):
     """segment-anything's ``Attention`` (same parameters, same state-dict keys) computed with
     ``F.scaled_dot_product_attention``; the relative-position term is its additive mask.
@@ -125,16 +139,31 @@ class SdpaAttention(Attention):
         return self.forward_sdpa(x)
 
     def forward_sdpa(self, x: torch.Tensor) -> torch.Tensor:
-        """The SDPA computation on any device (`forward` decides when to use it)."""
+        """The SDPA computation on any device (`forward` decides when to use it).
+
+        The mask is dense, (B, heads, N, N): on the 64 x 64 global grid of a 1024 px input that is
+        heads * 4096^2 elements per image. So that one call never materialises more than
+        `SDPA_MASK_BYTES` of it (sampling 16 hypotheses of 8 images is 128 rows), the batch goes
+        through SDPA in chunks of `sdpa_rows_per_call` rows; the result is the same as one call.
+        Under autograd each chunk's mask is still kept for the backward pass.
+        """
         batch, height, width, _ = x.shape
         tokens = height * width
         # (3, B, heads, N, head_dim)
         qkv = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
-        bias = None
-        if self.use_rel_pos:
-            bias = decomposed_rel_pos_bias(q, self.rel_pos_h, self.rel_pos_w, (height, width), (height, width))
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)
+        if not self.use_rel_pos:
+            out = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
+        else:
+            rows = sdpa_rows_per_call(self.num_heads, tokens, q.element_size())
+            grid = (height, width)
+            parts = [
+                F.scaled_dot_product_attention(
+                    q_part, k_part, v_part, scale=self.scale,
+                    attn_mask=decomposed_rel_pos_bias(q_part, self.rel_pos_h, self.rel_pos_w, grid, grid))
+                for q_part, k_part, v_part in zip(q.split(rows), k.split(rows), v.split(rows))
+            ]
+            out = parts[0] if len(parts) == 1 else torch.cat(parts)
         return self.proj(out.transpose(1, 2).reshape(batch, height, width, -1))
 
     def _bias_needs_grad(self, x: torch.Tensor) -> bool:

@@ -62,6 +62,44 @@ def test_sdpa_attention_gradients_equal_segment_anythings(grid, table_size):
         torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5)
 
 
+def test_a_batch_whose_mask_would_exceed_the_limit_goes_through_sdpa_in_chunks_with_the_same_result(monkeypatch):
+    reference, sdpa = _attention_pair((14, 14))
+    x = torch.randn(5, 14, 14, 64, generator=torch.Generator().manual_seed(1))
+    upstream = torch.randn(5, 14, 14, 64, generator=torch.Generator().manual_seed(2))
+    row_bytes = 4 * 196 * 196 * 4  # heads * tokens^2 * float32 bytes: one image's mask
+    calls = []
+    original = attention.F.scaled_dot_product_attention
+
+    def counted(q, *args, **kwargs):
+        calls.append(q.shape[0])
+        return original(q, *args, **kwargs)
+
+    monkeypatch.setattr(attention.F, "scaled_dot_product_attention", counted)
+    outputs, grads = [], []
+    for limit in (None, 2 * row_bytes):
+        if limit is not None:
+            monkeypatch.setattr(attention, "SDPA_MASK_BYTES", limit)
+        inputs = x.clone().requires_grad_(True)
+        out = sdpa.forward_sdpa(inputs)
+        (out * upstream).sum().backward()
+        outputs.append(out)
+        grads.append([inputs.grad, sdpa.qkv.weight.grad.clone(), sdpa.rel_pos_h.grad.clone()])
+        sdpa.zero_grad()
+    assert calls == [5, 2, 2, 1]  # one call, then rows of at most two images
+    torch.testing.assert_close(outputs[1], outputs[0], rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(outputs[1], reference(x), rtol=1e-5, atol=1e-5)
+    for chunked, whole in zip(grads[1], grads[0]):
+        torch.testing.assert_close(chunked, whole, rtol=1e-5, atol=1e-6)
+
+
+def test_rows_per_sdpa_call_fit_the_mask_limit_and_are_at_least_one():
+    # vit_b's global grid at 1024 px: 12 heads, 64 x 64 tokens; 2 GiB by default
+    assert attention.sdpa_rows_per_call(12, 4096, 2) == 5  # bfloat16: 403 MB an image
+    assert attention.sdpa_rows_per_call(12, 4096, 4) == 2  # float32: the paper's batch of 2 in one call
+    assert attention.sdpa_rows_per_call(12, 196, 4) == 1164  # a 14 x 14 window: never chunked in practice
+    assert attention.sdpa_rows_per_call(12, 4096, 4, limit=1) == 1
+
+
 def test_on_a_cpu_a_mask_that_needs_a_gradient_takes_segment_anythings_code(monkeypatch):
     calls = []
     original = attention.F.scaled_dot_product_attention
