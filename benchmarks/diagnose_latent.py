@@ -349,8 +349,7 @@ def diagnose(model, dataset, data: str, device, samples: int, mode_regions, zfit
             per["ambiguous"] += ambiguous.float().tolist()
             if has_latent:
                 prior = model.latent_heads.prior(batch["image"])
-                means = torch.stack([model.latent_heads.posterior(batch["image"], raters[:, r:r + 1].float()).mean
-                                     for r in range(raters.shape[1])], 1)  # (B, R, C)
+                means = model.latent_heads.rater_means(batch["image"], raters.float())  # (B, R, C)
                 spread = (means.std(1, unbiased=False) / prior.sigma).mean(-1)
                 per["spread"] += spread.tolist()
                 oracle = model.decode(model.encode(batch["image"], means), prompts.repeat_interleave(raters.shape[1]))

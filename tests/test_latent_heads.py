@@ -154,3 +154,31 @@ def test_an_unknown_activation_is_refused():
         ua.LatentHeads(activation="gelu")
     with pytest.raises(ValueError, match="activation must be one of"):
         ConvGaussianEncoder(3, 4, (8,), 1, 5.0, activation="gelu")
+
+
+def test_rater_spread_is_the_std_of_the_raters_posterior_means_in_prior_sigmas():
+    heads = _heads()
+    x = torch.rand(2, 3, 64, 64)
+    masks = torch.zeros(2, 3, 64, 64)
+    masks[:, 1, 10:40, 10:40] = 1
+    masks[:, 2, 20:60, 5:30] = 1
+    means = heads.rater_means(x, masks)
+    assert means.shape == (2, 3, 6)
+    torch.testing.assert_close(means[:, 1], heads.posterior(x, masks[:, 1:2]).mean)
+    expected = (means.std(1, unbiased=False) / heads.prior(x).sigma).mean(-1)
+    spread = heads.rater_spread(x, masks)
+    torch.testing.assert_close(spread, expected)
+    assert spread.shape == (2,) and (spread > 0).all()
+    same = heads.rater_spread(x, masks[:, 1:2].expand(-1, 4, -1, -1))  # four raters, one mask
+    torch.testing.assert_close(same, torch.zeros(2), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda h: h.rater_spread(torch.rand(2, 3, 32, 32), torch.rand(2, 1, 32, 32)), "two or more raters"),
+    (lambda h: h.rater_means(torch.rand(2, 3, 32, 32), torch.rand(3, 2, 32, 32)), r"\(2, R, H, W\)"),
+    (lambda h: ua.LatentHeads(num_filters=(8,), resolution=16, mask_channels=2).rater_means(
+        torch.rand(2, 3, 32, 32), torch.rand(2, 2, 32, 32)), "mask_channels=1"),
+])
+def test_rater_means_and_spread_refuse_masks_they_cannot_read(call, message):
+    with pytest.raises(ValueError, match=message):
+        call(_heads())

@@ -287,6 +287,31 @@ class LatentHeads(nn.Module):
         posterior = self.posterior(x, y)
         return LatentSample(z=posterior.rsample(), prior=prior, posterior=posterior, kl=posterior.kl(prior))
 
+    def rater_means(self, x: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """The posterior mean of every rater's mask: (B, R, C) for images x (B, in_channels, H, W)
+        and masks (B, R, H', W'), one single-channel mask per rater."""
+        if self.config["mask_channels"] != 1:
+            raise ValueError("rater_means needs heads with mask_channels=1 (one channel per rater's mask)")
+        if masks.dim() != 4 or masks.shape[0] != x.shape[0]:
+            raise ValueError(f"rater_means needs masks of shape ({x.shape[0]}, R, H, W), got {tuple(masks.shape)}")
+        return torch.stack([self.posterior(x, masks[:, r : r + 1]).mean for r in range(masks.shape[1])], 1)
+
+    def rater_spread(self, x: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """How far apart the posterior puts an image's raters: per image, the standard deviation
+        over its R raters of the posterior means (`rater_means`), in units of the prior's sigma,
+        averaged over the latent dimensions. (B,): 0 when the posterior does not tell the raters
+        apart (nothing downstream can vary with them), about 1 when their means lie a prior sigma
+        apart.
+
+        Args:
+            x: images (B, in_channels, H, W).
+            masks: every rater's mask of each image, (B, R, H', W'), R >= 2.
+        """
+        if masks.dim() != 4 or masks.shape[1] < 2:
+            raise ValueError(f"rater_spread needs the masks of two or more raters, (B, R >= 2, H, W), got {tuple(masks.shape)}")
+        means = self.rater_means(x, masks).float()
+        return (means.std(1, unbiased=False) / self.prior(x).sigma.float()).mean(-1)
+
     @staticmethod
     def kl(posterior: DiagonalGaussian, prior: DiagonalGaussian) -> torch.Tensor:
         """Analytic KL(Q || P), (B,)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 
@@ -12,6 +13,7 @@ from uncertainty_adapters.checkpoint import load_tensors
 from uncertainty_adapters.integrations.pipeline import run_dir
 from uncertainty_adapters.integrations.pipeline.models.factory import build_model
 from uncertainty_adapters.integrations.pipeline.training.checkpoints import load_latest_checkpoint
+from uncertainty_adapters.integrations.pipeline.training.logs import FIELDS, CsvLog
 from uncertainty_adapters.integrations.pipeline.training.loop import (
     TrainingDiverged,
     TrainJob,
@@ -127,7 +129,7 @@ def test_the_validation_score_does_not_follow_the_epochs_rater_draw(tmp_path, ba
 
     import uncertainty_adapters as ua
     from uncertainty_adapters.integrations.data import build_dataset
-    from uncertainty_adapters.integrations.pipeline.training.loop import _validation_loss
+    from uncertainty_adapters.integrations.pipeline.training.loop import _validate
 
     preset = small_preset()
     model = build_model(job(tmp_path / "x"), backbone_file)
@@ -138,7 +140,7 @@ def test_the_validation_score_does_not_follow_the_epochs_rater_draw(tmp_path, ba
         data.set_epoch(epoch)
         assert epoch == 0 or [data.rater_index(i) for i in range(len(data))] != draws
         draws = [data.rater_index(i) for i in range(len(data))]
-        scores.append(_validation_loss(model, loader, ua.ElboLoss(validate=False), preset, 0, Accelerator(cpu=True)))
+        scores.append(_validate(model, loader, ua.ElboLoss(validate=False), preset, 0, Accelerator(cpu=True)).loss)
     assert scores[0] == scores[1] == scores[2]
 
 
@@ -219,3 +221,28 @@ def test_an_adapter_sam_ignores_the_latent_options(tmp_path, backbone_file):
     second = load_latest_checkpoint(tmp_path / "options" / "checkpoints").trainable
     assert first.keys() == second.keys()
     assert all(torch.equal(first[name], second[name]) for name in first)
+
+
+def test_each_epoch_logs_how_far_apart_the_posterior_puts_the_validation_raters(tmp_path, backbone_file):
+    for name, interaction in (("latent", "cmsm"), ("plain", "none")):
+        train(job(tmp_path / name, epochs=1, interaction=interaction, prior_fit_epochs=0), backbone=backbone_file)
+    with open(tmp_path / "latent" / "train_log.csv", newline="") as handle:
+        rows = [row for row in csv.DictReader(handle) if row["val_loss"]]
+    assert len(rows) == 1 and float(rows[0]["val_rater_spread"]) > 0  # prior sigmas; 0 = not taken hold
+    with open(tmp_path / "plain" / "train_log.csv", newline="") as handle:
+        rows = [row for row in csv.DictReader(handle) if row["val_loss"]]
+    assert len(rows) == 1 and rows[0]["val_rater_spread"] == ""  # no latent, nothing to spread
+
+
+def test_a_log_resumed_under_other_columns_keeps_its_own(tmp_path):
+    path = tmp_path / "train_log.csv"
+    old = [name for name in FIELDS if name != "val_rater_spread"]  # a run from before the column
+    path.write_text(",".join(old) + "\n1,0,0.5,,,,,,,,,\n")
+    CsvLog(path, enabled=True).write({"step": 2, "epoch": 1, "val_loss": 0.4, "val_rater_spread": 0.3})
+    with open(path, newline="") as handle:
+        rows = list(csv.reader(handle))
+    assert rows[0] == old and all(len(row) == len(old) for row in rows)
+    assert rows[2][old.index("val_loss")] == "0.4"
+    fresh = tmp_path / "fresh.csv"
+    CsvLog(fresh, enabled=True).write({"step": 1, "val_rater_spread": 0.3})
+    assert fresh.read_text().splitlines()[0].split(",") == list(FIELDS)

@@ -177,17 +177,35 @@ def prompt_source(preset: Preset, rater_mask: torch.Tensor, batch: dict[str, Any
     return batch["majority"].to(rater_mask.dtype) if preset.prompt == "component-points" else rater_mask
 
 
-def _validation_loss(model, loader, loss_fn, preset: Preset, seed: int, accelerator: Accelerator) -> float:
+@dataclass
+class Validation:
+    """What one pass over the validation part measures.
+
+    Attributes:
+        loss: the mean ELBO over every (image, rater) pair: early stopping's score.
+        rater_spread: `ua.LatentHeads.rater_spread` averaged over the images whose raters
+            disagree, in prior sigmas: whether the latent has taken hold (0: the posterior does
+            not tell the raters apart). None without latent heads or without such an image.
+    """
+
+    loss: float
+    rater_spread: float | None
+
+
+def _validate(model, loader, loss_fn, preset: Preset, seed: int, accelerator: Accelerator) -> Validation:
     """Mean ELBO over the validation part and every rater of each image (posterior z, seeded
-    prompts): early stopping's score.
+    prompts), and the raters' posterior spread.
 
     Every rater, not the epoch's random draw: the draw changes with the epoch, and with it the
     score (one epoch's raters miss the faint lesion, the next's do not), so that early stopping
     and the best-weights choice followed the draw rather than the model. Over all raters the
     targets are the same every epoch and the score is the expected ELBO over the raters."""
     model.eval()
+    heads = getattr(accelerator.unwrap_model(model), "latent_heads", None)
     total = torch.zeros((), device=accelerator.device)
     count = torch.zeros((), device=accelerator.device)
+    spread_total = torch.zeros((), device=accelerator.device)
+    spread_count = torch.zeros((), device=accelerator.device)
     with torch.no_grad():
         for index, batch in enumerate(loader):
             generator = generator_for(accelerator.device, seed, _VAL_STREAM, index, accelerator.process_index)
@@ -202,9 +220,16 @@ def _validation_loss(model, loader, loss_fn, preset: Preset, seed: int, accelera
                 terms = loss_fn(output.logits.float(), mask, output.kl)
                 total += terms.loss.detach() * mask.shape[0]
                 count += mask.shape[0]
+            disagree = (raters != raters[:, :1]).flatten(1).any(-1)
+            if heads is not None and disagree.any():
+                spread = heads.rater_spread(batch["image"][disagree], raters[disagree].to(batch["image"].dtype))
+                spread_total += spread.sum()
+                spread_count += spread.numel()
     model.train()
     total, count = accelerator.reduce(total, "sum"), accelerator.reduce(count, "sum")
-    return float(total / count.clamp_min(1))
+    spread_total, spread_count = accelerator.reduce(spread_total, "sum"), accelerator.reduce(spread_count, "sum")
+    return Validation(loss=float(total / count.clamp_min(1)),
+                      rater_spread=float(spread_total / spread_count) if spread_count > 0 else None)
 
 
 def train(job: TrainJob, backbone: Path | None = None, meta: dict[str, Any] | None = None,
@@ -455,20 +480,24 @@ class _TrainingLoop:
         progress.batches_into_epoch = 0
         self.scheduler.step()
         if self.split["validation"]:
-            val_loss = _validation_loss(self.model, self.val_loader, self.val_loss_fn, preset, self.job.seed, self.accelerator)
+            validation = _validate(self.model, self.val_loader, self.val_loss_fn, preset, self.job.seed, self.accelerator)
+            val_loss, spread = validation.loss, validation.rater_spread
             improved = progress.best_val_loss is None or val_loss < progress.best_val_loss
         else:  # nothing to validate on: keep the latest weights, never stop early
-            val_loss, improved = float("nan"), True
+            val_loss, spread, improved = float("nan"), None, True
         if improved:
             progress.best_val_loss, progress.epochs_without_improvement = val_loss, 0
             if self.accelerator.is_main_process:
                 ckpt.save_tensors_atomic(self.job.out / BEST_WEIGHTS, self.unwrapped.trainable_state_dict())
         elif self.beta_at(progress.step) >= preset.beta:  # no patience is spent during KL warm-up
             progress.epochs_without_improvement += 1
-        self.log.write({"step": progress.step, "epoch": progress.epoch, "val_loss": val_loss})
+        self.log.write({"step": progress.step, "epoch": progress.epoch, "val_loss": val_loss, "val_rater_spread": spread})
         if self.tracker is not None:
             self.tracker.add_scalar("val/loss", val_loss, progress.step)
-        logger.info("epoch %d: validation loss %.4f%s", progress.epoch, val_loss, " (best)" if improved else "")
+            if spread is not None:
+                self.tracker.add_scalar("val/rater_spread", spread, progress.step)
+        logger.info("epoch %d: validation loss %.4f%s%s", progress.epoch, val_loss, " (best)" if improved else "",
+                    "" if spread is None else f"; raters' posterior means {spread:.2f} prior sigmas apart")
         self.save_checkpoint()
         self.stopped_early = progress.epochs_without_improvement >= preset.patience
         if self.stopped_early:
