@@ -497,7 +497,7 @@ class _TrainingLoop:
             if spread is not None:
                 self.tracker.add_scalar("val/rater_spread", spread, progress.step)
         logger.info("epoch %d: validation loss %.4f%s%s", progress.epoch, val_loss, " (best)" if improved else "",
-                    "" if spread is None else f"; raters' posterior means {spread:.2f} prior sigmas apart")
+                    "" if spread is None else f"; raters' posterior means {spread:.2g} prior sigmas apart")
         self.save_checkpoint()
         self.stopped_early = progress.epochs_without_improvement >= preset.patience
         if self.stopped_early:
