@@ -220,8 +220,10 @@ def _validate(model, loader, loss_fn, preset: Preset, seed: int, accelerator: Ac
                 terms = loss_fn(output.logits.float(), mask, output.kl)
                 total += terms.loss.detach() * mask.shape[0]
                 count += mask.shape[0]
-            disagree = (raters != raters[:, :1]).flatten(1).any(-1)
-            if heads is not None and disagree.any():
+            if heads is None:
+                continue
+            disagree = (raters != raters[:, :1]).flatten(1).any(-1)  # (B,)
+            if disagree.any():
                 spread = heads.rater_spread(batch["image"][disagree], raters[disagree].to(batch["image"].dtype))
                 spread_total += spread.sum()
                 spread_count += spread.numel()
