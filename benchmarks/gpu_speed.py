@@ -160,7 +160,7 @@ def largest_training(work: Workloads, rounds: int, start: int, cap: int, budget:
     """Eager and CUDA-graph training at the largest batch (start, 2 start, ...) that trains.
 
     The two paths are timed one after the other, not interleaved: at that batch a recorded CUDA
-    graph keeps its activations in a private memory pool (87 GiB for vit_b at batch 32), which
+    graph keeps the whole step's activations in a private memory pool, which
     leaves no room for the eager step beside it. A path that still runs out of memory is
     recorded as ``{path}_error``.
     """
