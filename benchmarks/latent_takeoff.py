@@ -19,7 +19,14 @@ The changes (any combination):
   C * free_bits, instead of each dimension at free_bits, so that one dimension may carry the
   whole decision unpenalised;
 - ``--all-raters``: each step trains on the first B / R images of its batch of B, each with all
-  R of its raters (the same number of masks per step; an epoch sees 1 / R of the images).
+  R of its raters (the same number of masks per step; an epoch sees 1 / R of the images);
+- ``--aux-decoder W``: an auxiliary loss against latent collapse, weighted W. A small conv net
+  (`ConsensusDecoder`, training only) redraws the rater's mask from the raters' mean mask and
+  the posterior's z, so z must carry what sets this rater apart from the others from the first
+  step, whether or not SAM's path reads it yet. ``--aux-noise prior`` gives that net the
+  posterior's mean plus noise at the prior's sigma (detached) instead of the posterior's own
+  sample, so the raters must lie apart at the prior's scale to be told apart, rather than
+  at a posterior sigma shrunk to almost nothing.
 
 These are experiments, not library options. Two changes measured beside them are library
 options instead: LeakyReLU in the prior and posterior nets (``LatentHeads(activation=
@@ -75,6 +82,39 @@ def all_raters_batch(batch: dict[str, Any]) -> dict[str, Any]:
     return with_every_rater(head)
 
 
+class ConsensusDecoder(nn.Module):
+    """The rater's mask from the raters' mean mask and z, at half resolution (training only).
+
+    (consensus (B, 1, H, W) in [0, 1], z (B, C)) -> logits (B, 1, H / 2, W / 2): three 3 x 3
+    convolutions of width 32 (LeakyReLU) and a 1 x 1 one, on the consensus with z tiled over
+    the pixels. Where the raters agree the consensus alone gives the answer; where they do not,
+    only z can say which way this rater went.
+    """
+
+    def __init__(self, latent_dim: int, width: int = 32) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        channels = 1 + latent_dim
+        for _ in range(3):
+            layers += [nn.Conv2d(channels, width, 3, padding=1), nn.LeakyReLU(0.1)]
+            channels = width
+        layers.append(nn.Conv2d(width, 1, 1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, consensus: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        small = torch.nn.functional.avg_pool2d(consensus, 2)
+        tiled = z[:, :, None, None].expand(-1, -1, *small.shape[-2:])
+        return self.net(torch.cat([small, tiled.to(small.dtype)], dim=1))
+
+
+def consensus_loss(decoder: ConsensusDecoder, consensus: torch.Tensor, z: torch.Tensor,
+                   mask: torch.Tensor) -> torch.Tensor:
+    """Mean binary cross-entropy of `decoder`'s redrawing against ``mask`` (B, 1, H, W) pooled to
+    the decoder's half resolution (a soft target where a pixel is partly inside)."""
+    target = torch.nn.functional.avg_pool2d(mask.float(), 2)
+    return torch.nn.functional.binary_cross_entropy_with_logits(decoder(consensus.float(), z.float()), target)
+
+
 @contextlib.contextmanager
 def what_if(options: argparse.Namespace) -> Iterator[dict[str, Any]]:
     """Apply the changes ``options`` asks for while the block runs; yields their record."""
@@ -91,6 +131,11 @@ def what_if(options: argparse.Namespace) -> Iterator[dict[str, Any]]:
         if options.posterior_gain is not None:
             record["posterior_gain"] = options.posterior_gain
             changes.append(lambda heads: scale_posterior_mean(heads, options.posterior_gain))
+        if options.aux_decoder is not None:
+            record["aux_decoder"] = options.aux_decoder
+            changes.append(lambda heads: setattr(heads, "aux_decoder", ConsensusDecoder(heads.latent_dim)))
+            record["aux_noise"] = options.aux_noise
+            stack.enter_context(_consensus_loss_patches(options.aux_decoder, options.aux_noise, options.all_raters))
         if changes:
             original_init = latent_heads.LatentHeads.__init__
 
@@ -115,6 +160,55 @@ def what_if(options: argparse.Namespace) -> Iterator[dict[str, Any]]:
         yield record
 
 
+@contextlib.contextmanager
+def _consensus_loss_patches(weight: float, noise: str, all_raters: bool) -> Iterator[None]:
+    """Add ``weight * consensus_loss`` to each training step's ELBO loss.
+
+    The raters' mean mask of each training batch is kept when the loader hands the batch out;
+    a training forward with a rater mask computes the auxiliary loss from its posterior z; the
+    loss call of that step adds it. Validation (eval mode) is left as it is.
+    """
+    import accelerate
+
+    from uncertainty_adapters import losses
+    from uncertainty_adapters.integrations.sam import model as sam_model
+
+    if all_raters:
+        raise SystemExit("--aux-decoder with --all-raters is not wired; run them apart")
+    state: dict[str, torch.Tensor] = {}
+    draws = torch.Generator().manual_seed(0)  # the aux net's own noise; the run's streams are untouched
+    original_skip = accelerate.Accelerator.skip_first_batches
+    original_forward = sam_model.UncertaintySam.forward
+    original_loss = losses.ElboLoss.forward
+
+    def skip_first_batches(self, loader, num_batches=0):
+        for batch in original_skip(self, loader, num_batches):
+            state["consensus"] = batch["masks"].float().mean(1, keepdim=True)
+            yield batch
+
+    def forward(self, images, prompts, masks=None, num_samples=1, generator=None):
+        output = original_forward(self, images, prompts, masks=masks, num_samples=num_samples, generator=generator)
+        if self.training and masks is not None and output.z is not None and "consensus" in state:
+            heads = self.latent_heads
+            z = output.z[:, 0]
+            if noise == "prior":
+                sigma = heads.prior(images).sigma.detach()
+                eps = torch.randn(sigma.shape, generator=draws).to(sigma)
+                z = heads.posterior(images, masks).mean + sigma * eps
+            state["loss"] = weight * consensus_loss(heads.aux_decoder, state.pop("consensus"), z, masks)
+        return output
+
+    def loss_forward(self, logits, target, kl):
+        terms = original_loss(self, logits, target, kl)
+        extra = state.pop("loss", None)
+        return terms if extra is None else terms._replace(loss=terms.loss + extra)
+
+    with mock.patch.object(accelerate.Accelerator, "skip_first_batches", skip_first_batches), \
+            mock.patch.object(sam_model.UncertaintySam, "forward", forward), \
+            mock.patch.object(losses.ElboLoss, "forward", loss_forward):
+        yield
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n")[0],
@@ -124,6 +218,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--posterior-gain", type=float, metavar="G", help="the posterior's mean output starts G times larger")
     parser.add_argument("--total-free-bits", action="store_true", help="floor the total KL at C * free_bits, not each dimension")
     parser.add_argument("--all-raters", action="store_true", help="B / R images with all R raters each per step")
+    parser.add_argument("--aux-decoder", type=float, metavar="W",
+                        help="add W x an auxiliary loss: redraw the rater's mask from the raters' mean mask and z")
+    parser.add_argument("--aux-noise", choices=("posterior", "prior"), default="posterior",
+                        help="the auxiliary net's z: the posterior's sample, or its mean plus noise at the prior's sigma")
     return parser
 
 
@@ -144,7 +242,10 @@ def main(argv: list[str] | None = None) -> int:
             f"{Path(args.out) / 'runs' / name} exists: it would be measured as it is, without the change; "
             f"give each what-if run a fresh --out"
         )
-    if not any(value not in (None, False) for value in vars(options).values()):
+    if options.aux_noise != "posterior" and options.aux_decoder is None:
+        build_parser().error("--aux-noise sets the --aux-decoder's z: give --aux-decoder W too")
+    changes = {key: value for key, value in vars(options).items() if key != "aux_noise"}
+    if not any(value not in (None, False) for value in changes.values()):
         build_parser().error("name at least one change (see --help)")
     with what_if(options) as record:
         result = diagnose_latent.run(args)

@@ -10,8 +10,8 @@ from benchmarks import latent_takeoff
 
 
 def _options(**given):
-    values = {"posterior_sigma": None, "posterior_gain": None,
-              "total_free_bits": False, "all_raters": False, **given}
+    values = {"posterior_sigma": None, "posterior_gain": None, "total_free_bits": False, "all_raters": False,
+              "aux_decoder": None, "aux_noise": "posterior", **given}
     return argparse.Namespace(**values)
 
 
@@ -66,10 +66,62 @@ def test_all_raters_turns_b_images_into_b_over_r_images_with_each_of_their_rater
     assert torch.equal(out["masks"][5], masks[1])
 
 
+def test_the_consensus_decoder_redraws_a_mask_at_half_resolution_from_the_consensus_and_z():
+    decoder = latent_takeoff.ConsensusDecoder(latent_dim=6)
+    consensus, z = torch.rand(3, 1, 32, 32), torch.randn(3, 6)
+    assert decoder(consensus, z).shape == (3, 1, 16, 16)
+    mask = (consensus > 0.5).float()
+    loss = latent_takeoff.consensus_loss(decoder, consensus, z.requires_grad_(), mask)
+    loss.backward()
+    assert loss.dim() == 0 and z.grad.abs().sum() > 0  # its loss reaches z, hence the posterior
+
+
+def _training_forward_and_loss(model, with_consensus: bool):
+    """One step as the training loop takes it: the loader hands out the batch, the model runs
+    with the rater's mask, the ELBO loss is taken. Returns the loss terms."""
+    import accelerate
+
+    from tests.sam.conftest import SIZE, disc_masks, images
+    from uncertainty_adapters.integrations.sam import Prompts
+
+    masks = torch.cat([disc_masks(2), disc_masks(2).flip(-1)], 1)  # (B = 2, R = 2, S, S): two raters
+    batch = {"image": images(2), "masks": masks, "mask": masks[:, :1]}
+    if with_consensus:
+        items = [{key: value[i] for key, value in batch.items()} for i in range(2)]
+        loader = torch.utils.data.DataLoader(items, batch_size=2)
+        batch = next(iter(accelerate.Accelerator(cpu=True).skip_first_batches(loader)))
+    prompts = Prompts(points=torch.full((2, 1, 2), SIZE / 2), labels=torch.ones(2, 1, dtype=torch.long))
+    output = model(batch["image"], prompts, masks=batch["mask"], generator=torch.Generator().manual_seed(0))
+    return ua.ElboLoss(beta=1e-3, validate=False)(output.logits.float(), batch["mask"], output.kl)
+
+
+@pytest.mark.parametrize("noise", ["posterior", "prior"])
+def test_aux_decoder_adds_its_loss_to_training_steps_only(noise):
+    from tests.sam.conftest import tiny_uncertainty_sam
+
+    plain = _training_forward_and_loss(tiny_uncertainty_sam().train(), with_consensus=True)
+    with latent_takeoff.what_if(_options(aux_decoder=2.0, aux_noise=noise)):
+        model = tiny_uncertainty_sam().train()
+        assert isinstance(model.latent_heads.aux_decoder, latent_takeoff.ConsensusDecoder)
+        trained = _training_forward_and_loss(model, with_consensus=True)
+        model.eval()
+        evaluated = _training_forward_and_loss(model, with_consensus=True)
+    # the ELBO's own parts are those of the plain model (the aux net draws no number of the run's);
+    # only the loss gains the weighted auxiliary term
+    assert torch.equal(trained.reconstruction, plain.reconstruction) and torch.equal(trained.kl, plain.kl)
+    assert float((trained.loss - plain.loss).detach()) > 0.5  # 2 x a cross-entropy near log 2 at the start
+    assert torch.equal(evaluated.loss, evaluated.reconstruction + 1e-3 * evaluated.kl)  # eval: nothing added
+    assert not hasattr(tiny_uncertainty_sam().latent_heads, "aux_decoder")  # only inside the block
+
+
 def test_a_run_needs_a_change_and_a_fresh_out(tmp_path, capsys):
+    for no_change in ([], ["--aux-noise", "posterior"]):
+        with pytest.raises(SystemExit):
+            latent_takeoff.main([*no_change, "--", "--out", str(tmp_path), "--data", "bimodal", "--variant", "demo"])
+        assert "at least one change" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        latent_takeoff.main(["--", "--out", str(tmp_path), "--data", "bimodal", "--variant", "demo"])
-    assert "at least one change" in capsys.readouterr().err
+        latent_takeoff.main(["--aux-noise", "prior", "--", "--out", str(tmp_path), "--data", "bimodal", "--variant", "demo"])
+    assert "give --aux-decoder W too" in capsys.readouterr().err
     (tmp_path / "runs" / "bimodal-demo").mkdir(parents=True)
     with pytest.raises(SystemExit, match="fresh --out"):
         latent_takeoff.main(["--posterior-sigma", "0.4", "--", "--out", str(tmp_path), "--data", "bimodal", "--variant", "demo"])
