@@ -26,7 +26,8 @@ The changes (any combination):
   step, whether or not SAM's path reads it yet. ``--aux-noise prior`` gives that net the
   posterior's mean plus noise at the prior's sigma (detached) instead of the posterior's own
   sample, so the raters must lie apart at the prior's scale to be told apart, rather than
-  at a posterior sigma shrunk to almost nothing.
+  at a posterior sigma shrunk to almost nothing. The auxiliary net is saved with the latent
+  heads (``latent_heads.aux_decoder.*``), so such a run folder loads only under the same change.
 
 These are experiments, not library options. Two changes measured beside them are library
 options instead: LeakyReLU in the prior and posterior nets (``LatentHeads(activation=
