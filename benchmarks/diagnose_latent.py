@@ -91,6 +91,7 @@ VARIANTS["demo-relu"] = {"latent_activation": "relu"}  # ReLU there, as the Prob
 VARIANTS["demo-all-raters"] = {"raters_per_image": "all"}  # each image with all its raters in one step
 VARIANTS["demo-leaky-all-raters"] = {"latent_activation": "leaky_relu", "raters_per_image": "all"}
 VARIANTS["demo-no-prior-fit"] = {"prior_fit_epochs": 0}  # joint training only, as the paper
+VARIANTS["demo-prior-fit-60"] = {"prior_fit_epochs": 60}  # the prior-fit phase three times as long; training unchanged
 VARIANTS["demo-kl-warmup"] = {"kl_warmup": 0.2}  # beta ramps up from 0 over the first fifth of the steps
 VARIANTS["demo-beta0"] = {"beta": 0.0}  # no KL term in training: the prior-fit phase alone fits the prior
 # GECO in place of free bits: the KL's weight adapts so that the training DiceCE reaches kappa
