@@ -94,6 +94,8 @@ VARIANTS["demo-no-prior-fit"] = {"prior_fit_epochs": 0}  # joint training only, 
 VARIANTS["demo-prior-fit-60"] = {"prior_fit_epochs": 60}  # the prior-fit phase three times as long; training unchanged
 VARIANTS["demo-kl-warmup"] = {"kl_warmup": 0.2}  # beta ramps up from 0 over the first fifth of the steps
 VARIANTS["demo-beta0"] = {"beta": 0.0}  # no KL term in training: the prior-fit phase alone fits the prior
+# the latent prompt's last layer at PyTorch's default init instead of zeros: z moves the masks from step 0
+VARIANTS["demo-prompt-random"] = {"latent_prompt_start": "random"}
 # GECO in place of free bits: the KL's weight adapts so that the training DiceCE reaches kappa
 VARIANTS["demo-geco"] = {"geco_kappa": 0.14, "free_bits": 0.0}
 VARIANTS["demo-geco-0.05"] = {"geco_kappa": 0.05, "free_bits": 0.0}

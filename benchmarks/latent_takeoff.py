@@ -28,6 +28,15 @@ The changes (any combination):
   sample, so the raters must lie apart at the prior's scale to be told apart, rather than
   at a posterior sigma shrunk to almost nothing. The auxiliary net is saved with the latent
   heads (``latent_heads.aux_decoder.*``), so such a run folder loads only under the same change.
+- ``--prompt-form F``: how z enters SAM's mask decoder as a dense prompt (the demo's
+  ``latent_prompt``), in place of one vector MLP(z) added at every position
+  (`LatentDensePrompt`). ``film``: z also scales each channel, embedding * (1 + gamma(z)) +
+  beta(z) (`FilmLatentPrompt`), so z's effect at a position grows with what the image has
+  there. ``fcomb``: a per-position MLP of the embedding and z tiled over the positions, added
+  to the embedding (`FcombLatentPrompt`), as the Probabilistic U-Net's fcomb combines z with its
+  last feature map. Each starts as the variant's ``latent_prompt_start`` says (the demo's:
+  zero, the identity); the run folder's ``latent_prompt.safetensors`` then holds the new form's
+  weights, so it too loads only under the same change.
 
 These are experiments, not library options. Two changes measured beside them are library
 options instead: LeakyReLU in the prior and posterior nets (``LatentHeads(activation=
@@ -116,6 +125,65 @@ def consensus_loss(decoder: ConsensusDecoder, consensus: torch.Tensor, z: torch.
     return torch.nn.functional.binary_cross_entropy_with_logits(decoder(consensus.float(), z.float()), target)
 
 
+class FilmLatentPrompt(nn.Module):
+    """z scales and shifts each channel of the image embedding: embedding * (1 + gamma) + beta.
+
+    (gamma, beta) = MLP(z), each (N, D); with ``start="zero"`` the MLP's last layer starts at
+    zero, so the module starts as the identity. Same contract as `LatentDensePrompt`: embeddings (N, D, h, w) and z
+    (N, C), or (B, K, C) with N = B * K image-major -> (N, D, h, w); ``start`` as there.
+    """
+
+    def __init__(self, latent_dim: int, embed_dim: int, hidden_dim: int = 64, start: str = "zero") -> None:
+        super().__init__()
+        self.latent_dim, self.embed_dim = latent_dim, embed_dim
+        self.net = nn.Sequential(nn.Linear(latent_dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, 2 * embed_dim))
+        if start == "zero":
+            nn.init.zeros_(self.net[-1].weight)
+            nn.init.zeros_(self.net[-1].bias)
+
+    def forward(self, embeddings: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        z = _paired_samples(self, embeddings, z)
+        gamma, beta = self.net(z.to(embeddings.dtype))[:, :, None, None].chunk(2, dim=1)
+        return embeddings * (1 + gamma) + beta
+
+
+class FcombLatentPrompt(nn.Module):
+    """A per-position MLP of the embedding and z, added to the embedding.
+
+    shift = Conv1x1(GELU(Conv1x1([embedding, z tiled over the positions]))), (N, D, h, w); with
+    ``start="zero"`` the last convolution starts at zero, so the module starts as the identity.
+    Same contract as `LatentDensePrompt`, ``start`` included.
+    """
+
+    def __init__(self, latent_dim: int, embed_dim: int, hidden_dim: int = 64, start: str = "zero") -> None:
+        super().__init__()
+        self.latent_dim, self.embed_dim = latent_dim, embed_dim
+        self.net = nn.Sequential(nn.Conv2d(embed_dim + latent_dim, hidden_dim, 1), nn.GELU(),
+                                 nn.Conv2d(hidden_dim, embed_dim, 1))
+        if start == "zero":
+            nn.init.zeros_(self.net[-1].weight)
+            nn.init.zeros_(self.net[-1].bias)
+
+    def forward(self, embeddings: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        z = _paired_samples(self, embeddings, z)
+        tiled = z.to(embeddings.dtype)[:, :, None, None].expand(-1, -1, *embeddings.shape[-2:])
+        return embeddings + self.net(torch.cat([embeddings, tiled], dim=1))
+
+
+PROMPT_FORMS = {"film": FilmLatentPrompt, "fcomb": FcombLatentPrompt}
+
+
+def _paired_samples(prompt: nn.Module, embeddings: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """z as (N, C), checked to pair sample i with embedding i (as `LatentDensePrompt` does)."""
+    z = z.reshape(-1, prompt.latent_dim)
+    if z.shape[0] != embeddings.shape[0] or embeddings.shape[1] != prompt.embed_dim:
+        raise ValueError(
+            f"{type(prompt).__name__} pairs embedding i with sample i: got embeddings {tuple(embeddings.shape)} "
+            f"(expected {prompt.embed_dim} channels) and {z.shape[0]} samples of dimension {prompt.latent_dim}"
+        )
+    return z
+
+
 @contextlib.contextmanager
 def what_if(options: argparse.Namespace) -> Iterator[dict[str, Any]]:
     """Apply the changes ``options`` asks for while the block runs; yields their record."""
@@ -146,6 +214,11 @@ def what_if(options: argparse.Namespace) -> Iterator[dict[str, Any]]:
                     change(self)
 
             stack.enter_context(mock.patch.object(latent_heads.LatentHeads, "__init__", init))
+        if options.prompt_form is not None:
+            from uncertainty_adapters.integrations.sam import model as sam_model
+
+            record["prompt_form"] = options.prompt_form
+            stack.enter_context(mock.patch.object(sam_model, "LatentDensePrompt", PROMPT_FORMS[options.prompt_form]))
         if options.total_free_bits:
             record["total_free_bits"] = True
             stack.enter_context(mock.patch.object(losses.ElboLoss, "kl_terms", total_free_bits_kl_terms))
@@ -223,6 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="add W x an auxiliary loss: redraw the rater's mask from the raters' mean mask and z")
     parser.add_argument("--aux-noise", choices=("posterior", "prior"), default="posterior",
                         help="the auxiliary net's z: the posterior's sample, or its mean plus noise at the prior's sigma")
+    parser.add_argument("--prompt-form", choices=sorted(PROMPT_FORMS),
+                        help="z's dense prompt of the mask decoder: channel gains and shifts (film) or a per-position MLP (fcomb)")
     return parser
 
 
@@ -248,6 +323,11 @@ def main(argv: list[str] | None = None) -> int:
     changes = {key: value for key, value in vars(options).items() if key != "aux_noise"}
     if not any(value not in (None, False) for value in changes.values()):
         build_parser().error("name at least one change (see --help)")
+    if options.prompt_form is not None:
+        from uncertainty_adapters.integrations.pipeline.presets import get_preset
+
+        if not get_preset("demo").replace(**diagnose_latent.VARIANTS[args.variant]).latent_prompt:
+            raise SystemExit(f"--prompt-form changes the latent prompt, which variant {args.variant!r} does not have")
     with what_if(options) as record:
         result = diagnose_latent.run(args)
     result["what_if"] = record

@@ -11,7 +11,7 @@ from benchmarks import latent_takeoff
 
 def _options(**given):
     values = {"posterior_sigma": None, "posterior_gain": None, "total_free_bits": False, "all_raters": False,
-              "aux_decoder": None, "aux_noise": "posterior", **given}
+              "aux_decoder": None, "aux_noise": "posterior", "prompt_form": None, **given}
     return argparse.Namespace(**values)
 
 
@@ -112,6 +112,62 @@ def test_aux_decoder_adds_its_loss_to_training_steps_only(noise):
     assert float((trained.loss - plain.loss).detach()) > 0.5  # 2 x a cross-entropy near log 2 at the start
     assert torch.equal(evaluated.loss, evaluated.reconstruction + 1e-3 * evaluated.kl)  # eval: nothing added
     assert not hasattr(tiny_uncertainty_sam().latent_heads, "aux_decoder")  # only inside the block
+
+
+def _trained_looking(prompt: torch.nn.Module) -> torch.nn.Module:
+    torch.manual_seed(1)
+    with torch.no_grad():
+        prompt.net[-1].weight.normal_(0, 0.3)
+    return prompt
+
+
+@pytest.mark.parametrize("form", sorted(latent_takeoff.PROMPT_FORMS))
+def test_each_prompt_form_starts_as_the_identity_and_pairs_sample_i_with_embedding_i(form):
+    prompt = latent_takeoff.PROMPT_FORMS[form](latent_dim=6, embed_dim=32)
+    embeddings, z = torch.randn(6, 32, 8, 8), torch.randn(2, 3, 6)  # B = 2 images, K = 3 samples
+    assert torch.equal(prompt(embeddings, z), embeddings)
+    _trained_looking(prompt)
+    shifted = prompt(embeddings, z)
+    one = prompt(embeddings[4:5], z[1, 1:2])  # image 1, sample 1 = row 4 of the image-major batch
+    torch.testing.assert_close(shifted[4:5], one)
+    with pytest.raises(ValueError, match="pairs embedding i with sample i"):
+        prompt(embeddings, torch.randn(2, 6))
+
+
+def test_film_scales_each_channel_by_z_and_fcomb_reads_z_with_each_positions_embedding():
+    embeddings = torch.randn(1, 32, 8, 8)
+    z = torch.randn(1, 6)
+    film = _trained_looking(latent_takeoff.FilmLatentPrompt(latent_dim=6, embed_dim=32))
+    # film: the change z makes is gamma * embedding + beta, an affine function of each channel
+    twice = film(2 * embeddings, z) - film(embeddings, z)
+    torch.testing.assert_close(twice, film(embeddings, z) - film(torch.zeros_like(embeddings), z))
+    # ...whose gain is z's: another z scales the same embedding differently
+    other = torch.randn(1, 6)
+    assert not torch.allclose(twice, film(2 * embeddings, other) - film(embeddings, other))
+    fcomb = _trained_looking(latent_takeoff.FcombLatentPrompt(latent_dim=6, embed_dim=32))
+    # fcomb: the same z shifts two positions differently when the embedding differs there
+    shift = fcomb(embeddings, z) - embeddings
+    assert not torch.allclose(shift[..., 0, 0], shift[..., 3, 5])
+    flat = torch.ones(1, 32, 8, 8)  # ...and alike where the embedding is alike
+    flat_shift = fcomb(flat, z) - flat
+    torch.testing.assert_close(flat_shift, flat_shift[..., :1, :1].expand_as(flat_shift))
+
+
+@pytest.mark.parametrize("form", sorted(latent_takeoff.PROMPT_FORMS))
+def test_prompt_form_replaces_the_latent_prompt_only_inside_the_block(form):
+    from tests.sam.conftest import tiny_uncertainty_sam
+    from uncertainty_adapters.integrations.sam.latent_prompt import LatentDensePrompt
+
+    with latent_takeoff.what_if(_options(prompt_form=form)) as record:
+        model = tiny_uncertainty_sam(latent_prompt=True)
+    assert type(model.latent_prompt) is latent_takeoff.PROMPT_FORMS[form] and record == {"prompt_form": form}
+    assert type(tiny_uncertainty_sam(latent_prompt=True).latent_prompt) is LatentDensePrompt
+
+
+def test_prompt_form_needs_a_variant_with_a_latent_prompt(tmp_path):
+    with pytest.raises(SystemExit, match="does not have"):
+        latent_takeoff.main(["--prompt-form", "film", "--", "--out", str(tmp_path), "--data", "bimodal", "--variant", "paper"])
+    assert not (tmp_path / "runs").exists()
 
 
 def test_a_run_needs_a_change_and_a_fresh_out(tmp_path, capsys):

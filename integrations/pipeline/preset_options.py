@@ -15,6 +15,7 @@ from typing import Any, Sequence
 from uncertainty_adapters.config import CMSM_ACTIVATIONS, INTERACTIONS, LATENT_PLACEMENTS
 from uncertainty_adapters.latent_heads import ACTIVATIONS as LATENT_ACTIVATIONS
 from uncertainty_adapters.integrations.pipeline.training.rater_batches import RATERS_PER_IMAGE
+from uncertainty_adapters.integrations.sam.latent_prompt import STARTS as LATENT_PROMPT_STARTS
 from uncertainty_adapters.integrations.sam.prompts import PROMPT_MODES
 from uncertainty_adapters.integrations.sam.spec import ATTENTION_KIND_NAMES
 
@@ -28,6 +29,9 @@ _OPTIONS: dict[str, tuple[str, dict[str, Any]]] = {
     "latent_prompt": ("--latent-prompt", dict(
         action=argparse.BooleanOptionalAction,
         help="z also enters as a dense prompt of SAM's mask decoder (not in the paper; the demo's default).")),
+    "latent_prompt_start": ("--latent-prompt-start", dict(
+        choices=LATENT_PROMPT_STARTS, help="How the latent prompt's last layer starts: zero (the identity until "
+                                           "trained) or random (z moves the masks from the first step).")),
     "free_bits": ("--free-bits", dict(type=float, help="Nats per latent dimension the KL term does not penalise.")),
     "geco_kappa": ("--geco-kappa", dict(
         type=float, metavar="KAPPA", help="GECO: adapt the KL weight so that the reconstruction loss (DiceCE) "
@@ -72,7 +76,7 @@ _OPTIONS: dict[str, tuple[str, dict[str, Any]]] = {
 
 TRAINING_OPTIONS: tuple[str, ...] = tuple(_OPTIONS)
 REPRODUCE_OPTIONS: tuple[str, ...] = (
-    "cmsm_activation", "latent_placement", "latent_prompt", "free_bits", "geco_kappa", "latent_activation",
+    "cmsm_activation", "latent_placement", "latent_prompt", "latent_prompt_start", "free_bits", "geco_kappa", "latent_activation",
     "raters_per_image", "epochs", "batch_size", "lr", "latent_lr", "beta", "kl_warmup", "prior_fit_epochs", "prior_fit_lr",
     "latent_dim", "image_size",
     "synthetic_cases", "patience", "eval_samples", "ged_samples", "train_decoder", "prompt",

@@ -26,6 +26,11 @@ latent nets train at the adapters' rate (docs/results.md, "The demo's latent set
 paper presets keep the paper's form (no latent prompt, plain ELBO); ``--latent-prompt --free-bits 0.5`` adds them,
 ``--no-latent-prompt --free-bits 0 --latent-lr 1e-4`` takes them off the demo.
 
+``latent_prompt_start``: 'zero' in every preset (the latent prompt is the identity until trained);
+'random' (``--latent-prompt-start random``) keeps PyTorch's default start of its last layer, so z
+moves the masks, and the posterior gets a gradient, from the first step. Why no preset uses it:
+docs/results.md, "How z reaches SAM's mask decoder".
+
 ``latent_activation``: the nonlinearity of UA-SAM's prior and posterior nets (`ua.LatentHeads`):
 'leaky_relu' in the demo, the Probabilistic U-Net's 'relu' in the paper presets
 (``--latent-activation`` sets either). It reaches UA-SAM only; the Probabilistic U-Net row keeps
@@ -64,6 +69,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from uncertainty_adapters.integrations.pipeline.training.rater_batches import RATERS_PER_IMAGE
+from uncertainty_adapters.integrations.sam.latent_prompt import STARTS as LATENT_PROMPT_STARTS
 
 
 @dataclass
@@ -120,6 +126,12 @@ class Preset:
         default=False,
         metadata={"help": "z also enters as a dense prompt of SAM's mask decoder (integrations/sam/latent_prompt.py); "
                           "not in the paper."},
+    )
+    latent_prompt_start: str = field(
+        default="zero",
+        metadata={"help": "How the latent prompt's last layer starts: zero (the identity until trained) or random "
+                          "(PyTorch's default init, so z moves the masks and the posterior gets a gradient from the "
+                          "first step); only with latent_prompt."},
     )
     latent_resolution: int = field(default=128, metadata={"help": "Side the prior/posterior nets see."})
     latent_activation: str = field(
@@ -182,6 +194,8 @@ class Preset:
 
     def __post_init__(self) -> None:
         self.latent_filters = tuple(self.latent_filters)  # JSON gives lists back
+        if self.latent_prompt_start not in LATENT_PROMPT_STARTS:
+            raise ValueError(f"latent_prompt_start must be one of {LATENT_PROMPT_STARTS}, got {self.latent_prompt_start!r}")
         if self.raters_per_image not in RATERS_PER_IMAGE:
             raise ValueError(f"raters_per_image must be one of {RATERS_PER_IMAGE}, got {self.raters_per_image!r}")
         if self.geco_kappa is not None:
@@ -207,7 +221,7 @@ class Preset:
 
 #: What a preset recorded before a field existed (in run.json or reproduce.json) meant for it.
 LEGACY_VALUES: dict[str, Any] = {"latent_prompt": False, "latent_activation": "relu", "raters_per_image": "one",
-                                 "geco_kappa": None}
+                                 "geco_kappa": None, "latent_prompt_start": "zero"}
 
 
 def with_legacy_values(recorded: dict[str, Any]) -> dict[str, Any]:

@@ -120,6 +120,7 @@ def build_uncertainty_sam(
     gradient_checkpointing: bool = False,
     attention: str | None = None,
     latent_prompt: bool = False,
+    latent_prompt_start: str = "zero",
 ) -> UncertaintySam:
     """UA-SAM: build SAM, load its weights, then inject the uncertainty adapters.
 
@@ -136,7 +137,8 @@ def build_uncertainty_sam(
         train_decoder: let the mask decoder train too (off in the paper).
         latent_heads_kwargs: extra arguments of `ua.LatentHeads`.
         sdpa_attention, attention: see `build_sam`.
-        latent_prompt: z also enters as a dense prompt of the mask decoder (`UncertaintySam`).
+        latent_prompt, latent_prompt_start: z also enters as a dense prompt of the mask decoder, and
+            how that prompt's last layer starts (`UncertaintySam`).
         gradient_checkpointing: recompute each encoder block with its adapter during backward
             instead of storing its activations (`UncertaintyModel.gradient_checkpointing_enable`):
             less memory for vit_l / vit_h training, one more encoder forward per step.
@@ -149,7 +151,8 @@ def build_uncertainty_sam(
     sam = build_sam(spec, image_size, sdpa_attention=sdpa_attention, attention=attention)
     if checkpoint is not None:
         load_sam_weights(sam, checkpoint, spec_name=spec if isinstance(spec, str) else None)
-    model = UncertaintySam(sam, adapter_config, train_decoder, latent_heads_kwargs, latent_prompt=latent_prompt)
+    model = UncertaintySam(sam, adapter_config, train_decoder, latent_heads_kwargs, latent_prompt=latent_prompt,
+                           latent_prompt_start=latent_prompt_start)
     if gradient_checkpointing:
         model.encoder.gradient_checkpointing_enable()
     return model.eval()

@@ -7,15 +7,26 @@ instead of only through the adapters and the frozen encoder blocks after them:
 
     embedding'(z) = embedding + MLP(z)[:, :, None, None]
 
-The MLP's last layer starts at zero: an untrained `LatentDensePrompt` changes nothing, and its
-gradient is not zero from the first step (it is the decoder's gradient times the hidden
-features of z). Shapes: z (N, C) -> a shift (N, D, 1, 1) for embeddings (N, D, h, w).
+How the MLP's last layer starts (``start``):
+
+- ``"zero"``: an untrained `LatentDensePrompt` changes nothing. The last layer's own gradient is
+  not zero from the first step (the decoder's gradient times the hidden features of z), but
+  through a zero layer the reconstruction's gradient reaches neither the first layer nor z, so
+  the posterior gets no signal from this path until the last layer has grown.
+- ``"random"``: PyTorch's default initialisation of that layer (``nn.Linear``'s). Each sample
+  shifts the embedding a little at random from the first step, and the gradient reaches the
+  first layer and z (so the posterior) at once.
+
+Shapes: z (N, C) -> a shift (N, D, 1, 1) for embeddings (N, D, h, w).
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+#: How the MLP's last layer starts (module docstring).
+STARTS = ("zero", "random")
 
 
 class LatentDensePrompt(nn.Module):
@@ -25,6 +36,7 @@ class LatentDensePrompt(nn.Module):
         latent_dim: C, the latent sample's dimension.
         embed_dim: D, the image embedding's channels (SAM's ``prompt_embed_dim``, 256).
         hidden_dim: width of the MLP's hidden layer.
+        start: "zero" (the identity until trained) or "random" (module docstring).
 
     Example:
         >>> prompt = LatentDensePrompt(latent_dim=6, embed_dim=32)
@@ -33,12 +45,15 @@ class LatentDensePrompt(nn.Module):
         True
     """
 
-    def __init__(self, latent_dim: int, embed_dim: int, hidden_dim: int = 64) -> None:
+    def __init__(self, latent_dim: int, embed_dim: int, hidden_dim: int = 64, start: str = "zero") -> None:
         super().__init__()
+        if start not in STARTS:
+            raise ValueError(f"unknown latent prompt start {start!r}; use one of {STARTS}")
         self.latent_dim, self.embed_dim = latent_dim, embed_dim
         self.net = nn.Sequential(nn.Linear(latent_dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, embed_dim))
-        nn.init.zeros_(self.net[-1].weight)
-        nn.init.zeros_(self.net[-1].bias)
+        if start == "zero":
+            nn.init.zeros_(self.net[-1].weight)
+            nn.init.zeros_(self.net[-1].bias)
 
     def forward(self, embeddings: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """embeddings (N, D, h, w) and z (N, C), or (B, K, C) with N = B * K image-major ->

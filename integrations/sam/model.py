@@ -66,6 +66,8 @@ class UncertaintySam(nn.Module):
             latent ('position', 'none'), which have no latent heads.
         latent_prompt: z also enters as a dense prompt of the mask decoder (`LatentDensePrompt`,
             trainable), besides the adapters; not in the paper. Ignored without a latent.
+        latent_prompt_start: how the dense prompt's last layer starts, "zero" (the identity until
+            trained) or "random" (`LatentDensePrompt`'s ``start``); only with ``latent_prompt``.
     """
 
     def __init__(
@@ -75,6 +77,7 @@ class UncertaintySam(nn.Module):
         train_decoder: bool = False,
         latent_heads_kwargs: Mapping[str, Any] | None = None,
         latent_prompt: bool = False,
+        latent_prompt_start: str = "zero",
     ) -> None:
         super().__init__()
         if not isinstance(getattr(sam, "image_encoder", None), ImageEncoderViT):
@@ -97,7 +100,7 @@ class UncertaintySam(nn.Module):
             self.latent_heads = None
         self.encoder = ua.inject_uncertainty_adapters(sam.image_encoder, adapter_config)
         self.latent_prompt = (
-            LatentDensePrompt(adapter_config.latent_dim, sam.prompt_encoder.embed_dim)
+            LatentDensePrompt(adapter_config.latent_dim, sam.prompt_encoder.embed_dim, start=latent_prompt_start)
             if latent_prompt and self.latent_heads is not None else None
         )
         self.prompt_encoder = sam.prompt_encoder.requires_grad_(False)

@@ -77,6 +77,18 @@ def test_the_latent_prompt_the_demo_turns_on_can_be_turned_off(flag, expected):
     assert _preset_from(args, "paper-lidc").latent_prompt is (expected and bool(flag))  # the paper presets: off
 
 
+@pytest.mark.parametrize("command", ["train", "reproduce"])
+def test_the_latent_prompts_start_is_one_flag_away_and_an_unknown_one_is_refused(command, capsys):
+    head = ["train", "--data", "synthetic", "--preset", "demo", "--out", "x"] if command == "train" else \
+        ["reproduce", "--data", "synthetic", "--preset", "demo", "--out", "x"]
+    args = build_parser().parse_args([*head, "--latent-prompt-start", "random"])
+    assert preset_overrides(args, REPRODUCE_OPTIONS)["latent_prompt_start"] == "random"
+    assert get_preset("paper-lidc").latent_prompt_start == "zero"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([*head, "--latent-prompt-start", "ones"])
+    assert "invalid choice: 'ones'" in capsys.readouterr().err
+
+
 def test_the_demo_trains_leaky_relu_latent_nets_the_paper_presets_relu_and_either_is_one_flag_away():
     args = build_parser().parse_args(["train", "--data", "synthetic", "--preset", "demo", "--out", "x"])
     assert [_preset_from(args, name).latent_activation for name in ("demo", "paper-lidc", "paper-refuge2")] == [

@@ -65,3 +65,34 @@ def test_the_samples_of_an_image_differ_through_the_latent_prompt_alone():
     out = model(images(1), _prompts(1), num_samples=3, generator=torch.Generator().manual_seed(0))
     # the adapters are still at their init (identity), so only the dense prompt can make them differ
     assert not torch.allclose(out.logits[0, 0], out.logits[0, 1])
+
+
+def test_a_random_start_gives_z_and_the_posterior_a_gradient_from_the_first_step():
+    """start="zero": the reconstruction's gradient stops at the zero last layer; "random": it
+    reaches the prompt's first layer and, through z, the posterior net."""
+    masks = (torch.rand(2, 1, SIZE, SIZE, generator=torch.Generator().manual_seed(0)) > 0.5).float()
+    reached = {}
+    for start in ("zero", "random"):
+        torch.manual_seed(0)
+        # the adapters' own z paths start at zero too, so only the prompt can pass z's gradient on
+        model = tiny_uncertainty_sam(latent_prompt=True, latent_prompt_start=start).train()
+        out = model(images(2), _prompts(2), masks=masks)
+        torch.nn.functional.binary_cross_entropy_with_logits(out.logits, masks).backward()
+        first = model.latent_prompt.net[0].weight.grad
+        posterior = [p.grad for p in model.latent_heads.posterior_net.parameters() if p.grad is not None]
+        reached[start] = (first.abs().sum() > 0, any(g.abs().sum() > 0 for g in posterior))
+    assert reached == {"zero": (False, False), "random": (True, True)}
+
+
+def test_a_random_start_moves_the_embeddings_by_the_sample_and_an_unknown_start_is_refused():
+    torch.manual_seed(0)
+    prompt = LatentDensePrompt(6, 32, start="random")
+    embeddings = torch.randn(2, 32, 8, 8)
+    shifted = prompt(embeddings, torch.randn(2, 6))
+    assert not torch.allclose(shifted, embeddings) and not torch.allclose(shifted[0] - embeddings[0], shifted[1] - embeddings[1])
+    try:
+        LatentDensePrompt(6, 32, start="ones")
+    except ValueError as error:
+        assert "unknown latent prompt start 'ones'" in str(error)
+    else:
+        raise AssertionError("expected a ValueError")

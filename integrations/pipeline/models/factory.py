@@ -31,6 +31,7 @@ def build_model(job: Any, backbone: Path | None) -> TrainableSegmenter:
         ),
         train_decoder=preset.train_decoder,
         latent_prompt=preset.latent_prompt,
+        latent_prompt_start=preset.latent_prompt_start,
         gradient_checkpointing=preset.gradient_checkpointing,
         attention=preset.attention,
         latent_heads_kwargs={
