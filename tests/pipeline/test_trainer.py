@@ -170,6 +170,18 @@ def test_the_presets_latent_activation_reaches_ua_sams_heads_and_a_recorded_pres
     assert baseline.latent_heads.config["activation"] == "relu"  # the Probabilistic U-Net keeps its recipe
 
 
+def test_the_presets_latent_prompt_start_reaches_the_prompt_and_a_recorded_preset_without_it_meant_zero(
+        tmp_path, backbone_file):
+    from uncertainty_adapters.integrations.pipeline.presets import Preset
+
+    for start, any_weight in (("zero", False), ("random", True)):
+        model = build_model(job(tmp_path / start, latent_prompt=True, latent_prompt_start=start), backbone_file)
+        assert bool(model.latent_prompt.net[-1].weight.any()) is any_weight
+    recorded = {k: v for k, v in job(tmp_path / "y", latent_prompt=True, latent_prompt_start="random").preset.to_dict().items()
+                if k != "latent_prompt_start"}
+    assert Preset.from_dict(recorded).latent_prompt_start == "zero"
+
+
 def test_a_run_with_free_bits_trains_and_records_them(tmp_path, backbone_file):
     train(job(tmp_path / "run", max_steps=1, epochs=1, free_bits=0.5, prior_fit_epochs=0), backbone=backbone_file)
     meta = run_dir.read_run_config(tmp_path / "run")
