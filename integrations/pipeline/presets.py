@@ -196,6 +196,9 @@ class Preset:
         self.latent_filters = tuple(self.latent_filters)  # JSON gives lists back
         if self.latent_prompt_start not in LATENT_PROMPT_STARTS:
             raise ValueError(f"latent_prompt_start must be one of {LATENT_PROMPT_STARTS}, got {self.latent_prompt_start!r}")
+        if self.latent_prompt_start != "zero" and not self.latent_prompt:
+            raise ValueError(f"latent_prompt_start={self.latent_prompt_start!r} sets how the latent prompt starts, but "
+                             f"this preset has no latent prompt: add --latent-prompt (or leave the start at zero)")
         if self.raters_per_image not in RATERS_PER_IMAGE:
             raise ValueError(f"raters_per_image must be one of {RATERS_PER_IMAGE}, got {self.raters_per_image!r}")
         if self.geco_kappa is not None:

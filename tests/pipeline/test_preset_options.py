@@ -87,6 +87,9 @@ def test_the_latent_prompts_start_is_one_flag_away_and_an_unknown_one_is_refused
     with pytest.raises(SystemExit):
         build_parser().parse_args([*head, "--latent-prompt-start", "ones"])
     assert "invalid choice: 'ones'" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="add --latent-prompt"):  # the paper presets have no latent prompt
+        get_preset("paper-lidc").replace(latent_prompt_start="random")
+    assert get_preset("paper-lidc").replace(latent_prompt=True, latent_prompt_start="random").latent_prompt_start == "random"
 
 
 def test_the_demo_trains_leaky_relu_latent_nets_the_paper_presets_relu_and_either_is_one_flag_away():
