@@ -155,8 +155,9 @@ def test_film_scales_each_channel_by_z_and_fcomb_reads_z_with_each_positions_emb
 
 @pytest.mark.parametrize("form", sorted(latent_takeoff.PROMPT_FORMS))
 def test_prompt_form_replaces_the_latent_prompt_only_inside_the_block(form):
-    from tests.sam.conftest import tiny_uncertainty_sam
     from uncertainty_adapters.integrations.sam.latent_prompt import LatentDensePrompt
+
+    from tests.sam.conftest import tiny_uncertainty_sam
 
     with latent_takeoff.what_if(_options(prompt_form=form)) as record:
         model = tiny_uncertainty_sam(latent_prompt=True)
