@@ -60,6 +60,8 @@ from unittest import mock
 import torch
 from torch import nn
 
+from uncertainty_adapters.integrations.sam.latent_prompt import paired_samples, start_last_layer
+
 
 def scale_posterior_mean(heads: nn.Module, gain: float) -> None:
     """Multiply the mean half of the posterior net's last layer (its weights) by ``gain``."""
@@ -137,12 +139,10 @@ class FilmLatentPrompt(nn.Module):
         super().__init__()
         self.latent_dim, self.embed_dim = latent_dim, embed_dim
         self.net = nn.Sequential(nn.Linear(latent_dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, 2 * embed_dim))
-        if start == "zero":
-            nn.init.zeros_(self.net[-1].weight)
-            nn.init.zeros_(self.net[-1].bias)
+        start_last_layer(self.net[-1], start)
 
     def forward(self, embeddings: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        z = _paired_samples(self, embeddings, z)
+        z = paired_samples(self, embeddings, z)
         gamma, beta = self.net(z.to(embeddings.dtype))[:, :, None, None].chunk(2, dim=1)
         return embeddings * (1 + gamma) + beta
 
@@ -150,7 +150,8 @@ class FilmLatentPrompt(nn.Module):
 class FcombLatentPrompt(nn.Module):
     """A per-position MLP of the embedding and z, added to the embedding.
 
-    shift = Conv1x1(GELU(Conv1x1([embedding, z tiled over the positions]))), (N, D, h, w); with
+    shift = Conv1x1(GELU(Conv1x1([embedding, z tiled over the positions]))), (N, D, h, w), with
+    z's part of the first convolution computed once per sample and broadcast; with
     ``start="zero"`` the last convolution starts at zero, so the module starts as the identity.
     Same contract as `LatentDensePrompt`, ``start`` included.
     """
@@ -160,28 +161,20 @@ class FcombLatentPrompt(nn.Module):
         self.latent_dim, self.embed_dim = latent_dim, embed_dim
         self.net = nn.Sequential(nn.Conv2d(embed_dim + latent_dim, hidden_dim, 1), nn.GELU(),
                                  nn.Conv2d(hidden_dim, embed_dim, 1))
-        if start == "zero":
-            nn.init.zeros_(self.net[-1].weight)
-            nn.init.zeros_(self.net[-1].bias)
+        start_last_layer(self.net[-1], start)
 
     def forward(self, embeddings: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        z = _paired_samples(self, embeddings, z)
-        tiled = z.to(embeddings.dtype)[:, :, None, None].expand(-1, -1, *embeddings.shape[-2:])
-        return embeddings + self.net(torch.cat([embeddings, tiled], dim=1))
+        z = paired_samples(self, embeddings, z)
+        first, act, last = self.net
+        # The first 1 x 1 convolution of [embedding, z tiled] is its embedding part plus its z part,
+        # which is the same at every position: computed once per sample and broadcast.
+        weight = first.weight[:, :, 0, 0]
+        hidden = torch.nn.functional.conv2d(embeddings, first.weight[:, : self.embed_dim], first.bias)
+        hidden = hidden + (z.to(embeddings.dtype) @ weight[:, self.embed_dim:].T)[:, :, None, None]
+        return embeddings + last(act(hidden))
 
 
 PROMPT_FORMS = {"film": FilmLatentPrompt, "fcomb": FcombLatentPrompt}
-
-
-def _paired_samples(prompt: nn.Module, embeddings: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    """z as (N, C), checked to pair sample i with embedding i (as `LatentDensePrompt` does)."""
-    z = z.reshape(-1, prompt.latent_dim)
-    if z.shape[0] != embeddings.shape[0] or embeddings.shape[1] != prompt.embed_dim:
-        raise ValueError(
-            f"{type(prompt).__name__} pairs embedding i with sample i: got embeddings {tuple(embeddings.shape)} "
-            f"(expected {prompt.embed_dim} channels) and {z.shape[0]} samples of dimension {prompt.latent_dim}"
-        )
-    return z
 
 
 @contextlib.contextmanager

@@ -29,6 +29,28 @@ from torch import nn
 STARTS = ("zero", "random")
 
 
+def start_last_layer(layer: nn.Linear | nn.Conv2d, start: str) -> None:
+    """Start ``layer`` as ``start`` says: "zero" zeroes its weight and bias, "random" keeps the
+    layer's own (PyTorch default) initialisation; anything else is refused."""
+    if start not in STARTS:
+        raise ValueError(f"unknown latent prompt start {start!r}; use one of {STARTS}")
+    if start == "zero":
+        nn.init.zeros_(layer.weight)
+        nn.init.zeros_(layer.bias)
+
+
+def paired_samples(prompt: nn.Module, embeddings: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """z (N, C) or (B, K, C) as (N, C), checked to pair sample i with embedding i of
+    ``embeddings`` (N, D, h, w); ``prompt`` gives ``latent_dim`` C and ``embed_dim`` D."""
+    z = z.reshape(-1, prompt.latent_dim)
+    if z.shape[0] != embeddings.shape[0] or embeddings.shape[1] != prompt.embed_dim:
+        raise ValueError(
+            f"{type(prompt).__name__} pairs embedding i with sample i: got embeddings {tuple(embeddings.shape)} "
+            f"(expected {prompt.embed_dim} channels) and {z.shape[0]} samples of dimension {prompt.latent_dim}"
+        )
+    return z
+
+
 class LatentDensePrompt(nn.Module):
     """MLP(z) added to every position of the image embedding (SAM's dense-prompt channel).
 
@@ -47,21 +69,14 @@ class LatentDensePrompt(nn.Module):
 
     def __init__(self, latent_dim: int, embed_dim: int, hidden_dim: int = 64, start: str = "zero") -> None:
         super().__init__()
-        if start not in STARTS:
+        if start not in STARTS:  # before any layer draws its weights
             raise ValueError(f"unknown latent prompt start {start!r}; use one of {STARTS}")
         self.latent_dim, self.embed_dim = latent_dim, embed_dim
         self.net = nn.Sequential(nn.Linear(latent_dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, embed_dim))
-        if start == "zero":
-            nn.init.zeros_(self.net[-1].weight)
-            nn.init.zeros_(self.net[-1].bias)
+        start_last_layer(self.net[-1], start)
 
     def forward(self, embeddings: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """embeddings (N, D, h, w) and z (N, C), or (B, K, C) with N = B * K image-major ->
         (N, D, h, w): each embedding shifted by its own sample's vector."""
-        z = z.reshape(-1, self.latent_dim)
-        if z.shape[0] != embeddings.shape[0] or embeddings.shape[1] != self.embed_dim:
-            raise ValueError(
-                f"LatentDensePrompt pairs embedding i with sample i: got embeddings {tuple(embeddings.shape)} "
-                f"(expected {self.embed_dim} channels) and {z.shape[0]} samples of dimension {self.latent_dim}"
-            )
+        z = paired_samples(self, embeddings, z)
         return embeddings + self.net(z.to(embeddings.dtype))[:, :, None, None]
