@@ -36,6 +36,10 @@ Usage (results as JSON in OUT/<data>-<variant>.json, a markdown table with ``--s
     python -m benchmarks.diagnose_latent --out diag --run runs/r128/runs/adapter-sam/seed-0 --split train
     python -m benchmarks.diagnose_latent --out diag --data synthetic --variant none --full-finetune
 
+``--model prob-unet`` trains the Probabilistic U-Net instead, with its Table 1 recipe (the preset
+without adapters, its own latent nets; `ua-sam reproduce`'s row), on the same data, split and
+budget, and measures what applies to it (no posterior, oracle or z fit).
+
 ``--split train`` measures a run on the cases it trained on; ``--full-finetune`` trains every
 weight of the image encoder too (a reference the library does not offer; measured in memory).
 
@@ -472,14 +476,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from uncertainty_adapters.integrations.pipeline.backbone.demo import PretrainSettings, ensure_demo_backbone
     from uncertainty_adapters.integrations.pipeline.models.factory import build_model
     from uncertainty_adapters.integrations.pipeline.presets import get_preset
+    from uncertainty_adapters.integrations.pipeline.reproduce.job import RunSpec
     from uncertainty_adapters.integrations.pipeline.run_dir import load_run
     from uncertainty_adapters.integrations.pipeline.training.loop import TrainJob, train
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model_kind = getattr(args, "model", "ua-sam")
+    if model_kind == "prob-unet" and args.variant != "demo":
+        raise SystemExit("--model prob-unet trains the Probabilistic U-Net with its own recipe (Table 1's row); "
+                         f"--variant {args.variant!r} changes UA-SAM only: leave --variant at demo")
     overrides = dict(VARIANTS[args.variant])
     preset = get_preset("demo").replace(**overrides)
+    if model_kind == "prob-unet":  # its Table 1 row: the preset with no adapters, the preset's latent size
+        preset = RunSpec("prob-unet", "none", preset.latent_dim).preset_for(preset)
     if args.epochs:
         preset = preset.replace(epochs=args.epochs)
     if args.image_size:
@@ -496,14 +507,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     # The demo's backbone: the weights shipped with the package, unless --pretrain-steps asks for
     # another recipe (then pretrained once and cached).
     pretrain = PretrainSettings(steps=args.pretrain_steps) if args.pretrain_steps else None
-    backbone, facts = (None, {}) if args.quick else ensure_demo_backbone(settings=pretrain)
+    from_scratch = args.quick or model_kind == "prob-unet"
+    backbone, facts = (None, {}) if from_scratch else ensure_demo_backbone(settings=pretrain)
     full_finetune = bool(getattr(args, "full_finetune", False))
-    name = f"{args.data}-{args.variant}" + ("-full-finetune" if full_finetune else "")
+    if full_finetune and model_kind != "ua-sam":
+        raise SystemExit("--full-finetune trains UA-SAM's image encoder; the Probabilistic U-Net has none")
+    name = (f"{args.data}-{args.variant}" if model_kind == "ua-sam" else f"{args.data}-{model_kind}") \
+        + ("-full-finetune" if full_finetune else "")
     run_dir = out / "runs" / name
     if full_finetune:
         _refuse_full_finetune_reuse(run_dir)  # before the backbone and the data are set up
     job = TrainJob(preset=preset, data=spec, out=run_dir, seed=args.seed, max_steps=args.max_steps,
-                   dataset_kwargs=kwargs, resume=False)
+                   dataset_kwargs=kwargs, resume=False, model=model_kind)
     test = build_dataset(spec, preset.image_size, split="test", seed=args.seed,
                          **({"length": preset.synthetic_cases} if spec == "synthetic" else {}))
     if args.test_cases:
@@ -531,7 +546,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             centre = torch.from_numpy(saved[case_id])
             return {"centre": centre} if centre.any() else {}
     result = {
-        "data": args.data, "variant": args.variant, "overrides": overrides, "seed": args.seed,
+        "data": args.data, "variant": args.variant, "model": model_kind, "overrides": overrides, "seed": args.seed,
         "full_finetune": full_finetune,
         "epochs": preset.epochs, "image_size": preset.image_size, "cases": getattr(preset, "synthetic_cases", None),
         "pretrain_steps": (facts.get("settings") or {}).get("steps"), "backbone_source": facts.get("source"), "train_seconds": round(seconds, 1),
@@ -687,6 +702,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, help="folder for runs and result JSON files")
     parser.add_argument("--data", choices=("synthetic", "bimodal"), default="synthetic")
     parser.add_argument("--variant", choices=tuple(VARIANTS), default="paper")
+    parser.add_argument("--model", choices=("ua-sam", "prob-unet"), default="ua-sam",
+                        help="prob-unet: the Probabilistic U-Net baseline with its Table 1 recipe on the same data "
+                             "and budget, instead of UA-SAM (--variant stays demo)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, help="override the demo preset's epochs")
     parser.add_argument("--cases", type=int, help="cases in the data set (synthetic: preset's 600; bimodal: 300)")

@@ -38,6 +38,14 @@ The changes (any combination):
   zero, the identity); the run folder's ``latent_prompt.safetensors`` then holds the new form's
   weights, so it too loads only under the same change.
 
+- ``--prior-samples K`` (``--prior-weight W``, default 1): add W times the rater mask's negative
+  log-likelihood under K fresh prior samples, -(1 / HW) log((1 / K) sum_k p(Y | z_k)) with
+  z_k ~ P(z|X) (`prior_sample_nll`; the Monte Carlo estimate of log p(Y|X) with the prior as
+  proposal, which Stochastic Segmentation Networks train on). The sample nearest the rater's mask
+  takes almost all of its gradient, so the prior's own samples are pulled towards the raters' modes
+  from the first step, whether or not the posterior has told the raters apart yet. Each training
+  step decodes K more samples (with K = 2 a step takes about 2.5 times as long on the CPU).
+
 These are experiments, not library options. Two changes measured beside them are library
 options instead: LeakyReLU in the prior and posterior nets (``LatentHeads(activation=
 "leaky_relu")``, the demo preset's; ``--variant demo-relu`` trains ReLU), and all raters per step,
@@ -52,6 +60,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any, Iterator
@@ -125,6 +134,24 @@ def consensus_loss(decoder: ConsensusDecoder, consensus: torch.Tensor, z: torch.
     the decoder's half resolution (a soft target where a pixel is partly inside)."""
     target = torch.nn.functional.avg_pool2d(mask.float(), 2)
     return torch.nn.functional.binary_cross_entropy_with_logits(decoder(consensus.float(), z.float()), target)
+
+
+def prior_sample_nll(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The rater mask's negative log-likelihood under K prior samples, per pixel, batch mean.
+
+    ``logits`` (B, K, H, W) decoded from z_1..z_K ~ P(z|X), ``mask`` (B, 1, H, W) the rater's:
+    -(1 / HW) log((1 / K) sum_k prod_pixels Bernoulli(mask | sigmoid(logits_k))), averaged over B.
+    The Monte Carlo estimate of log p(Y|X) with the prior as proposal (a lower bound that
+    tightens with K), as Stochastic Segmentation Networks train; since the sum over pixels
+    separates the samples by many nats, each rater's mask mostly trains the sample closest to it.
+    """
+    if logits.dim() != 4 or mask.shape != (logits.shape[0], 1, *logits.shape[-2:]):
+        raise ValueError(f"logits must be (B, K, H, W) and mask (B, 1, H, W), got {tuple(logits.shape)} "
+                         f"and {tuple(mask.shape)}")
+    target = mask.to(logits.dtype).expand_as(logits)
+    nll = torch.nn.functional.binary_cross_entropy_with_logits(logits, target, reduction="none").flatten(2).sum(-1)
+    log_likelihood = torch.logsumexp(-nll, dim=1) - math.log(logits.shape[1])  # (B,)
+    return (-log_likelihood / logits[0, 0].numel()).mean()
 
 
 class FilmLatentPrompt(nn.Module):
@@ -212,6 +239,10 @@ def what_if(options: argparse.Namespace) -> Iterator[dict[str, Any]]:
 
             record["prompt_form"] = options.prompt_form
             stack.enter_context(mock.patch.object(sam_model, "LatentDensePrompt", PROMPT_FORMS[options.prompt_form]))
+        if options.prior_samples is not None:
+            record["prior_samples"] = options.prior_samples
+            record["prior_weight"] = options.prior_weight
+            stack.enter_context(_prior_sample_patches(options.prior_samples, options.prior_weight))
         if options.total_free_bits:
             record["total_free_bits"] = True
             stack.enter_context(mock.patch.object(losses.ElboLoss, "kl_terms", total_free_bits_kl_terms))
@@ -276,6 +307,39 @@ def _consensus_loss_patches(weight: float, noise: str, all_raters: bool) -> Iter
         yield
 
 
+@contextlib.contextmanager
+def _prior_sample_patches(samples: int, weight: float) -> Iterator[None]:
+    """Add ``weight * prior_sample_nll`` of ``samples`` fresh prior draws to each training step's
+    ELBO loss. The draws use their own generator, so the run's own random streams are untouched;
+    validation (eval mode) and the prior-fit phase are left as they are."""
+    from uncertainty_adapters import losses
+    from uncertainty_adapters.integrations.sam import model as sam_model
+
+    state: dict[str, Any] = {}
+    original_forward = sam_model.UncertaintySam.forward
+    original_loss = losses.ElboLoss.forward
+
+    def forward(self, images, prompts, masks=None, num_samples=1, generator=None):
+        output = original_forward(self, images, prompts, masks=masks, num_samples=num_samples, generator=generator)
+        if self.training and masks is not None and self.latent_heads is not None:
+            if "draws" not in state:
+                state["draws"] = torch.Generator(device=images.device).manual_seed(0)
+            z = self.latent_heads.prior(images).rsample(samples, generator=state["draws"])  # (B, K, C)
+            logits = self.decode(self.encode(images, z), prompts.repeat_interleave(samples))
+            logits = logits.view(images.shape[0], samples, *logits.shape[-2:]).float()
+            state["loss"] = weight * prior_sample_nll(logits, masks)
+        return output
+
+    def loss_forward(self, logits, target, kl):
+        terms = original_loss(self, logits, target, kl)
+        extra = state.pop("loss", None)
+        return terms if extra is None else terms._replace(loss=terms.loss + extra)
+
+    with mock.patch.object(sam_model.UncertaintySam, "forward", forward), \
+            mock.patch.object(losses.ElboLoss, "forward", loss_forward):
+        yield
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n")[0],
@@ -289,6 +353,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="add W x an auxiliary loss: redraw the rater's mask from the raters' mean mask and z")
     parser.add_argument("--aux-noise", choices=("posterior", "prior"), default="posterior",
                         help="the auxiliary net's z: the posterior's sample, or its mean plus noise at the prior's sigma")
+    parser.add_argument("--prior-samples", type=int, metavar="K",
+                        help="add the rater mask's likelihood under K prior samples (best-of-K, as SSN) to the loss")
+    parser.add_argument("--prior-weight", type=float, default=1.0, metavar="W",
+                        help="weight of the --prior-samples term (default 1)")
     parser.add_argument("--prompt-form", choices=sorted(PROMPT_FORMS),
                         help="z's dense prompt of the mask decoder: channel gains and shifts (film) or a per-position MLP (fcomb)")
     return parser
@@ -305,15 +373,21 @@ def main(argv: list[str] | None = None) -> int:
     args = diagnose_latent.build_parser().parse_args(argv[split + 1:])
     if args.run or args.summarize or args.full_finetune:
         raise SystemExit("latent_takeoff trains a variant: --run, --summarize and --full-finetune are diagnose_latent's own")
+    if args.model != "ua-sam":
+        raise SystemExit(f"latent_takeoff changes UA-SAM's latent; --model {args.model} would train without the change")
     name = f"{args.data}-{args.variant}"
     if (Path(args.out) / "runs" / name).exists():
         raise SystemExit(
             f"{Path(args.out) / 'runs' / name} exists: it would be measured as it is, without the change; "
             f"give each what-if run a fresh --out"
         )
+    if options.prior_samples is not None and options.prior_samples < 2:
+        build_parser().error(f"--prior-samples must be at least 2 for the samples to compete, got {options.prior_samples}")
+    if options.prior_weight != 1.0 and options.prior_samples is None:
+        build_parser().error("--prior-weight weights the --prior-samples term: give --prior-samples K too")
     if options.aux_noise != "posterior" and options.aux_decoder is None:
         build_parser().error("--aux-noise sets the --aux-decoder's z: give --aux-decoder W too")
-    changes = {key: value for key, value in vars(options).items() if key != "aux_noise"}
+    changes = {key: value for key, value in vars(options).items() if key not in ("aux_noise", "prior_weight")}
     if not any(value not in (None, False) for value in changes.values()):
         build_parser().error("name at least one change (see --help)")
     if options.prompt_form is not None:

@@ -139,3 +139,19 @@ def test_the_full_finetune_reference_trains_every_encoder_weight_and_refuses_to_
 
     with pytest.raises(SystemExit, match="exists"):
         diagnose_latent._train_full_finetune(job, None)
+
+
+def test_the_probabilistic_unet_trains_on_the_same_folder_with_its_table_1_recipe(tmp_path):
+    import json
+
+    import pytest
+
+    args = ["--out", str(tmp_path), "--data", "bimodal", "--quick", "--cases", "12", "--image-size", "32",
+            "--test-cases", "2", "--samples", "2", "--max-steps", "1"]
+    with pytest.raises(SystemExit, match="leave --variant at demo"):
+        diagnose_latent.main([*args, "--variant", "demo-relu", "--model", "prob-unet"])
+    diagnose_latent.main([*args, "--variant", "demo", "--model", "prob-unet"])
+    result = json.loads((tmp_path / "bimodal-prob-unet.json").read_text())
+    meta = json.loads((tmp_path / "runs" / "bimodal-prob-unet" / "run.json").read_text())
+    assert result["model"] == meta["model"] == "prob-unet" and meta["preset"]["interaction"] == "none"
+    assert result["ged"]["all"] >= 0 and "posterior_spread_prior_sigmas" not in result  # UA-SAM's own measurements only

@@ -11,7 +11,8 @@ from benchmarks import latent_takeoff
 
 def _options(**given):
     values = {"posterior_sigma": None, "posterior_gain": None, "total_free_bits": False, "all_raters": False,
-              "aux_decoder": None, "aux_noise": "posterior", "prompt_form": None, **given}
+              "aux_decoder": None, "aux_noise": "posterior", "prompt_form": None, "prior_samples": None,
+              "prior_weight": 1.0, **given}
     return argparse.Namespace(**values)
 
 
@@ -112,6 +113,61 @@ def test_aux_decoder_adds_its_loss_to_training_steps_only(noise):
     assert float((trained.loss - plain.loss).detach()) > 0.5  # 2 x a cross-entropy near log 2 at the start
     assert torch.equal(evaluated.loss, evaluated.reconstruction + 1e-3 * evaluated.kl)  # eval: nothing added
     assert not hasattr(tiny_uncertainty_sam().latent_heads, "aux_decoder")  # only inside the block
+
+
+def test_the_prior_sample_term_is_the_masks_likelihood_under_the_mean_of_k_samples():
+    mask = (torch.rand(2, 1, 4, 4) > 0.5).float()
+    logits = torch.randn(2, 3, 4, 4)
+    bernoulli = torch.sigmoid(logits) * mask + (1 - torch.sigmoid(logits)) * (1 - mask)  # p(pixel)
+    likelihood = bernoulli.flatten(2).prod(-1).mean(1)  # (B,): (1 / K) sum_k prod_pixels
+    expected = (-likelihood.log() / 16).mean()
+    torch.testing.assert_close(latent_takeoff.prior_sample_nll(logits, mask), expected)
+    same = logits[:, :1].expand(2, 3, 4, 4)  # K equal samples: the plain per-pixel cross-entropy
+    torch.testing.assert_close(latent_takeoff.prior_sample_nll(same, mask),
+                               torch.nn.functional.binary_cross_entropy_with_logits(logits[:, :1], mask))
+    with pytest.raises(ValueError, match=r"\(B, K, H, W\)"):
+        latent_takeoff.prior_sample_nll(logits, mask[:, :, :2])
+
+
+def test_the_prior_sample_term_trains_the_sample_nearest_the_raters_mask():
+    mask = torch.zeros(1, 1, 8, 8)
+    mask[..., 2:6, 2:6] = 1
+    near, far = 4 * (2 * mask - 1) + 0.5, torch.full((1, 1, 8, 8), 2.0)  # near draws the mask, far fills it all
+    logits = torch.cat([far, near], 1).requires_grad_()
+    latent_takeoff.prior_sample_nll(logits, mask).backward()
+    grad = logits.grad.abs().flatten(2).sum(-1)[0]
+    assert grad[1] > 1e3 * grad[0]  # the far sample is left alone: each rater trains its own mode
+
+
+def test_prior_samples_add_their_term_to_training_steps_only():
+    from tests.sam.conftest import tiny_uncertainty_sam
+
+    plain = _training_forward_and_loss(tiny_uncertainty_sam().train(), with_consensus=False)
+    with latent_takeoff.what_if(_options(prior_samples=2, prior_weight=0.5)) as record:
+        model = tiny_uncertainty_sam().train()
+        trained = _training_forward_and_loss(model, with_consensus=False)
+        model.eval()
+        evaluated = _training_forward_and_loss(model, with_consensus=False)
+    assert record == {"prior_samples": 2, "prior_weight": 0.5}
+    # the ELBO's own parts are the plain model's (the prior draws use their own generator)
+    assert torch.equal(trained.reconstruction, plain.reconstruction) and torch.equal(trained.kl, plain.kl)
+    assert float((trained.loss - plain.loss).detach()) > 0.1  # 0.5 x a cross-entropy near log 2 at the start
+    assert torch.equal(evaluated.loss, evaluated.reconstruction + 1e-3 * evaluated.kl)  # eval: nothing added
+    trained.loss.backward()
+    assert model.latent_heads.prior_net.to_gaussian.weight.grad.abs().sum() > 0  # the term trains the prior net
+
+
+def test_prior_samples_need_two_samples_and_latent_takeoff_trains_ua_sam_only(tmp_path, capsys):
+    base = ["--", "--out", str(tmp_path), "--data", "bimodal", "--variant", "demo"]
+    with pytest.raises(SystemExit):
+        latent_takeoff.main(["--prior-samples", "1", *base])
+    assert "at least 2" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        latent_takeoff.main(["--prior-weight", "2", *base])
+    assert "give --prior-samples K too" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="changes UA-SAM's latent"):
+        latent_takeoff.main(["--prior-samples", "2", *base, "--model", "prob-unet"])
+    assert not (tmp_path / "runs").exists()
 
 
 def _trained_looking(prompt: torch.nn.Module) -> torch.nn.Module:

@@ -381,7 +381,8 @@ class _TrainingLoop:
 
     def run(self) -> None:
         preset, progress = self.preset, self.progress
-        self.bar = tqdm(total=self.planned_steps, initial=progress.step, desc="UA-SAM", disable=not self.accelerator.is_main_process)
+        label = "Prob. U-Net" if self.job.model == "prob-unet" else "UA-SAM"
+        self.bar = tqdm(total=self.planned_steps, initial=progress.step, desc=label, disable=not self.accelerator.is_main_process)
         self.model.train()
         while progress.epoch < preset.epochs and not _done(progress, self.job):
             if not self.run_epoch():
