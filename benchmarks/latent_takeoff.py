@@ -259,6 +259,36 @@ def what_if(options: argparse.Namespace) -> Iterator[dict[str, Any]]:
 
 
 @contextlib.contextmanager
+def _extra_training_loss(term) -> Iterator[None]:
+    """Add ``term(model, images, prompts, masks, output)`` (a scalar tensor, or None for nothing)
+    to the ELBO loss of each training forward with a rater mask; the loss call of that step adds
+    it. Validation (eval mode) and the prior-fit phase are left as they are."""
+    from uncertainty_adapters import losses
+    from uncertainty_adapters.integrations.sam import model as sam_model
+
+    pending: list[torch.Tensor] = []
+    original_forward = sam_model.UncertaintySam.forward
+    original_loss = losses.ElboLoss.forward
+
+    def forward(self, images, prompts, masks=None, num_samples=1, generator=None):
+        output = original_forward(self, images, prompts, masks=masks, num_samples=num_samples, generator=generator)
+        if self.training and masks is not None and self.latent_heads is not None:
+            extra = term(self, images, prompts, masks, output)
+            pending[:] = [] if extra is None else [extra]
+        return output
+
+    def loss_forward(self, logits, target, kl):
+        terms = original_loss(self, logits, target, kl)
+        if not pending:
+            return terms
+        return terms._replace(loss=terms.loss + pending.pop())
+
+    with mock.patch.object(sam_model.UncertaintySam, "forward", forward), \
+            mock.patch.object(losses.ElboLoss, "forward", loss_forward):
+        yield
+
+
+@contextlib.contextmanager
 def _consensus_loss_patches(weight: float, noise: str, all_raters: bool) -> Iterator[None]:
     """Add ``weight * consensus_loss`` to each training step's ELBO loss.
 
@@ -268,42 +298,30 @@ def _consensus_loss_patches(weight: float, noise: str, all_raters: bool) -> Iter
     """
     import accelerate
 
-    from uncertainty_adapters import losses
-    from uncertainty_adapters.integrations.sam import model as sam_model
-
     if all_raters:
         raise SystemExit("--aux-decoder with --all-raters is not wired; run them apart")
     state: dict[str, torch.Tensor] = {}
     draws = torch.Generator().manual_seed(0)  # the aux net's own noise; the run's streams are untouched
     original_skip = accelerate.Accelerator.skip_first_batches
-    original_forward = sam_model.UncertaintySam.forward
-    original_loss = losses.ElboLoss.forward
 
     def skip_first_batches(self, loader, num_batches=0):
         for batch in original_skip(self, loader, num_batches):
             state["consensus"] = batch["masks"].float().mean(1, keepdim=True)
             yield batch
 
-    def forward(self, images, prompts, masks=None, num_samples=1, generator=None):
-        output = original_forward(self, images, prompts, masks=masks, num_samples=num_samples, generator=generator)
-        if self.training and masks is not None and output.z is not None and "consensus" in state:
-            heads = self.latent_heads
-            z = output.z[:, 0]
-            if noise == "prior":
-                sigma = heads.prior(images).sigma.detach()
-                eps = torch.randn(sigma.shape, generator=draws).to(sigma)
-                z = heads.posterior(images, masks).mean + sigma * eps
-            state["loss"] = weight * consensus_loss(heads.aux_decoder, state.pop("consensus"), z, masks)
-        return output
-
-    def loss_forward(self, logits, target, kl):
-        terms = original_loss(self, logits, target, kl)
-        extra = state.pop("loss", None)
-        return terms if extra is None else terms._replace(loss=terms.loss + extra)
+    def term(model, images, prompts, masks, output):
+        if output.z is None or "consensus" not in state:
+            return None
+        heads = model.latent_heads
+        z = output.z[:, 0]
+        if noise == "prior":
+            sigma = heads.prior(images).sigma.detach()
+            eps = torch.randn(sigma.shape, generator=draws).to(sigma)
+            z = heads.posterior(images, masks).mean + sigma * eps
+        return weight * consensus_loss(heads.aux_decoder, state.pop("consensus"), z, masks)
 
     with mock.patch.object(accelerate.Accelerator, "skip_first_batches", skip_first_batches), \
-            mock.patch.object(sam_model.UncertaintySam, "forward", forward), \
-            mock.patch.object(losses.ElboLoss, "forward", loss_forward):
+            _extra_training_loss(term):
         yield
 
 
@@ -312,31 +330,18 @@ def _prior_sample_patches(samples: int, weight: float) -> Iterator[None]:
     """Add ``weight * prior_sample_nll`` of ``samples`` fresh prior draws to each training step's
     ELBO loss. The draws use their own generator, so the run's own random streams are untouched;
     validation (eval mode) and the prior-fit phase are left as they are."""
-    from uncertainty_adapters import losses
-    from uncertainty_adapters.integrations.sam import model as sam_model
+    draws: dict[torch.device, torch.Generator] = {}
 
-    state: dict[str, Any] = {}
-    original_forward = sam_model.UncertaintySam.forward
-    original_loss = losses.ElboLoss.forward
+    def term(model, images, prompts, masks, output):
+        if images.device not in draws:
+            draws[images.device] = torch.Generator(device=images.device).manual_seed(0)
+        generator = draws[images.device]
+        z = model.latent_heads.prior(images).rsample(samples, generator=generator)  # (B, K, C)
+        logits = model.decode(model.encode(images, z), prompts.repeat_interleave(samples))
+        logits = logits.view(images.shape[0], samples, *logits.shape[-2:]).float()
+        return weight * prior_sample_nll(logits, masks)
 
-    def forward(self, images, prompts, masks=None, num_samples=1, generator=None):
-        output = original_forward(self, images, prompts, masks=masks, num_samples=num_samples, generator=generator)
-        if self.training and masks is not None and self.latent_heads is not None:
-            if "draws" not in state:
-                state["draws"] = torch.Generator(device=images.device).manual_seed(0)
-            z = self.latent_heads.prior(images).rsample(samples, generator=state["draws"])  # (B, K, C)
-            logits = self.decode(self.encode(images, z), prompts.repeat_interleave(samples))
-            logits = logits.view(images.shape[0], samples, *logits.shape[-2:]).float()
-            state["loss"] = weight * prior_sample_nll(logits, masks)
-        return output
-
-    def loss_forward(self, logits, target, kl):
-        terms = original_loss(self, logits, target, kl)
-        extra = state.pop("loss", None)
-        return terms if extra is None else terms._replace(loss=terms.loss + extra)
-
-    with mock.patch.object(sam_model.UncertaintySam, "forward", forward), \
-            mock.patch.object(losses.ElboLoss, "forward", loss_forward):
+    with _extra_training_loss(term):
         yield
 
 
