@@ -480,13 +480,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from uncertainty_adapters.integrations.pipeline.run_dir import load_run
     from uncertainty_adapters.integrations.pipeline.training.loop import TrainJob, train
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model_kind = getattr(args, "model", "ua-sam")
+    full_finetune = bool(getattr(args, "full_finetune", False))
     if model_kind == "prob-unet" and args.variant != "demo":
         raise SystemExit("--model prob-unet trains the Probabilistic U-Net with its own recipe (Table 1's row); "
                          f"--variant {args.variant!r} changes UA-SAM only: leave --variant at demo")
+    if full_finetune and model_kind != "ua-sam":
+        raise SystemExit("--full-finetune trains UA-SAM's image encoder; the Probabilistic U-Net has none")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     overrides = dict(VARIANTS[args.variant])
     preset = get_preset("demo").replace(**overrides)
     if model_kind == "prob-unet":  # its Table 1 row: the preset with no adapters, the preset's latent size
@@ -509,9 +512,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     pretrain = PretrainSettings(steps=args.pretrain_steps) if args.pretrain_steps else None
     from_scratch = args.quick or model_kind == "prob-unet"
     backbone, facts = (None, {}) if from_scratch else ensure_demo_backbone(settings=pretrain)
-    full_finetune = bool(getattr(args, "full_finetune", False))
-    if full_finetune and model_kind != "ua-sam":
-        raise SystemExit("--full-finetune trains UA-SAM's image encoder; the Probabilistic U-Net has none")
     name = (f"{args.data}-{args.variant}" if model_kind == "ua-sam" else f"{args.data}-{model_kind}") \
         + ("-full-finetune" if full_finetune else "")
     run_dir = out / "runs" / name

@@ -44,7 +44,7 @@ The changes (any combination):
   proposal, which Stochastic Segmentation Networks train on). The sample nearest the rater's mask
   takes almost all of its gradient, so the prior's own samples are pulled towards the raters' modes
   from the first step, whether or not the posterior has told the raters apart yet. Each training
-  step decodes K more samples (with K = 2 a step takes about 2.5 times as long on the CPU).
+  step encodes and decodes K more samples (its cost: benchmarks/RESULTS.md, section 13).
 
 These are experiments, not library options. Two changes measured beside them are library
 options instead: LeakyReLU in the prior and posterior nets (``LatentHeads(activation=
@@ -141,8 +141,8 @@ def prior_sample_nll(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
     ``logits`` (B, K, H, W) decoded from z_1..z_K ~ P(z|X), ``mask`` (B, 1, H, W) the rater's:
     -(1 / HW) log((1 / K) sum_k prod_pixels Bernoulli(mask | sigmoid(logits_k))), averaged over B.
-    The Monte Carlo estimate of log p(Y|X) with the prior as proposal (a lower bound that
-    tightens with K), as Stochastic Segmentation Networks train; since the sum over pixels
+    The Monte Carlo estimate of log p(Y|X) with the prior as proposal (in expectation a lower
+    bound that tightens with K), as Stochastic Segmentation Networks train; since the sum over pixels
     separates the samples by many nats, each rater's mask mostly trains the sample closest to it.
     """
     if logits.dim() != 4 or mask.shape != (logits.shape[0], 1, *logits.shape[-2:]):

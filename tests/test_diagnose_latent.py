@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
+import pytest
 import torch
 
 from benchmarks import diagnose_latent
@@ -111,7 +113,6 @@ def test_the_resolution_floor_is_zero_at_full_size_and_grows_as_the_masks_pass_t
 
 
 def test_the_full_finetune_reference_trains_every_encoder_weight_and_refuses_to_reuse_a_folder(tmp_path):
-    import pytest
 
     from uncertainty_adapters.integrations.pipeline.models.factory import build_model
     from uncertainty_adapters.integrations.pipeline.presets import get_preset
@@ -142,14 +143,13 @@ def test_the_full_finetune_reference_trains_every_encoder_weight_and_refuses_to_
 
 
 def test_the_probabilistic_unet_trains_on_the_same_folder_with_its_table_1_recipe(tmp_path):
-    import json
-
-    import pytest
-
     args = ["--out", str(tmp_path), "--data", "bimodal", "--quick", "--cases", "12", "--image-size", "32",
             "--test-cases", "2", "--samples", "2", "--max-steps", "1"]
     with pytest.raises(SystemExit, match="leave --variant at demo"):
         diagnose_latent.main([*args, "--variant", "demo-relu", "--model", "prob-unet"])
+    with pytest.raises(SystemExit, match="has none"):
+        diagnose_latent.main([*args, "--variant", "demo", "--model", "prob-unet", "--full-finetune"])
+    assert not any(tmp_path.iterdir())  # refused before anything is written
     diagnose_latent.main([*args, "--variant", "demo", "--model", "prob-unet"])
     result = json.loads((tmp_path / "bimodal-prob-unet.json").read_text())
     meta = json.loads((tmp_path / "runs" / "bimodal-prob-unet" / "run.json").read_text())
