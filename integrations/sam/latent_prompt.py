@@ -29,12 +29,17 @@ from torch import nn
 STARTS = ("zero", "random")
 
 
-def start_last_layer(layer: nn.Linear | nn.Conv2d, start: str) -> None:
-    """Start ``layer`` as ``start`` says: "zero" zeroes its weight and bias, "random" keeps the
-    layer's own (PyTorch default) initialisation; anything else is refused."""
+def check_start(start: str) -> str:
+    """``start`` if it is one of `STARTS`, else a ValueError naming the choices."""
     if start not in STARTS:
         raise ValueError(f"unknown latent prompt start {start!r}; use one of {STARTS}")
-    if start == "zero":
+    return start
+
+
+def start_last_layer(layer: nn.Linear | nn.Conv2d, start: str) -> None:
+    """Start ``layer`` as ``start`` says: "zero" zeroes its weight and bias, "random" keeps the
+    layer's own (PyTorch default) initialisation; anything else is refused (`check_start`)."""
+    if check_start(start) == "zero":
         nn.init.zeros_(layer.weight)
         nn.init.zeros_(layer.bias)
 
@@ -69,8 +74,7 @@ class LatentDensePrompt(nn.Module):
 
     def __init__(self, latent_dim: int, embed_dim: int, hidden_dim: int = 64, start: str = "zero") -> None:
         super().__init__()
-        if start not in STARTS:  # before any layer draws its weights
-            raise ValueError(f"unknown latent prompt start {start!r}; use one of {STARTS}")
+        check_start(start)  # before any layer draws its weights
         self.latent_dim, self.embed_dim = latent_dim, embed_dim
         self.net = nn.Sequential(nn.Linear(latent_dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, embed_dim))
         start_last_layer(self.net[-1], start)
