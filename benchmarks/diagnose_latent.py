@@ -95,6 +95,8 @@ VARIANTS["demo-relu"] = {"latent_activation": "relu"}  # ReLU there, as the Prob
 VARIANTS["demo-all-raters"] = {"raters_per_image": "all"}  # each image with all its raters in one step
 VARIANTS["demo-leaky-all-raters"] = {"latent_activation": "leaky_relu", "raters_per_image": "all"}
 VARIANTS["demo-no-prior-fit"] = {"prior_fit_epochs": 0}  # joint training only, as the paper
+# every rater of an image in one step, and no prior-fit phase (with latent_takeoff --prior-samples)
+VARIANTS["demo-all-raters-no-prior-fit"] = {"raters_per_image": "all", "prior_fit_epochs": 0}
 VARIANTS["demo-prior-fit-60"] = {"prior_fit_epochs": 60}  # the prior-fit phase three times as long; training unchanged
 VARIANTS["demo-kl-warmup"] = {"kl_warmup": 0.2}  # beta ramps up from 0 over the first fifth of the steps
 VARIANTS["demo-beta0"] = {"beta": 0.0}  # no KL term in training: the prior-fit phase alone fits the prior

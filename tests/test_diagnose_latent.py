@@ -44,6 +44,8 @@ def test_a_variant_keeps_the_latent_settings_it_was_measured_with_and_demo_is_th
     assert demo.replace(**diagnose_latent.VARIANTS["demo-leaky"]) == demo.replace(latent_activation="leaky_relu")
     assert demo.replace(**diagnose_latent.VARIANTS["demo-relu"]) == demo.replace(latent_activation="relu")
     assert demo.replace(**diagnose_latent.VARIANTS["demo-all-raters"]) == demo.replace(raters_per_image="all")
+    assert (demo.replace(**diagnose_latent.VARIANTS["demo-all-raters-no-prior-fit"])
+            == demo.replace(raters_per_image="all", prior_fit_epochs=0))
     geco = demo.replace(**diagnose_latent.VARIANTS["demo-geco"])
     assert (geco.geco_kappa, geco.free_bits) == (0.14, 0.0)  # GECO in place of free bits, the rest the demo's
     assert dataclasses.replace(geco, geco_kappa=None, free_bits=demo.free_bits) == demo
