@@ -700,11 +700,13 @@ def summarize(out: Path) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """This script's command line (also `benchmarks.latent_takeoff`'s, after its ``--``)."""
+    from uncertainty_adapters.integrations.pipeline.models.factory import MODELS
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True, help="folder for runs and result JSON files")
     parser.add_argument("--data", choices=("synthetic", "bimodal"), default="synthetic")
     parser.add_argument("--variant", choices=tuple(VARIANTS), default="paper")
-    parser.add_argument("--model", choices=("ua-sam", "prob-unet"), default="ua-sam",
+    parser.add_argument("--model", choices=MODELS, default="ua-sam",
                         help="prob-unet: the Probabilistic U-Net baseline with its Table 1 recipe on the same data "
                              "and budget, instead of UA-SAM (--variant stays demo)")
     parser.add_argument("--seed", type=int, default=0)

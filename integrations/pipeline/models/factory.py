@@ -12,7 +12,9 @@ from uncertainty_adapters.integrations.pipeline.models.prob_unet import prob_une
 from uncertainty_adapters.integrations.pipeline.models.protocol import TrainableSegmenter
 from uncertainty_adapters.integrations.sam import build_uncertainty_sam
 
-MODELS = ("ua-sam", "prob-unet")
+#: The model kinds a training job can name, with the label its progress bar shows.
+MODEL_LABELS = {"ua-sam": "UA-SAM", "prob-unet": "Prob. U-Net"}
+MODELS = tuple(MODEL_LABELS)
 
 
 def build_model(job: Any, backbone: Path | None) -> TrainableSegmenter:

@@ -35,7 +35,7 @@ from uncertainty_adapters import checkpoint as ckpt
 from uncertainty_adapters.config import USES_SAMPLE
 from uncertainty_adapters.integrations.data import build_dataset, dataset_kwargs_for
 from uncertainty_adapters.integrations.pipeline import output_dir, run_dir
-from uncertainty_adapters.integrations.pipeline.models.factory import MODELS, build_model
+from uncertainty_adapters.integrations.pipeline.models.factory import MODEL_LABELS, MODELS, build_model
 from uncertainty_adapters.integrations.pipeline.models.protocol import TrainableSegmenter
 from uncertainty_adapters.integrations.pipeline.presets import Preset
 from uncertainty_adapters.integrations.pipeline.runtime import LOGGER_NAME
@@ -381,8 +381,8 @@ class _TrainingLoop:
 
     def run(self) -> None:
         preset, progress = self.preset, self.progress
-        label = "Prob. U-Net" if self.job.model == "prob-unet" else "UA-SAM"
-        self.bar = tqdm(total=self.planned_steps, initial=progress.step, desc=label, disable=not self.accelerator.is_main_process)
+        self.bar = tqdm(total=self.planned_steps, initial=progress.step, desc=MODEL_LABELS[self.job.model],
+                        disable=not self.accelerator.is_main_process)
         self.model.train()
         while progress.epoch < preset.epochs and not _done(progress, self.job):
             if not self.run_epoch():
