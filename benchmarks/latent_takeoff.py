@@ -46,6 +46,17 @@ The changes (any combination):
   from the first step, whether or not the posterior has told the raters apart yet. Each training
   step encodes and decodes K more samples (its cost: benchmarks/RESULTS.md, section 13).
 
+- ``--aggressive-posterior N`` (``--aggressive-share S``, default 0.25): the "lagging inference
+  network" remedy of He et al. (2019) against posterior collapse. During the first S of the
+  planned training steps, before each step, the posterior net alone takes N Adam steps of its own
+  (`AggressivePosterior`: a separate optimizer at the preset's latent learning rate) on that
+  step's batch with that step's objective (the loop's own ELBO, beta and free bits), so it
+  catches up with what the decoder reads from z before the decoder moves. Its z draws come from
+  a generator of its own; the step itself is then the ordinary one. Each of those steps costs
+  about N + 1 ordinary ones. (He et al. draw a fresh batch per inner step, run to convergence and
+  end the phase when the mutual information stops rising; this runs a fixed N on the step's
+  batch for a fixed share, and its ordinary steps update the posterior too.)
+
 These are experiments, not library options. Two changes measured beside them are library
 options instead: LeakyReLU in the prior and posterior nets (``LatentHeads(activation=
 "leaky_relu")``, the demo preset's; ``--variant demo-relu`` trains ReLU), and all raters per step,
@@ -212,6 +223,7 @@ def what_if(options: argparse.Namespace) -> Iterator[dict[str, Any]]:
     from uncertainty_adapters import latent_heads, losses
 
     record: dict[str, Any] = {}
+    aggressive = None
     with contextlib.ExitStack() as stack:
         changes = []
         if options.posterior_sigma is not None:
@@ -243,6 +255,11 @@ def what_if(options: argparse.Namespace) -> Iterator[dict[str, Any]]:
             record["prior_samples"] = options.prior_samples
             record["prior_weight"] = options.prior_weight
             stack.enter_context(_prior_sample_patches(options.prior_samples, options.prior_weight))
+        if options.aggressive_posterior is not None:
+            aggressive = AggressivePosterior(options.aggressive_posterior, options.aggressive_share)
+            record["aggressive_posterior"] = options.aggressive_posterior
+            record["aggressive_share"] = options.aggressive_share
+            stack.enter_context(_aggressive_posterior_patches(aggressive))
         if options.total_free_bits:
             record["total_free_bits"] = True
             stack.enter_context(mock.patch.object(losses.ElboLoss, "kl_terms", total_free_bits_kl_terms))
@@ -256,6 +273,8 @@ def what_if(options: argparse.Namespace) -> Iterator[dict[str, Any]]:
 
             stack.enter_context(mock.patch.object(accelerate.Accelerator, "skip_first_batches", skip_first_batches))
         yield record
+        if aggressive is not None:
+            record["aggressive_inner_steps"] = aggressive.inner_steps
 
 
 @contextlib.contextmanager
@@ -345,6 +364,80 @@ def _prior_sample_patches(samples: int, weight: float) -> Iterator[None]:
         yield
 
 
+class AggressivePosterior:
+    """Extra posterior-only steps before each early training step (``--aggressive-posterior``).
+
+    `bind` hands it the training loop (its ``progress.step``, ``planned_steps``, ``loss_fn``,
+    ``_kl_for_loss`` and ``preset``); `before_step(model, images, prompts, masks)`, called with a
+    training step's inputs, then takes ``steps`` Adam steps on the posterior net's weights alone
+    while ``progress.step < share * planned_steps``, and nothing after. Gradients reach no other
+    weight: every other parameter's ``.grad`` is left as it was, and the posterior's is cleared.
+    """
+
+    def __init__(self, steps: int, share: float) -> None:
+        self.steps, self.share = steps, share
+        self.loop: Any = None
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.generators: dict[torch.device, torch.Generator] = {}
+        self.inner_steps = 0  # taken so far, for the record
+
+    def bind(self, loop: Any) -> None:
+        self.loop, self.optimizer = loop, None
+
+    def active(self) -> bool:
+        return self.loop is not None and self.loop.progress.step < self.share * self.loop.planned_steps
+
+    def before_step(self, model: nn.Module, images: torch.Tensor, prompts: Any, masks: torch.Tensor,
+                    forward) -> None:
+        """``forward(model, images, prompts, masks=..., generator=...)`` is the unpatched forward."""
+        if not self.active():
+            return
+        params = [p for p in model.latent_heads.posterior_net.parameters() if p.requires_grad]
+        if self.optimizer is None:
+            preset = self.loop.preset
+            lr = preset.latent_lr if preset.latent_lr is not None else preset.lr
+            self.optimizer = torch.optim.Adam(params, lr=lr)
+        if images.device not in self.generators:
+            self.generators[images.device] = torch.Generator(device=images.device).manual_seed(0)
+        loss_fn = self.loop.loss_fn
+        for _ in range(self.steps):
+            output = forward(model, images, prompts, masks=masks, generator=self.generators[images.device])
+            loss = loss_fn(output.logits.float(), masks, self.loop._kl_for_loss(output)).loss
+            grads = torch.autograd.grad(loss, params, allow_unused=True)
+            for param, grad in zip(params, grads):
+                param.grad = grad
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.inner_steps += 1
+
+
+@contextlib.contextmanager
+def _aggressive_posterior_patches(aggressive: AggressivePosterior) -> Iterator[None]:
+    """Bind ``aggressive`` to each training loop that runs, and call its `before_step` before each
+    training forward with a rater mask (validation, in eval mode, and the prior fit are left alone)."""
+    from uncertainty_adapters.integrations.pipeline.training import loop as training_loop
+    from uncertainty_adapters.integrations.sam import model as sam_model
+
+    original_run = training_loop._TrainingLoop.run
+    original_forward = sam_model.UncertaintySam.forward
+
+    def run(self):
+        aggressive.bind(self)
+        try:
+            return original_run(self)
+        finally:
+            aggressive.bind(None)
+
+    def forward(self, images, prompts, masks=None, num_samples=1, generator=None):
+        if self.training and masks is not None and self.latent_heads is not None:
+            aggressive.before_step(self, images, prompts, masks, original_forward)
+        return original_forward(self, images, prompts, masks=masks, num_samples=num_samples, generator=generator)
+
+    with mock.patch.object(training_loop._TrainingLoop, "run", run), \
+            mock.patch.object(sam_model.UncertaintySam, "forward", forward):
+        yield
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n")[0],
@@ -362,6 +455,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="add the rater mask's likelihood under K prior samples (best-of-K, as SSN) to the loss")
     parser.add_argument("--prior-weight", type=float, default=1.0, metavar="W",
                         help="weight of the --prior-samples term (default 1)")
+    parser.add_argument("--aggressive-posterior", type=int, metavar="N",
+                        help="early in training, N posterior-only steps before each step (lagging inference networks)")
+    parser.add_argument("--aggressive-share", type=float, default=0.25, metavar="S",
+                        help="share of the planned steps that get the --aggressive-posterior steps (default 0.25)")
     parser.add_argument("--prompt-form", choices=sorted(PROMPT_FORMS),
                         help="z's dense prompt of the mask decoder: channel gains and shifts (film) or a per-position MLP (fcomb)")
     return parser
@@ -390,9 +487,15 @@ def main(argv: list[str] | None = None) -> int:
         build_parser().error(f"--prior-samples must be at least 2 for the samples to compete, got {options.prior_samples}")
     if options.prior_weight != 1.0 and options.prior_samples is None:
         build_parser().error("--prior-weight weights the --prior-samples term: give --prior-samples K too")
+    if options.aggressive_posterior is not None and options.aggressive_posterior < 1:
+        build_parser().error(f"--aggressive-posterior must be at least 1, got {options.aggressive_posterior}")
+    if not 0 < options.aggressive_share <= 1:
+        build_parser().error(f"--aggressive-share must lie in (0, 1], got {options.aggressive_share}")
+    if options.aggressive_share != 0.25 and options.aggressive_posterior is None:
+        build_parser().error("--aggressive-share sets when --aggressive-posterior stops: give --aggressive-posterior N too")
     if options.aux_noise != "posterior" and options.aux_decoder is None:
         build_parser().error("--aux-noise sets the --aux-decoder's z: give --aux-decoder W too")
-    changes = {key: value for key, value in vars(options).items() if key not in ("aux_noise", "prior_weight")}
+    changes = {key: value for key, value in vars(options).items() if key not in ("aux_noise", "prior_weight", "aggressive_share")}
     if not any(value not in (None, False) for value in changes.values()):
         build_parser().error("name at least one change (see --help)")
     if options.prompt_form is not None:

@@ -12,7 +12,7 @@ from benchmarks import latent_takeoff
 def _options(**given):
     values = {"posterior_sigma": None, "posterior_gain": None, "total_free_bits": False, "all_raters": False,
               "aux_decoder": None, "aux_noise": "posterior", "prompt_form": None, "prior_samples": None,
-              "prior_weight": 1.0, **given}
+              "prior_weight": 1.0, "aggressive_posterior": None, "aggressive_share": 0.25, **given}
     return argparse.Namespace(**values)
 
 
@@ -167,6 +167,65 @@ def test_prior_samples_need_two_samples_and_latent_takeoff_trains_ua_sam_only(tm
     assert "give --prior-samples K too" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="changes UA-SAM's latent"):
         latent_takeoff.main(["--prior-samples", "2", *base, "--model", "prob-unet"])
+    assert not (tmp_path / "runs").exists()
+
+
+def _a_loop_at(step: int, planned: int):
+    """What `AggressivePosterior` reads of the training loop, at ``step`` of ``planned``."""
+    from types import SimpleNamespace
+
+    from uncertainty_adapters.integrations.pipeline.presets import get_preset
+
+    return SimpleNamespace(progress=SimpleNamespace(step=step), planned_steps=planned, preset=get_preset("demo"),
+                           loss_fn=ua.ElboLoss(beta=1e-3, validate=False, free_bits=0.5),
+                           _kl_for_loss=lambda output: output.kl_per_dim)
+
+
+def test_aggressive_posterior_steps_train_the_posterior_alone_and_only_early():
+    from tests.sam.conftest import SIZE, disc_masks, images, perturb_trainable, tiny_uncertainty_sam
+    from uncertainty_adapters.integrations.sam import Prompts
+    from uncertainty_adapters.integrations.sam.model import UncertaintySam
+
+    model = tiny_uncertainty_sam().train()
+    perturb_trainable(model)  # so that z reaches the output and the posterior gets a gradient
+    batch = {"image": images(2), "mask": disc_masks(2)}
+    prompts = Prompts(points=torch.full((2, 1, 2), SIZE / 2), labels=torch.ones(2, 1, dtype=torch.long))
+    aggressive = latent_takeoff.AggressivePosterior(steps=3, share=0.25)
+    aggressive.bind(_a_loop_at(step=0, planned=8))  # active while step < 2
+    before = {name: value.clone() for name, value in model.trainable_state_dict().items()}
+    aggressive.before_step(model, batch["image"], prompts, batch["mask"], UncertaintySam.forward)
+    after = model.trainable_state_dict()
+    moved = {name for name in before if not torch.equal(before[name], after[name])}
+    assert moved and all(name.startswith("latent_heads.posterior_net.") for name in moved)
+    assert all(p.grad is None for p in model.parameters())  # nothing left behind for the ordinary step
+    assert aggressive.inner_steps == 3
+    aggressive.bind(_a_loop_at(step=2, planned=8))  # past the share: nothing
+    aggressive.before_step(model, batch["image"], prompts, batch["mask"], UncertaintySam.forward)
+    assert aggressive.inner_steps == 3
+    assert all(torch.equal(after[name], value) for name, value in model.trainable_state_dict().items())
+
+
+def test_aggressive_posterior_runs_inside_a_training_loop_and_records_its_steps(tmp_path):
+    from tests.pipeline.conftest import SIZE as PIPELINE_SIZE, job
+    from uncertainty_adapters.integrations.pipeline.training.loop import train
+    from uncertainty_adapters.integrations.sam import build_sam, save_sam_weights
+
+    torch.manual_seed(0)
+    backbone = tmp_path / "sam.safetensors"
+    save_sam_weights(build_sam("demo", image_size=PIPELINE_SIZE), backbone)
+    with latent_takeoff.what_if(_options(aggressive_posterior=3, aggressive_share=0.5)) as record:
+        train(job(tmp_path / "run", max_steps=2, checkpoint_every=1000), backbone=backbone)  # planned: 2
+    assert record == {"aggressive_posterior": 3, "aggressive_share": 0.5, "aggressive_inner_steps": 3}
+
+
+def test_aggressive_posterior_needs_a_step_and_a_share_in_range(tmp_path, capsys):
+    base = ["--", "--out", str(tmp_path), "--data", "bimodal", "--variant", "demo"]
+    for given, message in ((["--aggressive-posterior", "0"], "at least 1"),
+                           (["--aggressive-posterior", "2", "--aggressive-share", "0"], "must lie in (0, 1]"),
+                           (["--aggressive-share", "0.5"], "give --aggressive-posterior N too")):
+        with pytest.raises(SystemExit):
+            latent_takeoff.main([*given, *base])
+        assert message in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
 
 
