@@ -55,7 +55,10 @@ The changes (any combination):
   a generator of its own; the step itself is then the ordinary one. Each of those steps costs
   about N + 1 ordinary ones. (He et al. draw a fresh batch per inner step, run to convergence and
   end the phase when the mutual information stops rising; this runs a fixed N on the step's
-  batch for a fixed share, and its ordinary steps update the posterior too.)
+  batch for a fixed share, and its ordinary steps update the posterior too.) With
+  ``--aggressive-check`` an inner step that does not lower the batch's objective (taken again
+  with fresh z) is undone and ends that step's inner loop: He et al.'s stop at convergence,
+  checked after every inner step; it costs one more forward per kept step.
 
 These are experiments, not library options. Two changes measured beside them are library
 options instead: LeakyReLU in the prior and posterior nets (``LatentHeads(activation=
@@ -70,6 +73,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import json
 import math
 import sys
@@ -256,9 +260,12 @@ def what_if(options: argparse.Namespace) -> Iterator[dict[str, Any]]:
             record["prior_weight"] = options.prior_weight
             stack.enter_context(_prior_sample_patches(options.prior_samples, options.prior_weight))
         if options.aggressive_posterior is not None:
-            aggressive = AggressivePosterior(options.aggressive_posterior, options.aggressive_share)
+            aggressive = AggressivePosterior(options.aggressive_posterior, options.aggressive_share,
+                                             options.aggressive_check)
             record["aggressive_posterior"] = options.aggressive_posterior
             record["aggressive_share"] = options.aggressive_share
+            if options.aggressive_check:
+                record["aggressive_check"] = True
             stack.enter_context(_aggressive_posterior_patches(aggressive))
         if options.total_free_bits:
             record["total_free_bits"] = True
@@ -275,6 +282,8 @@ def what_if(options: argparse.Namespace) -> Iterator[dict[str, Any]]:
         yield record
         if aggressive is not None:
             record["aggressive_inner_steps"] = aggressive.inner_steps
+            if aggressive.check:
+                record["aggressive_undone"] = aggressive.undone
 
 
 @contextlib.contextmanager
@@ -368,18 +377,22 @@ class AggressivePosterior:
     """Extra posterior-only steps before each early training step (``--aggressive-posterior``).
 
     `bind` hands it the training loop (its ``progress.step``, ``planned_steps``, ``loss_fn``,
-    ``_kl_for_loss`` and ``preset``); `before_step(model, images, prompts, masks)`, called with a
-    training step's inputs, then takes ``steps`` Adam steps on the posterior net's weights alone
-    while ``progress.step < share * planned_steps``, and nothing after. Gradients reach no other
-    weight: every other parameter's ``.grad`` is left as it was, and the posterior's is cleared.
+    ``_kl_for_loss`` and ``preset``); `before_step(model, images, prompts, masks, forward)`,
+    called with a training step's inputs, then takes up to ``steps`` Adam steps on the posterior
+    net's weights alone while ``progress.step < share * planned_steps``, and nothing after.
+    With ``check``, the objective is taken again after each inner step (fresh z, no backward);
+    a step that did not lower it is undone (the posterior's weights and its Adam state) and ends
+    that training step's inner loop. Gradients reach no other weight: every other parameter's
+    ``.grad`` is left as it was, and the posterior's is cleared.
     """
 
-    def __init__(self, steps: int, share: float) -> None:
-        self.steps, self.share = steps, share
+    def __init__(self, steps: int, share: float, check: bool = False) -> None:
+        self.steps, self.share, self.check = steps, share, check
         self.loop: Any = None
         self.optimizer: torch.optim.Optimizer | None = None
         self.generators: dict[torch.device, torch.Generator] = {}
-        self.inner_steps = 0  # taken so far, for the record
+        self.inner_steps = 0  # kept so far, for the record
+        self.undone = 0  # taken and undone by the check
 
     def bind(self, loop: Any) -> None:
         self.loop, self.optimizer = loop, None
@@ -399,16 +412,39 @@ class AggressivePosterior:
             self.optimizer = torch.optim.Adam(params, lr=lr)
         if images.device not in self.generators:
             self.generators[images.device] = torch.Generator(device=images.device).manual_seed(0)
-        loss_fn = self.loop.loss_fn
-        for _ in range(self.steps):
-            output = forward(model, images, prompts, masks=masks, generator=self.generators[images.device])
-            loss = loss_fn(output.logits.float(), masks, self.loop._kl_for_loss(output)).loss
+        generator = self.generators[images.device]
+
+        def objective() -> torch.Tensor:
+            output = forward(model, images, prompts, masks=masks, generator=generator)
+            return self.loop.loss_fn(output.logits.float(), masks, self.loop._kl_for_loss(output)).loss
+
+        loss = objective()
+        for index in range(self.steps):
+            last = index == self.steps - 1
+            if self.check:
+                weights = [p.detach().clone() for p in params]
+                state = copy.deepcopy(self.optimizer.state_dict())
             grads = torch.autograd.grad(loss, params, allow_unused=True)
             for param, grad in zip(params, grads):
                 param.grad = grad
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
+            if not self.check:
+                self.inner_steps += 1
+                if not last:
+                    loss = objective()
+                continue
+            with torch.set_grad_enabled(not last):
+                after = objective()
+            if after.item() >= loss.item():
+                with torch.no_grad():
+                    for param, weight in zip(params, weights):
+                        param.copy_(weight)
+                self.optimizer.load_state_dict(state)
+                self.undone += 1
+                return
             self.inner_steps += 1
+            loss = after
 
 
 @contextlib.contextmanager
@@ -459,6 +495,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="early in training, N posterior-only steps before each step (lagging inference networks)")
     parser.add_argument("--aggressive-share", type=float, default=0.25, metavar="S",
                         help="share of the planned steps that get the --aggressive-posterior steps (default 0.25)")
+    parser.add_argument("--aggressive-check", action="store_true",
+                        help="undo an --aggressive-posterior step that does not lower the batch's objective, and end that loop")
     parser.add_argument("--prompt-form", choices=sorted(PROMPT_FORMS),
                         help="z's dense prompt of the mask decoder: channel gains and shifts (film) or a per-position MLP (fcomb)")
     return parser
@@ -491,11 +529,11 @@ def main(argv: list[str] | None = None) -> int:
         build_parser().error(f"--aggressive-posterior must be at least 1, got {options.aggressive_posterior}")
     if not 0 < options.aggressive_share <= 1:
         build_parser().error(f"--aggressive-share must lie in (0, 1], got {options.aggressive_share}")
-    if options.aggressive_share != 0.25 and options.aggressive_posterior is None:
-        build_parser().error("--aggressive-share sets when --aggressive-posterior stops: give --aggressive-posterior N too")
+    if (options.aggressive_share != 0.25 or options.aggressive_check) and options.aggressive_posterior is None:
+        build_parser().error("--aggressive-share and --aggressive-check shape --aggressive-posterior: give --aggressive-posterior N too")
     if options.aux_noise != "posterior" and options.aux_decoder is None:
         build_parser().error("--aux-noise sets the --aux-decoder's z: give --aux-decoder W too")
-    changes = {key: value for key, value in vars(options).items() if key not in ("aux_noise", "prior_weight", "aggressive_share")}
+    changes = {key: value for key, value in vars(options).items() if key not in ("aux_noise", "prior_weight", "aggressive_share", "aggressive_check")}
     if not any(value not in (None, False) for value in changes.values()):
         build_parser().error("name at least one change (see --help)")
     if options.prompt_form is not None:

@@ -12,7 +12,8 @@ from benchmarks import latent_takeoff
 def _options(**given):
     values = {"posterior_sigma": None, "posterior_gain": None, "total_free_bits": False, "all_raters": False,
               "aux_decoder": None, "aux_noise": "posterior", "prompt_form": None, "prior_samples": None,
-              "prior_weight": 1.0, "aggressive_posterior": None, "aggressive_share": 0.25, **given}
+              "prior_weight": 1.0, "aggressive_posterior": None, "aggressive_share": 0.25, "aggressive_check": False,
+              **given}
     return argparse.Namespace(**values)
 
 
@@ -170,13 +171,14 @@ def test_prior_samples_need_two_samples_and_latent_takeoff_trains_ua_sam_only(tm
     assert not (tmp_path / "runs").exists()
 
 
-def _a_loop_at(step: int, planned: int):
+def _a_loop_at(step: int, planned: int, latent_lr: float = 1e-3):
     """What `AggressivePosterior` reads of the training loop, at ``step`` of ``planned``."""
     from types import SimpleNamespace
 
     from uncertainty_adapters.integrations.pipeline.presets import get_preset
 
-    return SimpleNamespace(progress=SimpleNamespace(step=step), planned_steps=planned, preset=get_preset("demo"),
+    preset = get_preset("demo").replace(latent_lr=latent_lr)
+    return SimpleNamespace(progress=SimpleNamespace(step=step), planned_steps=planned, preset=preset,
                            loss_fn=ua.ElboLoss(beta=1e-3, validate=False, free_bits=0.5),
                            _kl_for_loss=lambda output: output.kl_per_dim)
 
@@ -205,6 +207,25 @@ def test_aggressive_posterior_steps_train_the_posterior_alone_and_only_early():
     assert all(torch.equal(after[name], value) for name, value in model.trainable_state_dict().items())
 
 
+def test_the_aggressive_check_undoes_a_step_that_raises_the_objective_and_ends_the_loop():
+    from tests.sam.conftest import SIZE, disc_masks, images, perturb_trainable, tiny_uncertainty_sam
+    from uncertainty_adapters.integrations.sam import Prompts
+    from uncertainty_adapters.integrations.sam.model import UncertaintySam
+
+    model = tiny_uncertainty_sam().train()
+    perturb_trainable(model)
+    batch = {"image": images(2), "mask": disc_masks(2)}
+    prompts = Prompts(points=torch.full((2, 1, 2), SIZE / 2), labels=torch.ones(2, 1, dtype=torch.long))
+    aggressive = latent_takeoff.AggressivePosterior(steps=3, share=1.0, check=True)
+    aggressive.bind(_a_loop_at(step=0, planned=8, latent_lr=100.0))  # steps of 100 on every weight: overshoot
+    before = {name: value.clone() for name, value in model.trainable_state_dict().items()}
+    aggressive.before_step(model, batch["image"], prompts, batch["mask"], UncertaintySam.forward)
+    assert (aggressive.inner_steps, aggressive.undone) == (0, 1)  # the first step was undone and ended the loop
+    assert all(torch.equal(before[name], value) for name, value in model.trainable_state_dict().items())
+    assert aggressive.optimizer.state_dict()["state"] == {}  # its Adam state too
+    assert all(p.grad is None for p in model.parameters())
+
+
 def test_aggressive_posterior_runs_inside_a_training_loop_and_records_its_steps(tmp_path):
     from tests.pipeline.conftest import SIZE as PIPELINE_SIZE, job
     from uncertainty_adapters.integrations.pipeline.training.loop import train
@@ -222,7 +243,8 @@ def test_aggressive_posterior_needs_a_step_and_a_share_in_range(tmp_path, capsys
     base = ["--", "--out", str(tmp_path), "--data", "bimodal", "--variant", "demo"]
     for given, message in ((["--aggressive-posterior", "0"], "at least 1"),
                            (["--aggressive-posterior", "2", "--aggressive-share", "0"], "must lie in (0, 1]"),
-                           (["--aggressive-share", "0.5"], "give --aggressive-posterior N too")):
+                           (["--aggressive-share", "0.5"], "give --aggressive-posterior N too"),
+                           (["--aggressive-check"], "give --aggressive-posterior N too")):
         with pytest.raises(SystemExit):
             latent_takeoff.main([*given, *base])
         assert message in capsys.readouterr().err
