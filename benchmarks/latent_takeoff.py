@@ -56,9 +56,10 @@ The changes (any combination):
   about N + 1 ordinary ones. (He et al. draw a fresh batch per inner step, run to convergence and
   end the phase when the mutual information stops rising; this runs a fixed N on the step's
   batch for a fixed share, and its ordinary steps update the posterior too.) With
-  ``--aggressive-check`` an inner step that does not lower the batch's objective (taken again
-  with fresh z) is undone and ends that step's inner loop: He et al.'s stop at convergence,
-  checked after every inner step; it costs one more forward per kept step.
+  ``--aggressive-check fresh-z|same-z`` an inner step that does not lower the batch's objective,
+  taken again on fresh z draws or on the draws the step was taken on, is undone and ends that
+  step's inner loop: He et al.'s stop at convergence, checked after every inner step; it costs
+  one more forward per inner step.
 
 These are experiments, not library options. Two changes measured beside them are library
 options instead: LeakyReLU in the prior and posterior nets (``LatentHeads(activation=
@@ -265,7 +266,7 @@ def what_if(options: argparse.Namespace) -> Iterator[dict[str, Any]]:
             record["aggressive_posterior"] = options.aggressive_posterior
             record["aggressive_share"] = options.aggressive_share
             if options.aggressive_check:
-                record["aggressive_check"] = True
+                record["aggressive_check"] = options.aggressive_check
             stack.enter_context(_aggressive_posterior_patches(aggressive))
         if options.total_free_bits:
             record["total_free_bits"] = True
@@ -380,13 +381,19 @@ class AggressivePosterior:
     ``_kl_for_loss`` and ``preset``); `before_step(model, images, prompts, masks, forward)`,
     called with a training step's inputs, then takes up to ``steps`` Adam steps on the posterior
     net's weights alone while ``progress.step < share * planned_steps``, and nothing after.
-    With ``check``, the objective is taken again after each inner step (fresh z, no backward);
-    a step that did not lower it is undone (the posterior's weights and its Adam state) and ends
-    that training step's inner loop. Gradients reach no other weight: every other parameter's
-    ``.grad`` is left as it was, and the posterior's is cleared.
+    With ``check`` the objective is taken again after each inner step (no backward): on fresh z
+    draws (``"fresh-z"``) or on the draws the step was taken on (``"same-z"``, common random
+    numbers, so only the step itself can raise it). A step that did not lower it is undone (the
+    posterior's weights and its Adam state) and ends that training step's inner loop. Gradients
+    reach no other weight: every other parameter's ``.grad`` is left as it was, and the
+    posterior's is cleared.
     """
 
-    def __init__(self, steps: int, share: float, check: bool = False) -> None:
+    CHECKS = ("fresh-z", "same-z")
+
+    def __init__(self, steps: int, share: float, check: str | None = None) -> None:
+        if check not in (None, *self.CHECKS):
+            raise ValueError(f"check must be one of {self.CHECKS} or None, got {check!r}")
         self.steps, self.share, self.check = steps, share, check
         self.loop: Any = None
         self.optimizer: torch.optim.Optimizer | None = None
@@ -414,11 +421,18 @@ class AggressivePosterior:
             self.generators[images.device] = torch.Generator(device=images.device).manual_seed(0)
         generator = self.generators[images.device]
 
-        def objective() -> torch.Tensor:
-            output = forward(model, images, prompts, masks=masks, generator=generator)
+        def objective(seed: int | None = None) -> torch.Tensor:
+            draws = generator if seed is None else torch.Generator(device=images.device).manual_seed(seed)
+            output = forward(model, images, prompts, masks=masks, generator=draws)
             return self.loop.loss_fn(output.logits.float(), masks, self.loop._kl_for_loss(output)).loss
 
-        loss = objective()
+        def new_seed() -> int | None:
+            if self.check != "same-z":
+                return None
+            return int(torch.randint(2**62, (1,), generator=generator, device=images.device))
+
+        seed = new_seed()
+        loss = objective(seed)
         for index in range(self.steps):
             last = index == self.steps - 1
             if self.check:
@@ -434,8 +448,10 @@ class AggressivePosterior:
                 if not last:
                     loss = objective()
                 continue
-            with torch.set_grad_enabled(not last):
-                after = objective()
+            # fresh-z: the objective after the step is the next step's loss; same-z: taken on the
+            # step's own draws without a graph, and the next step gets new draws
+            with torch.set_grad_enabled(self.check == "fresh-z" and not last):
+                after = objective(seed)
             if after.item() >= loss.item():
                 with torch.no_grad():
                     for param, weight in zip(params, weights):
@@ -444,7 +460,11 @@ class AggressivePosterior:
                 self.undone += 1
                 return
             self.inner_steps += 1
-            loss = after
+            if self.check == "fresh-z":
+                loss = after
+            elif not last:
+                seed = new_seed()
+                loss = objective(seed)
 
 
 @contextlib.contextmanager
@@ -495,8 +515,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="early in training, N posterior-only steps before each step (lagging inference networks)")
     parser.add_argument("--aggressive-share", type=float, default=0.25, metavar="S",
                         help="share of the planned steps that get the --aggressive-posterior steps (default 0.25)")
-    parser.add_argument("--aggressive-check", action="store_true",
-                        help="undo an --aggressive-posterior step that does not lower the batch's objective, and end that loop")
+    parser.add_argument("--aggressive-check", choices=AggressivePosterior.CHECKS,
+                        help="undo an --aggressive-posterior step that does not lower the batch's objective (taken again "
+                             "on fresh z draws or on the step's own), and end that loop")
     parser.add_argument("--prompt-form", choices=sorted(PROMPT_FORMS),
                         help="z's dense prompt of the mask decoder: channel gains and shifts (film) or a per-position MLP (fcomb)")
     return parser

@@ -12,7 +12,7 @@ from benchmarks import latent_takeoff
 def _options(**given):
     values = {"posterior_sigma": None, "posterior_gain": None, "total_free_bits": False, "all_raters": False,
               "aux_decoder": None, "aux_noise": "posterior", "prompt_form": None, "prior_samples": None,
-              "prior_weight": 1.0, "aggressive_posterior": None, "aggressive_share": 0.25, "aggressive_check": False,
+              "prior_weight": 1.0, "aggressive_posterior": None, "aggressive_share": 0.25, "aggressive_check": None,
               **given}
     return argparse.Namespace(**values)
 
@@ -207,7 +207,9 @@ def test_aggressive_posterior_steps_train_the_posterior_alone_and_only_early():
     assert all(torch.equal(after[name], value) for name, value in model.trainable_state_dict().items())
 
 
-def test_the_aggressive_check_undoes_a_step_that_raises_the_objective_and_ends_the_loop():
+def _aggressive_before_step(check: str, latent_lr: float):
+    """`AggressivePosterior` (3 steps at most, ``check``) run once on a perturbed tiny UA-SAM:
+    (it, the model's trainable weights before, the model)."""
     from tests.sam.conftest import SIZE, disc_masks, images, perturb_trainable, tiny_uncertainty_sam
     from uncertainty_adapters.integrations.sam import Prompts
     from uncertainty_adapters.integrations.sam.model import UncertaintySam
@@ -216,14 +218,28 @@ def test_the_aggressive_check_undoes_a_step_that_raises_the_objective_and_ends_t
     perturb_trainable(model)
     batch = {"image": images(2), "mask": disc_masks(2)}
     prompts = Prompts(points=torch.full((2, 1, 2), SIZE / 2), labels=torch.ones(2, 1, dtype=torch.long))
-    aggressive = latent_takeoff.AggressivePosterior(steps=3, share=1.0, check=True)
-    aggressive.bind(_a_loop_at(step=0, planned=8, latent_lr=100.0))  # steps of 100 on every weight: overshoot
+    aggressive = latent_takeoff.AggressivePosterior(steps=3, share=1.0, check=check)
+    aggressive.bind(_a_loop_at(step=0, planned=8, latent_lr=latent_lr))
     before = {name: value.clone() for name, value in model.trainable_state_dict().items()}
     aggressive.before_step(model, batch["image"], prompts, batch["mask"], UncertaintySam.forward)
+    return aggressive, before, model
+
+
+@pytest.mark.parametrize("check", latent_takeoff.AggressivePosterior.CHECKS)
+def test_the_aggressive_check_undoes_a_step_that_raises_the_objective_and_ends_the_loop(check):
+    aggressive, before, model = _aggressive_before_step(check, latent_lr=100.0)  # steps of 100: overshoot
     assert (aggressive.inner_steps, aggressive.undone) == (0, 1)  # the first step was undone and ended the loop
     assert all(torch.equal(before[name], value) for name, value in model.trainable_state_dict().items())
     assert aggressive.optimizer.state_dict()["state"] == {}  # its Adam state too
     assert all(p.grad is None for p in model.parameters())
+
+
+def test_the_same_z_check_keeps_small_descent_steps():
+    # on the draws the step was taken on, a small enough step down the gradient lowers the objective
+    aggressive, before, model = _aggressive_before_step("same-z", latent_lr=1e-6)
+    assert (aggressive.inner_steps, aggressive.undone) == (3, 0)
+    after = model.trainable_state_dict()
+    assert any(not torch.equal(before[name], after[name]) for name in before if ".posterior_net." in name)
 
 
 def test_aggressive_posterior_runs_inside_a_training_loop_and_records_its_steps(tmp_path):
@@ -244,7 +260,7 @@ def test_aggressive_posterior_needs_a_step_and_a_share_in_range(tmp_path, capsys
     for given, message in ((["--aggressive-posterior", "0"], "at least 1"),
                            (["--aggressive-posterior", "2", "--aggressive-share", "0"], "must lie in (0, 1]"),
                            (["--aggressive-share", "0.5"], "give --aggressive-posterior N too"),
-                           (["--aggressive-check"], "give --aggressive-posterior N too")):
+                           (["--aggressive-check", "same-z"], "give --aggressive-posterior N too")):
         with pytest.raises(SystemExit):
             latent_takeoff.main([*given, *base])
         assert message in capsys.readouterr().err
