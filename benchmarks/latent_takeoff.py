@@ -381,7 +381,7 @@ class AggressivePosterior:
     ``_kl_for_loss`` and ``preset``); `before_step(model, images, prompts, masks, forward)`,
     called with a training step's inputs, then takes up to ``steps`` Adam steps on the posterior
     net's weights alone while ``progress.step < share * planned_steps``, and nothing after.
-    With ``check`` the objective is taken again after each inner step (no backward): on fresh z
+    With ``check`` the objective is taken again after each inner step (one more forward): on fresh z
     draws (``"fresh-z"``) or on the draws the step was taken on (``"same-z"``, common random
     numbers, so only the step itself can raise it). A step that did not lower it is undone (the
     posterior's weights and its Adam state) and ends that training step's inner loop. Gradients
