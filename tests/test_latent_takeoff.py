@@ -183,45 +183,44 @@ def _a_loop_at(step: int, planned: int, latent_lr: float = 1e-3):
                            _kl_for_loss=lambda output: output.kl_per_dim)
 
 
-def test_aggressive_posterior_steps_train_the_posterior_alone_and_only_early():
-    from tests.sam.conftest import SIZE, disc_masks, images, perturb_trainable, tiny_uncertainty_sam
-    from uncertainty_adapters.integrations.sam import Prompts
-    from uncertainty_adapters.integrations.sam.model import UncertaintySam
-
-    model = tiny_uncertainty_sam().train()
-    perturb_trainable(model)  # so that z reaches the output and the posterior gets a gradient
-    batch = {"image": images(2), "mask": disc_masks(2)}
-    prompts = Prompts(points=torch.full((2, 1, 2), SIZE / 2), labels=torch.ones(2, 1, dtype=torch.long))
-    aggressive = latent_takeoff.AggressivePosterior(steps=3, share=0.25)
-    aggressive.bind(_a_loop_at(step=0, planned=8))  # active while step < 2
-    before = {name: value.clone() for name, value in model.trainable_state_dict().items()}
-    aggressive.before_step(model, batch["image"], prompts, batch["mask"], UncertaintySam.forward)
-    after = model.trainable_state_dict()
-    moved = {name for name in before if not torch.equal(before[name], after[name])}
-    assert moved and all(name.startswith("latent_heads.posterior_net.") for name in moved)
-    assert all(p.grad is None for p in model.parameters())  # nothing left behind for the ordinary step
-    assert aggressive.inner_steps == 3
-    aggressive.bind(_a_loop_at(step=2, planned=8))  # past the share: nothing
-    aggressive.before_step(model, batch["image"], prompts, batch["mask"], UncertaintySam.forward)
-    assert aggressive.inner_steps == 3
-    assert all(torch.equal(after[name], value) for name, value in model.trainable_state_dict().items())
-
-
-def _aggressive_before_step(check: str, latent_lr: float):
-    """`AggressivePosterior` (3 steps at most, ``check``) run once on a perturbed tiny UA-SAM:
-    (it, the model's trainable weights before, the model)."""
+def _a_training_step():
+    """A perturbed tiny UA-SAM in training mode (z reaches its output, so the posterior gets a
+    gradient) and one step's inputs for `AggressivePosterior.before_step`: (model, inputs)."""
     from tests.sam.conftest import SIZE, disc_masks, images, perturb_trainable, tiny_uncertainty_sam
     from uncertainty_adapters.integrations.sam import Prompts
     from uncertainty_adapters.integrations.sam.model import UncertaintySam
 
     model = tiny_uncertainty_sam().train()
     perturb_trainable(model)
-    batch = {"image": images(2), "mask": disc_masks(2)}
     prompts = Prompts(points=torch.full((2, 1, 2), SIZE / 2), labels=torch.ones(2, 1, dtype=torch.long))
+    return model, (model, images(2), prompts, disc_masks(2), UncertaintySam.forward)
+
+
+def test_aggressive_posterior_steps_train_the_posterior_alone_and_only_early():
+    model, inputs = _a_training_step()
+    aggressive = latent_takeoff.AggressivePosterior(steps=3, share=0.25)
+    aggressive.bind(_a_loop_at(step=0, planned=8))  # active while step < 2
+    before = {name: value.clone() for name, value in model.trainable_state_dict().items()}
+    aggressive.before_step(*inputs)
+    after = model.trainable_state_dict()
+    moved = {name for name in before if not torch.equal(before[name], after[name])}
+    assert moved and all(name.startswith("latent_heads.posterior_net.") for name in moved)
+    assert all(p.grad is None for p in model.parameters())  # nothing left behind for the ordinary step
+    assert aggressive.inner_steps == 3
+    aggressive.bind(_a_loop_at(step=2, planned=8))  # past the share: nothing
+    aggressive.before_step(*inputs)
+    assert aggressive.inner_steps == 3
+    assert all(torch.equal(after[name], value) for name, value in model.trainable_state_dict().items())
+
+
+def _aggressive_before_step(check: str, latent_lr: float):
+    """`AggressivePosterior` (3 steps at most, ``check``) run once on `_a_training_step`:
+    (it, the model's trainable weights before, the model)."""
+    model, inputs = _a_training_step()
     aggressive = latent_takeoff.AggressivePosterior(steps=3, share=1.0, check=check)
     aggressive.bind(_a_loop_at(step=0, planned=8, latent_lr=latent_lr))
     before = {name: value.clone() for name, value in model.trainable_state_dict().items()}
-    aggressive.before_step(model, batch["image"], prompts, batch["mask"], UncertaintySam.forward)
+    aggressive.before_step(*inputs)
     return aggressive, before, model
 
 
