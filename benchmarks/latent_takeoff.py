@@ -288,23 +288,41 @@ def what_if(options: argparse.Namespace) -> Iterator[dict[str, Any]]:
 
 
 @contextlib.contextmanager
+def _training_forward_hooks(before=None, after=None) -> Iterator[None]:
+    """Call ``before(model, images, prompts, masks, forward)`` ahead of, and ``after(model, images,
+    prompts, masks, output)`` behind, each forward of UA-SAM in training mode with a rater mask and a
+    latent (``forward`` is the unhooked one). Validation (eval mode) and the prior-fit phase, which
+    does not run the model, are left as they are."""
+    from uncertainty_adapters.integrations.sam import model as sam_model
+
+    original_forward = sam_model.UncertaintySam.forward
+
+    def forward(self, images, prompts, masks=None, num_samples=1, generator=None):
+        hooked = self.training and masks is not None and self.latent_heads is not None
+        if hooked and before is not None:
+            before(self, images, prompts, masks, original_forward)
+        output = original_forward(self, images, prompts, masks=masks, num_samples=num_samples, generator=generator)
+        if hooked and after is not None:
+            after(self, images, prompts, masks, output)
+        return output
+
+    with mock.patch.object(sam_model.UncertaintySam, "forward", forward):
+        yield
+
+
+@contextlib.contextmanager
 def _extra_training_loss(term) -> Iterator[None]:
     """Add ``term(model, images, prompts, masks, output)`` (a scalar tensor, or None for nothing)
     to the ELBO loss of each training forward with a rater mask; the loss call of that step adds
     it. Validation (eval mode) and the prior-fit phase are left as they are."""
     from uncertainty_adapters import losses
-    from uncertainty_adapters.integrations.sam import model as sam_model
 
     pending: list[torch.Tensor] = []
-    original_forward = sam_model.UncertaintySam.forward
     original_loss = losses.ElboLoss.forward
 
-    def forward(self, images, prompts, masks=None, num_samples=1, generator=None):
-        output = original_forward(self, images, prompts, masks=masks, num_samples=num_samples, generator=generator)
-        if self.training and masks is not None and self.latent_heads is not None:
-            extra = term(self, images, prompts, masks, output)
-            pending[:] = [] if extra is None else [extra]
-        return output
+    def after(model, images, prompts, masks, output):
+        extra = term(model, images, prompts, masks, output)
+        pending[:] = [] if extra is None else [extra]
 
     def loss_forward(self, logits, target, kl):
         terms = original_loss(self, logits, target, kl)
@@ -312,8 +330,7 @@ def _extra_training_loss(term) -> Iterator[None]:
             return terms
         return terms._replace(loss=terms.loss + pending.pop())
 
-    with mock.patch.object(sam_model.UncertaintySam, "forward", forward), \
-            mock.patch.object(losses.ElboLoss, "forward", loss_forward):
+    with _training_forward_hooks(after=after), mock.patch.object(losses.ElboLoss, "forward", loss_forward):
         yield
 
 
@@ -452,7 +469,7 @@ class AggressivePosterior:
             # step's own draws without a graph, and the next step gets new draws
             with torch.set_grad_enabled(self.check == "fresh-z" and not last):
                 after = objective(seed)
-            if after.item() >= loss.item():
+            if bool(after.detach() >= loss.detach()):  # one host sync
                 with torch.no_grad():
                     for param, weight in zip(params, weights):
                         param.copy_(weight)
@@ -472,10 +489,8 @@ def _aggressive_posterior_patches(aggressive: AggressivePosterior) -> Iterator[N
     """Bind ``aggressive`` to each training loop that runs, and call its `before_step` before each
     training forward with a rater mask (validation, in eval mode, and the prior fit are left alone)."""
     from uncertainty_adapters.integrations.pipeline.training import loop as training_loop
-    from uncertainty_adapters.integrations.sam import model as sam_model
 
     original_run = training_loop._TrainingLoop.run
-    original_forward = sam_model.UncertaintySam.forward
 
     def run(self):
         aggressive.bind(self)
@@ -484,13 +499,8 @@ def _aggressive_posterior_patches(aggressive: AggressivePosterior) -> Iterator[N
         finally:
             aggressive.bind(None)
 
-    def forward(self, images, prompts, masks=None, num_samples=1, generator=None):
-        if self.training and masks is not None and self.latent_heads is not None:
-            aggressive.before_step(self, images, prompts, masks, original_forward)
-        return original_forward(self, images, prompts, masks=masks, num_samples=num_samples, generator=generator)
-
     with mock.patch.object(training_loop._TrainingLoop, "run", run), \
-            mock.patch.object(sam_model.UncertaintySam, "forward", forward):
+            _training_forward_hooks(before=aggressive.before_step):
         yield
 
 
