@@ -105,6 +105,10 @@ VARIANTS["demo-prompt-random"] = {"latent_prompt_start": "random"}
 # GECO in place of free bits: the KL's weight adapts so that the training DiceCE reaches kappa
 VARIANTS["demo-geco"] = {"geco_kappa": 0.14, "free_bits": 0.0}
 VARIANTS["demo-geco-0.05"] = {"geco_kappa": 0.05, "free_bits": 0.0}
+# the same epochs in twice the optimizer steps: half the demo preset's batch (16), nothing else changed
+VARIANTS["demo-batch-8"] = {"batch_size": 8}
+# the same epochs in half the optimizer steps: twice the demo preset's batch
+VARIANTS["demo-batch-32"] = {"batch_size": 32}
 
 _COVER = 0.5  # a mask marks a region when it covers at least this share of it
 _STARTED = time.time()

@@ -50,6 +50,8 @@ def test_a_variant_keeps_the_latent_settings_it_was_measured_with_and_demo_is_th
     assert (geco.geco_kappa, geco.free_bits) == (0.14, 0.0)  # GECO in place of free bits, the rest the demo's
     assert dataclasses.replace(geco, geco_kappa=None, free_bits=demo.free_bits) == demo
     assert demo.replace(**diagnose_latent.VARIANTS["demo-beta0"]) == demo.replace(beta=0.0)
+    assert demo.replace(**diagnose_latent.VARIANTS["demo-batch-8"]) == demo.replace(batch_size=8)
+    assert demo.replace(**diagnose_latent.VARIANTS["demo-batch-32"]) == demo.replace(batch_size=32)
     assert plain.raters_per_image == "one" and plain.latent_activation == "relu"
 
 
