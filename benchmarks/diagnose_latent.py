@@ -109,6 +109,8 @@ VARIANTS["demo-geco-0.05"] = {"geco_kappa": 0.05, "free_bits": 0.0}
 VARIANTS["demo-batch-8"] = {"batch_size": 8}
 # the same epochs in half the optimizer steps: twice the demo preset's batch
 VARIANTS["demo-batch-32"] = {"batch_size": 32}
+# z carries none of the posterior's noise at the first step, all of it from a quarter of the steps on
+VARIANTS["demo-noise-warmup"] = {"posterior_noise_warmup": 0.25}
 
 _COVER = 0.5  # a mask marks a region when it covers at least this share of it
 _STARTED = time.time()

@@ -61,20 +61,14 @@ The changes (any combination):
   step's inner loop: He et al.'s stop at convergence, checked after every inner step; it costs
   one more forward per inner step.
 
-- ``--noise-warmup S``: during the first S of the planned training steps the posterior's z
-  carries only part of its noise: z = mu + t * sigma * eps, with t rising linearly from 0 at
-  the first step to 1 at S (`NoiseWarmup`; the same eps draws, so the run's random streams are
-  the plain run's). The KL term, the prior's samples, validation (eval mode) and the prior fit
-  see the posterior as it is. While t is small the decoder reads the posterior's mean without
-  the noise that teaches it to ignore z: the noise's analogue of KL annealing, and of starting
-  from a deterministic autoencoder (Li et al., 2019, without their decoder reset).
-
-These are experiments, not library options. Two changes measured beside them are library
+These are experiments, not library options. Three changes measured beside them are library
 options instead: LeakyReLU in the prior and posterior nets (``LatentHeads(activation=
-"leaky_relu")``, the demo preset's; ``--variant demo-relu`` trains ReLU), and all raters per step,
+"leaky_relu")``, the demo preset's; ``--variant demo-relu`` trains ReLU), all raters per step,
 drawn by a sampler rather than cut from a batch of B (the preset field
 ``raters_per_image="all"``, integrations/pipeline/training/rater_batches.py; ``--variant
-demo-all-raters``). Each run needs a fresh ``--out``: a run folder already there would be
+demo-all-raters``), and a warm-up of the posterior's noise on z (the preset field
+``posterior_noise_warmup``; ``--variant demo-noise-warmup``), first measured as this module's
+``--noise-warmup 0.25``. Each run needs a fresh ``--out``: a run folder already there would be
 measured as it is, without the change.
 """
 
@@ -276,9 +270,6 @@ def what_if(options: argparse.Namespace) -> Iterator[dict[str, Any]]:
             if options.aggressive_check:
                 record["aggressive_check"] = options.aggressive_check
             stack.enter_context(_aggressive_posterior_patches(aggressive))
-        if options.noise_warmup is not None:
-            record["noise_warmup"] = options.noise_warmup
-            stack.enter_context(_noise_warmup_patches(NoiseWarmup(options.noise_warmup)))
         if options.total_free_bits:
             record["total_free_bits"] = True
             stack.enter_context(mock.patch.object(losses.ElboLoss, "kl_terms", total_free_bits_kl_terms))
@@ -308,11 +299,12 @@ def _training_forward_hooks(before=None, after=None) -> Iterator[None]:
 
     original_forward = sam_model.UncertaintySam.forward
 
-    def forward(self, images, prompts, masks=None, num_samples=1, generator=None):
+    def forward(self, images, prompts, masks=None, num_samples=1, generator=None, **kwargs):
         hooked = self.training and masks is not None and self.latent_heads is not None
         if hooked and before is not None:
             before(self, images, prompts, masks, original_forward)
-        output = original_forward(self, images, prompts, masks=masks, num_samples=num_samples, generator=generator)
+        output = original_forward(self, images, prompts, masks=masks, num_samples=num_samples, generator=generator,
+                                  **kwargs)
         if hooked and after is not None:
             after(self, images, prompts, masks, output)
         return output
@@ -522,61 +514,6 @@ def _aggressive_posterior_patches(aggressive: AggressivePosterior) -> Iterator[N
         yield
 
 
-class NoiseWarmup:
-    """How much of the posterior's noise z carries in training (``--noise-warmup``).
-
-    `bind` hands it the training loop; `scale` is then t = progress.step / (share *
-    planned_steps), capped at 1: 0 at the first step, 1 from ``share`` of the planned steps on,
-    and 1 with no loop bound (outside training).
-    """
-
-    def __init__(self, share: float) -> None:
-        if not 0 < share <= 1:
-            raise ValueError(f"share must lie in (0, 1], got {share}")
-        self.share = share
-        self.loop: Any = None
-
-    def bind(self, loop: Any) -> None:
-        self.loop = loop
-
-    def scale(self) -> float:
-        if self.loop is None:
-            return 1.0
-        return min(1.0, self.loop.progress.step / (self.share * self.loop.planned_steps))
-
-
-def _with_noise_scale(gaussian: Any, scale: float) -> Any:
-    """``gaussian`` (a `DiagonalGaussian`) whose `rsample` draws mean + scale * sigma * eps from
-    the same eps; its mean, sigma and KL are ``gaussian``'s own."""
-    original_rsample = gaussian.rsample
-
-    def rsample(num_samples=None, generator=None):
-        full = original_rsample(num_samples, generator=generator)
-        mean = gaussian.mean if num_samples is None else gaussian.mean.unsqueeze(1)
-        return mean + scale * (full - mean)
-
-    gaussian.rsample = rsample
-    return gaussian
-
-
-@contextlib.contextmanager
-def _noise_warmup_patches(warmup: NoiseWarmup) -> Iterator[None]:
-    """Bind ``warmup`` to each training loop, and give the posterior that UA-SAM's latent heads
-    return in training mode ``warmup.scale()`` of its noise; in eval mode (validation) and in
-    the prior fit (no loop bound) it is left as it is."""
-    from uncertainty_adapters import latent_heads
-
-    original_posterior = latent_heads.LatentHeads.posterior
-
-    def posterior(self, x, y):
-        gaussian = original_posterior(self, x, y)
-        scale = warmup.scale() if self.training else 1.0
-        return gaussian if scale >= 1.0 else _with_noise_scale(gaussian, scale)
-
-    with _bound_to_training_loops(warmup), mock.patch.object(latent_heads.LatentHeads, "posterior", posterior):
-        yield
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n")[0],
@@ -601,8 +538,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--aggressive-check", choices=AggressivePosterior.CHECKS,
                         help="undo an --aggressive-posterior step that does not lower the batch's objective (taken again "
                              "on fresh z draws or on the step's own), and end that loop")
-    parser.add_argument("--noise-warmup", type=float, metavar="S",
-                        help="the posterior's z noise rises linearly from 0 to its sigma over the first S of the planned steps")
     parser.add_argument("--prompt-form", choices=sorted(PROMPT_FORMS),
                         help="z's dense prompt of the mask decoder: channel gains and shifts (film) or a per-position MLP (fcomb)")
     return parser
@@ -637,8 +572,6 @@ def main(argv: list[str] | None = None) -> int:
         build_parser().error(f"--aggressive-share must lie in (0, 1], got {options.aggressive_share}")
     if (options.aggressive_share != 0.25 or options.aggressive_check) and options.aggressive_posterior is None:
         build_parser().error("--aggressive-share and --aggressive-check shape --aggressive-posterior: give --aggressive-posterior N too")
-    if options.noise_warmup is not None and not 0 < options.noise_warmup <= 1:
-        build_parser().error(f"--noise-warmup must lie in (0, 1], got {options.noise_warmup}")
     if options.aux_noise != "posterior" and options.aux_decoder is None:
         build_parser().error("--aux-noise sets the --aux-decoder's z: give --aux-decoder W too")
     changes = {key: value for key, value in vars(options).items() if key not in ("aux_noise", "prior_weight", "aggressive_share", "aggressive_check")}

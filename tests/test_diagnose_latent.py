@@ -52,6 +52,8 @@ def test_a_variant_keeps_the_latent_settings_it_was_measured_with_and_demo_is_th
     assert demo.replace(**diagnose_latent.VARIANTS["demo-beta0"]) == demo.replace(beta=0.0)
     assert demo.replace(**diagnose_latent.VARIANTS["demo-batch-8"]) == demo.replace(batch_size=8)
     assert demo.replace(**diagnose_latent.VARIANTS["demo-batch-32"]) == demo.replace(batch_size=32)
+    assert (demo.replace(**diagnose_latent.VARIANTS["demo-noise-warmup"])
+            == demo.replace(posterior_noise_warmup=0.25))
     assert plain.raters_per_image == "one" and plain.latent_activation == "relu"
 
 

@@ -36,6 +36,25 @@ def test_training_forward_draws_from_the_posterior_and_returns_kl():
     assert torch.all(out.kl >= 0)
 
 
+def test_a_share_of_the_noise_draws_the_same_eps_scaled_and_zero_gives_the_mean():
+    gaussian = DiagonalGaussian(torch.randn(3, 6), torch.randn(3, 6))
+    full = gaussian.rsample(4, generator=torch.Generator().manual_seed(1))
+    quarter = gaussian.rsample(4, generator=torch.Generator().manual_seed(1), noise_scale=0.25)
+    mean = gaussian.mean.unsqueeze(1)
+    torch.testing.assert_close(quarter - mean, 0.25 * (full - mean))
+    assert torch.equal(gaussian.rsample(noise_scale=0.0), gaussian.mean)
+
+
+def test_the_posterior_noise_scales_only_zs_noise_not_the_kl():
+    heads = _heads()
+    x, y = torch.rand(2, 3, 32, 32), torch.ones(2, 1, 32, 32)
+    plain, mean_only = heads(x, y), heads(x, y, posterior_noise=0.0)
+    assert torch.equal(mean_only.z, heads.posterior(x, y).mean)
+    assert torch.equal(mean_only.kl, plain.kl)  # the KL is the posterior's own
+    with pytest.raises(ValueError, match=r"in \[0, 1\]"):
+        heads(x, y, posterior_noise=1.5)
+
+
 def test_gradients_reach_both_nets_through_z_and_kl():
     heads = _heads()
     out = heads(torch.rand(2, 3, 32, 32), torch.ones(2, 1, 32, 32))

@@ -13,7 +13,7 @@ def _options(**given):
     values = {"posterior_sigma": None, "posterior_gain": None, "total_free_bits": False, "all_raters": False,
               "aux_decoder": None, "aux_noise": "posterior", "prompt_form": None, "prior_samples": None,
               "prior_weight": 1.0, "aggressive_posterior": None, "aggressive_share": 0.25, "aggressive_check": None,
-              "noise_warmup": None, **given}
+              **given}
     return argparse.Namespace(**values)
 
 
@@ -263,62 +263,6 @@ def test_aggressive_posterior_needs_a_step_and_a_share_in_range(tmp_path, capsys
         with pytest.raises(SystemExit):
             latent_takeoff.main([*given, *base])
         assert message in capsys.readouterr().err
-    assert not (tmp_path / "runs").exists()
-
-
-def test_the_noise_warmup_rises_linearly_from_none_to_the_posteriors_own_noise():
-    warmup = latent_takeoff.NoiseWarmup(share=0.5)
-    assert warmup.scale() == 1.0  # outside a training loop
-    scales = []
-    for step in (0, 1, 2, 4, 7):
-        warmup.bind(_a_loop_at(step=step, planned=8))  # ramp over the first 4 steps
-        scales.append(warmup.scale())
-    assert scales == [0.0, 0.25, 0.5, 1.0, 1.0]
-
-
-def test_noise_warmup_scales_the_posteriors_noise_in_training_mode_only():
-    heads = _heads().train()
-    x, y = torch.rand(2, 3, 16, 16), (torch.rand(2, 1, 16, 16) > 0.5).float()
-    plain = heads.posterior(x, y)
-    z_plain = plain.rsample(3, generator=torch.Generator().manual_seed(5))
-    warmup = latent_takeoff.NoiseWarmup(share=0.5)
-    with latent_takeoff._noise_warmup_patches(warmup):
-        warmup.bind(_a_loop_at(step=1, planned=8))  # t = 0.25
-        warm = heads.posterior(x, y)
-        z_warm = warm.rsample(3, generator=torch.Generator().manual_seed(5))
-        mean = warm.mean.unsqueeze(1)
-        torch.testing.assert_close(z_warm - mean, 0.25 * (z_plain - mean))  # the same draws, a quarter of the noise
-        assert torch.equal(warm.kl(heads.prior(x)), plain.kl(heads.prior(x)))  # the KL term sees the posterior as it is
-        warmup.bind(_a_loop_at(step=0, planned=8))
-        assert torch.equal(heads.posterior(x, y).rsample(), heads.posterior(x, y).mean)  # no noise at the first step
-        heads.eval()  # validation: the posterior's own noise
-        z_eval = heads.posterior(x, y).rsample(3, generator=torch.Generator().manual_seed(5))
-        assert torch.equal(z_eval, z_plain)
-    heads.train()
-    assert torch.equal(heads.posterior(x, y).rsample(3, generator=torch.Generator().manual_seed(5)), z_plain)
-
-
-def test_noise_warmup_acts_on_the_training_steps_of_a_real_loop(tmp_path, monkeypatch):
-    from tests.pipeline.conftest import SIZE as PIPELINE_SIZE, job
-    from uncertainty_adapters.integrations.pipeline.training.loop import train
-    from uncertainty_adapters.integrations.sam import build_sam, save_sam_weights
-
-    torch.manual_seed(0)
-    backbone = tmp_path / "sam.safetensors"
-    save_sam_weights(build_sam("demo", image_size=PIPELINE_SIZE), backbone)
-    seen = []
-    scale = latent_takeoff.NoiseWarmup.scale
-    monkeypatch.setattr(latent_takeoff.NoiseWarmup, "scale", lambda self: seen.append(scale(self)) or seen[-1])
-    with latent_takeoff.what_if(_options(noise_warmup=0.5)) as record:
-        train(job(tmp_path / "run", max_steps=2, checkpoint_every=1000), backbone=backbone)  # planned: 2
-    assert record == {"noise_warmup": 0.5}
-    assert seen[:2] == [0.0, 1.0]  # step 0 without noise, step 1 past the ramp
-
-
-def test_noise_warmup_needs_a_share_in_range(tmp_path, capsys):
-    with pytest.raises(SystemExit):
-        latent_takeoff.main(["--noise-warmup", "0", "--", "--out", str(tmp_path), "--data", "bimodal"])
-    assert "must lie in (0, 1]" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
 
 

@@ -27,6 +27,13 @@ ACTIVATIONS = ("relu", "leaky_relu")
 LEAKY_SLOPE = 0.1
 
 
+def check_noise_scale(t: float) -> float:
+    """``t`` if it is a share of the posterior's noise in [0, 1], else a ValueError."""
+    if not 0.0 <= t <= 1.0:
+        raise ValueError(f"posterior_noise is the share of the posterior's noise z carries, in [0, 1]; got {t}")
+    return t
+
+
 @dataclass
 class DiagonalGaussian:
     """N(mean, diag(exp(log_sigma))^2), batched: ``mean`` and ``log_sigma`` are (B, C).
@@ -48,9 +55,18 @@ class DiagonalGaussian:
     def sigma(self) -> torch.Tensor:
         return self.log_sigma.exp()
 
-    def rsample(self, num_samples: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Reparameterised samples: (B, C), or (B, n, C) when ``num_samples`` is given."""
+    def rsample(
+        self, num_samples: int | None = None, generator: torch.Generator | None = None, noise_scale: float = 1.0
+    ) -> torch.Tensor:
+        """Reparameterised samples: (B, C), or (B, n, C) when ``num_samples`` is given.
+
+        ``noise_scale`` t draws mean + t * sigma * eps from the same eps: 1 (the default) samples
+        this Gaussian; less is a training device (a warm-up of the posterior's noise, see
+        `LatentHeads.forward`), 0 returns the mean.
+        """
         mean, sigma = self.mean, self.sigma
+        if noise_scale != 1.0:
+            sigma = sigma * noise_scale
         if num_samples is not None:
             mean, sigma = mean.unsqueeze(1), sigma.unsqueeze(1)
             shape = (self.mean.shape[0], num_samples, self.mean.shape[1])
@@ -278,14 +294,21 @@ class LatentHeads(nn.Module):
         y = self._resize(y.to(x.dtype))
         return self.posterior_net(torch.cat([self._resize(x), y], dim=1))
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> LatentSample:
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, posterior_noise: float = 1.0) -> LatentSample:
         """Training (``y`` given): z ~ Q(z|X,Y) reparameterised, with KL(Q||P) (B,).
-        Without ``y``: z ~ P(z|X), kl None."""
+        Without ``y``: z ~ P(z|X), kl None.
+
+        ``posterior_noise`` t in [0, 1] (with ``y`` only): z = mu + t * sigma * eps, the
+        posterior's mean with t of its noise; the KL is the posterior's own. Ramping t from 0 to
+        1 early in training (a noise warm-up) lets the decoder learn to read z before z's noise
+        teaches it to ignore z (docs/results.md, "The posterior's noise warmed up").
+        """
         prior = self.prior(x)
         if y is None:
             return LatentSample(z=prior.rsample(), prior=prior, posterior=None, kl=None)
         posterior = self.posterior(x, y)
-        return LatentSample(z=posterior.rsample(), prior=prior, posterior=posterior, kl=posterior.kl(prior))
+        z = posterior.rsample(noise_scale=check_noise_scale(posterior_noise))
+        return LatentSample(z=z, prior=prior, posterior=posterior, kl=posterior.kl(prior))
 
     def rater_means(self, x: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         """The posterior mean of every rater's mask: (B, R, C) for images x (B, in_channels, H, W)

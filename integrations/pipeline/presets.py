@@ -49,6 +49,12 @@ trains with GECO's constrained ELBO instead (`uncertainty_adapters.GecoBeta`): t
 starts at ``beta`` and adapts so that the training DiceCE reaches kappa. Why no preset uses it:
 docs/results.md, "GECO in place of free bits".
 
+``posterior_noise_warmup``: 0 in every preset (z carries the posterior's full noise from the
+first step). Set (``--posterior-noise-warmup S``), UA-SAM with a latent trains on z = mu + t *
+sigma * eps, t rising linearly from 0 to 1 over the first S of the planned steps (the KL is the
+posterior's own; validation and the prior fit see the posterior as it is; early stopping waits
+until the warm-up ends). What it does: docs/results.md, "The posterior's noise warmed up".
+
 ``prior_fit_epochs``: epochs that fit the prior net alone to every rater's posterior after
 training (training/prior_fit.py); 20 in the demo, 0 (the paper's joint training only) in the
 paper presets.
@@ -97,6 +103,13 @@ class Preset:
         default=0.0,
         metadata={"help": "Share of the planned steps over which beta ramps linearly from 0 (KL annealing); "
                           "early stopping waits until it ends."},
+    )
+    posterior_noise_warmup: float = field(
+        default=0.0,
+        metadata={"help": "Share of the planned steps over which the posterior's noise on z ramps linearly from 0 "
+                          "(z = mu + t * sigma * eps, t from 0 to 1; the KL is the posterior's own); 0: none. "
+                          "UA-SAM's latent only; early stopping waits until it ends; the step runs eagerly "
+                          "(no CUDA graph) while it is on."},
     )
     prior_fit_epochs: int = field(
         default=0,
@@ -199,6 +212,9 @@ class Preset:
         if self.latent_prompt_start != "zero" and not self.latent_prompt:
             raise ValueError(f"latent_prompt_start={self.latent_prompt_start!r} sets how the latent prompt starts, but "
                              f"this preset has no latent prompt: add --latent-prompt (or leave the start at zero)")
+        if not 0.0 <= self.posterior_noise_warmup <= 1.0:
+            raise ValueError(f"posterior_noise_warmup is a share of the planned steps, in [0, 1]; got "
+                             f"{self.posterior_noise_warmup} (0: no warm-up)")
         if self.raters_per_image not in RATERS_PER_IMAGE:
             raise ValueError(f"raters_per_image must be one of {RATERS_PER_IMAGE}, got {self.raters_per_image!r}")
         if self.geco_kappa is not None:

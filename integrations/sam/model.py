@@ -23,6 +23,7 @@ from torch import nn
 
 import uncertainty_adapters as ua
 from uncertainty_adapters import checkpoint as ckpt
+from uncertainty_adapters.latent_heads import check_noise_scale
 from uncertainty_adapters.model import parameter_counts
 
 from .latent_prompt import LatentDensePrompt
@@ -156,6 +157,7 @@ class UncertaintySam(nn.Module):
         masks: torch.Tensor | None = None,
         num_samples: int = 1,
         generator: torch.Generator | None = None,
+        posterior_noise: float = 1.0,
     ) -> UncertaintySamOutput:
         """Training (``masks`` given) or sampling (no ``masks``).
 
@@ -166,6 +168,8 @@ class UncertaintySam(nn.Module):
                 None: z ~ P(z|X), no KL.
             num_samples: K hypotheses per image (one batched forward).
             generator: random generator for the latent samples.
+            posterior_noise: with ``masks``, z = mu + t * sigma * eps carries this share t of the
+                posterior's noise (`uncertainty_adapters.LatentHeads.forward`); 1: the posterior.
 
         Returns:
             `UncertaintySamOutput` with logits (B, K, S, S), kl (B,) or None, z (B, K, C) or None.
@@ -183,7 +187,8 @@ class UncertaintySam(nn.Module):
                 z = prior.rsample(k, generator=generator)
             else:
                 posterior = self.latent_heads.posterior(images, masks)
-                z, kl_per_dim = posterior.rsample(k, generator=generator), posterior.kl_per_dim(prior)
+                z = posterior.rsample(k, generator=generator, noise_scale=check_noise_scale(posterior_noise))
+                kl_per_dim = posterior.kl_per_dim(prior)
                 kl = kl_per_dim.sum(dim=-1)
         elif masks is not None:
             kl = images.new_zeros(batch)

@@ -77,6 +77,15 @@ def test_training_forward_returns_one_mask_per_image_and_a_kl_per_image(model):
     assert out.z.shape == (2, 1, 6)
 
 
+def test_a_training_forward_without_posterior_noise_decodes_the_posteriors_mean(model):
+    masks = disc_masks(2)
+    out = model(images(2), sample_point_prompts(masks), masks, num_samples=3, posterior_noise=0.0)
+    mean = model.latent_heads.posterior(images(2), masks).mean
+    assert torch.equal(out.z, mean.unsqueeze(1).expand(2, 3, 6))
+    full = model(images(2), sample_point_prompts(masks), masks, num_samples=3)
+    assert torch.equal(out.kl, full.kl) and not torch.equal(out.z, full.z)
+
+
 def test_sampling_forward_returns_k_masks_per_image_from_the_prior(model):
     perturb_trainable(model)
     with torch.no_grad():

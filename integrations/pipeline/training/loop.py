@@ -126,6 +126,12 @@ def geco_kappa_of(job: TrainJob) -> float | None:
     return job.preset.geco_kappa if _ua_sam_with_a_latent(job) else None
 
 
+def posterior_noise_warmup_of(job: TrainJob) -> float:
+    """The posterior-noise warm-up ``job`` trains with: the preset's for UA-SAM with a latent
+    sample z, 0 (none) for UA-SAM without one and for the Probabilistic U-Net."""
+    return job.preset.posterior_noise_warmup if _ua_sam_with_a_latent(job) else 0.0
+
+
 def raters_per_image_of(job: TrainJob) -> str:
     """The ``raters_per_image`` ``job`` trains with (rater_batches.py): the preset's for UA-SAM
     with a latent sample z; 'one', the paper's draw, for UA-SAM without one (a deterministic
@@ -141,15 +147,17 @@ def train_val_split(num_items: int, val_fraction: float, seed: int) -> tuple[lis
     return sorted(order[: num_items - n_val]), sorted(order[num_items - n_val :])
 
 
-def _wants_cuda_graph(preset: Preset, accelerator: Accelerator) -> bool:
+def _wants_cuda_graph(preset: Preset, accelerator: Accelerator, noise_warmup: float = 0.0) -> bool:
     """Whether ``--compile`` records the whole training step as a CUDA graph: on one CUDA process
     without gradient accumulation (training/graphed_step.py's step owns backward and the optimizer step; several
-    processes or accumulation keep Accelerate's loop, with the encoder compiled)."""
+    processes or accumulation keep Accelerate's loop, with the encoder compiled) and without a
+    posterior-noise warm-up (whose share of the noise changes every step)."""
     if not preset.compile or accelerator.device.type != "cuda":
         return False
-    if accelerator.num_processes > 1 or preset.grad_accum > 1:
-        logger.info("--compile: %s, so the training step is not recorded as a CUDA graph (encoder compiled only)",
-                    "several processes" if accelerator.num_processes > 1 else "gradient accumulation")
+    if accelerator.num_processes > 1 or preset.grad_accum > 1 or noise_warmup > 0:
+        reason = ("several processes" if accelerator.num_processes > 1 else
+                  "gradient accumulation" if preset.grad_accum > 1 else "a posterior-noise warm-up")
+        logger.info("--compile: %s, so the training step is not recorded as a CUDA graph (encoder compiled only)", reason)
         return False
     return True
 
@@ -300,7 +308,8 @@ class _TrainingLoop:
         val_loader = DataLoader(
             Subset(self.train_part, val_idx), batch_size=preset.batch_size, num_workers=preset.num_workers, pin_memory=pin
         )
-        graph_step = _wants_cuda_graph(preset, accelerator)
+        self.noise_warmup = posterior_noise_warmup_of(job)
+        graph_step = _wants_cuda_graph(preset, accelerator, self.noise_warmup)
         if graph_step:  # capturable, tensor learning rates: the step is recorded as a CUDA graph
             optimizer = capturable_adam(model.optimizer_groups(preset.latent_lr), preset.lr, accelerator.device)
         else:  # fused Adam on CUDA: one kernel for all parameters instead of several per tensor
@@ -379,6 +388,16 @@ class _TrainingLoop:
         warmup = self.preset.kl_warmup * self.planned_steps
         return self.preset.beta if warmup <= 0 else self.preset.beta * min(1.0, step / warmup)
 
+    def posterior_noise_at(self, step: int) -> float:
+        """The share of the posterior's noise z carries at ``step``: ramped linearly from 0 over
+        the first posterior_noise_warmup share of the planned steps (`posterior_noise_warmup_of`)."""
+        warmup = self.noise_warmup * self.planned_steps
+        return 1.0 if warmup <= 0 else min(1.0, step / warmup)
+
+    def _warming_up(self, step: int) -> bool:
+        """Whether ``step`` is inside the KL or the posterior-noise warm-up (no patience is spent)."""
+        return self.beta_at(step) < self.preset.beta or self.posterior_noise_at(step) < 1.0
+
     def run(self) -> None:
         preset, progress = self.preset, self.progress
         self.bar = tqdm(total=self.planned_steps, initial=progress.step, desc=MODEL_LABELS[self.job.model],
@@ -416,7 +435,9 @@ class _TrainingLoop:
                     self.graphed.set_beta(self.loss_fn.beta)
                     terms = ElboTerms(*self.graphed(batch["image"], prompts, mask, latents))
                 else:
-                    output = self.model(batch["image"], prompts, masks=mask, generator=latents)
+                    noise = self.posterior_noise_at(progress.step)  # only UA-SAM with z has a warm-up
+                    extra = {} if noise >= 1.0 else {"posterior_noise": noise}
+                    output = self.model(batch["image"], prompts, masks=mask, generator=latents, **extra)
                     terms = self.loss_fn(output.logits.float(), mask, self._kl_for_loss(output))
                     accelerator.backward(terms.loss)
                     self.optimizer.step()
@@ -492,7 +513,7 @@ class _TrainingLoop:
             progress.best_val_loss, progress.epochs_without_improvement = val_loss, 0
             if self.accelerator.is_main_process:
                 ckpt.save_tensors_atomic(self.job.out / BEST_WEIGHTS, self.unwrapped.trainable_state_dict())
-        elif self.beta_at(progress.step) >= preset.beta:  # no patience is spent during KL warm-up
+        elif not self._warming_up(progress.step):  # no patience is spent during a warm-up
             progress.epochs_without_improvement += 1
         self.log.write({"step": progress.step, "epoch": progress.epoch, "val_loss": val_loss, "val_rater_spread": spread})
         if self.tracker is not None:
@@ -536,6 +557,7 @@ class _TrainingLoop:
                     "free_bits": self.loss_fn.free_bits,  # the ones it trained with (free_bits_of), not the preset's
                     "raters_per_image": self.raters_per_image,  # likewise (raters_per_image_of)
                     "geco_kappa": None if self.geco is None else self.geco.kappa,  # likewise (geco_kappa_of)
+                    "posterior_noise_warmup": self.noise_warmup,  # likewise (posterior_noise_warmup_of)
                     "data": self.job.data,
                     "dataset_kwargs": self.dataset_kwargs,
                     "seed": self.job.seed,

@@ -1,0 +1,52 @@
+"""posterior_noise_warmup: UA-SAM's posterior noise on z ramps up from 0 early in training, exactly on resume."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from uncertainty_adapters.integrations.pipeline import run_dir
+from uncertainty_adapters.integrations.pipeline.presets import get_preset
+from uncertainty_adapters.integrations.pipeline.training.loop import TrainJob, posterior_noise_warmup_of, train
+from uncertainty_adapters.integrations.sam.model import UncertaintySam
+
+from .conftest import job, small_preset, straight_and_resumed
+
+
+def test_only_ua_sam_with_a_latent_warms_up_its_posterior_noise(tmp_path):
+    def warmup(**kwargs):
+        model = kwargs.pop("model", "ua-sam")
+        return posterior_noise_warmup_of(TrainJob(preset=small_preset(posterior_noise_warmup=0.25, **kwargs),
+                                                  data="synthetic", out=tmp_path, model=model))
+
+    assert warmup(interaction="cmsm") == warmup(interaction="concat") == warmup(interaction="sample") == 0.25
+    assert warmup(interaction="none") == 0.0  # no z
+    assert warmup(model="prob-unet") == 0.0  # the baseline keeps its recipe
+
+
+def test_the_share_of_noise_rises_linearly_over_the_warmup_and_the_run_records_it(tmp_path, backbone_file, monkeypatch):
+    seen = []
+    forward = UncertaintySam.forward
+
+    def spy(self, *args, **kwargs):
+        if self.training and kwargs.get("masks") is not None:
+            seen.append(kwargs.get("posterior_noise", 1.0))
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(UncertaintySam, "forward", spy)
+    train(job(tmp_path / "run", max_steps=4, posterior_noise_warmup=0.5, prior_fit_epochs=0), backbone=backbone_file)
+    assert seen == [0.0, 0.5, 1.0, 1.0]  # 4 planned steps: the noise reaches its full share at step 2
+    config = run_dir.read_run_config(tmp_path / "run")
+    assert config["posterior_noise_warmup"] == config["preset"]["posterior_noise_warmup"] == 0.5
+
+
+def test_a_run_with_a_noise_warmup_resumes_exactly(tmp_path, backbone_file):
+    straight, resumed = straight_and_resumed(tmp_path, backbone_file, 1, 3, posterior_noise_warmup=0.5,
+                                             prior_fit_epochs=0)
+    assert straight.progress == resumed.progress
+    assert all(torch.equal(tensor, resumed.trainable[name]) for name, tensor in straight.trainable.items())
+
+
+def test_a_warmup_outside_0_1_is_refused_with_its_range():
+    with pytest.raises(ValueError, match=r"posterior_noise_warmup is a share of the planned steps, in \[0, 1\]"):
+        get_preset("demo").replace(posterior_noise_warmup=1.5)
