@@ -299,9 +299,10 @@ class LatentHeads(nn.Module):
         Without ``y``: z ~ P(z|X), kl None.
 
         ``posterior_noise`` t in [0, 1] (with ``y`` only): z = mu + t * sigma * eps, the
-        posterior's mean with t of its noise; the KL is the posterior's own. Ramping t from 0 to
-        1 early in training (a noise warm-up) lets the decoder learn to read z before z's noise
-        teaches it to ignore z (docs/results.md, "The posterior's noise warmed up").
+        posterior's mean with t of its noise; the KL is the posterior's own. Raising t from 0 to 1
+        early in training is a warm-up of the posterior's noise (the pipeline's preset field
+        ``posterior_noise_warmup``; what it measured: docs/results.md, "When the latent takes
+        off, the batch size, and the posterior's noise warmed up").
         """
         prior = self.prior(x)
         if y is None:

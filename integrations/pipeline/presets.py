@@ -53,7 +53,8 @@ docs/results.md, "GECO in place of free bits".
 first step). Set (``--posterior-noise-warmup S``), UA-SAM with a latent trains on z = mu + t *
 sigma * eps, t rising linearly from 0 to 1 over the first S of the planned steps (the KL is the
 posterior's own; validation and the prior fit see the posterior as it is; early stopping waits
-until the warm-up ends). What it does: docs/results.md, "The posterior's noise warmed up".
+until the warm-up ends). What it does: docs/results.md, "When the latent takes off, the batch
+size, and the posterior's noise warmed up".
 
 ``prior_fit_epochs``: epochs that fit the prior net alone to every rater's posterior after
 training (training/prior_fit.py); 20 in the demo, 0 (the paper's joint training only) in the
