@@ -67,8 +67,8 @@ options instead: LeakyReLU in the prior and posterior nets (``LatentHeads(activa
 drawn by a sampler rather than cut from a batch of B (the preset field
 ``raters_per_image="all"``, integrations/pipeline/training/rater_batches.py; ``--variant
 demo-all-raters``), and a warm-up of the posterior's noise on z (the preset field
-``posterior_noise_warmup``; ``--variant demo-noise-warmup``), first measured as this module's
-``--noise-warmup 0.25``. Each run needs a fresh ``--out``: a run folder already there would be
+``posterior_noise_warmup``; ``--variant demo-noise-warmup``), first measured as a what-if of
+this module (``--noise-warmup 0.25``, commit 44e15ee). Each run needs a fresh ``--out``: a run folder already there would be
 measured as it is, without the change.
 """
 
@@ -488,29 +488,22 @@ class AggressivePosterior:
 
 
 @contextlib.contextmanager
-def _bound_to_training_loops(change: Any) -> Iterator[None]:
-    """Call ``change.bind(loop)`` as each training loop starts to run, and ``change.bind(None)``
-    when it ends, so that ``change`` can read the loop's ``progress.step`` and ``planned_steps``."""
+def _aggressive_posterior_patches(aggressive: AggressivePosterior) -> Iterator[None]:
+    """Bind ``aggressive`` to each training loop that runs, and call its `before_step` before each
+    training forward with a rater mask (validation, in eval mode, and the prior fit are left alone)."""
     from uncertainty_adapters.integrations.pipeline.training import loop as training_loop
 
     original_run = training_loop._TrainingLoop.run
 
     def run(self):
-        change.bind(self)
+        aggressive.bind(self)
         try:
             return original_run(self)
         finally:
-            change.bind(None)
+            aggressive.bind(None)
 
-    with mock.patch.object(training_loop._TrainingLoop, "run", run):
-        yield
-
-
-@contextlib.contextmanager
-def _aggressive_posterior_patches(aggressive: AggressivePosterior) -> Iterator[None]:
-    """Bind ``aggressive`` to each training loop that runs, and call its `before_step` before each
-    training forward with a rater mask (validation, in eval mode, and the prior fit are left alone)."""
-    with _bound_to_training_loops(aggressive), _training_forward_hooks(before=aggressive.before_step):
+    with mock.patch.object(training_loop._TrainingLoop, "run", run), \
+            _training_forward_hooks(before=aggressive.before_step):
         yield
 
 
