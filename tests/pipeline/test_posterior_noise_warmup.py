@@ -40,6 +40,24 @@ def test_the_share_of_noise_rises_linearly_over_the_warmup_and_the_run_records_i
     assert config["posterior_noise_warmup"] == config["preset"]["posterior_noise_warmup"] == 0.5
 
 
+def test_no_patience_is_spent_until_both_warmups_have_ended():
+    from types import SimpleNamespace
+
+    from uncertainty_adapters.integrations.pipeline.training.loop import _TrainingLoop
+
+    def loop(noise_warmup, kl_warmup):  # what the two ramps read of a training loop, 8 planned steps
+        fake = SimpleNamespace(noise_warmup=noise_warmup, planned_steps=8,
+                               preset=small_preset(kl_warmup=kl_warmup, posterior_noise_warmup=noise_warmup))
+        fake.beta_at = lambda step: _TrainingLoop.beta_at(fake, step)
+        fake.posterior_noise_at = lambda step: _TrainingLoop.posterior_noise_at(fake, step)
+        return fake
+
+    noise_only, both = loop(noise_warmup=0.5, kl_warmup=0.0), loop(noise_warmup=0.25, kl_warmup=0.75)
+    assert [_TrainingLoop._warming_up(noise_only, step) for step in (0, 3, 4, 7)] == [True, True, False, False]
+    assert [_TrainingLoop._warming_up(both, step) for step in (1, 2, 5, 6)] == [True, True, True, False]
+    assert not _TrainingLoop._warming_up(loop(noise_warmup=0.0, kl_warmup=0.0), 0)
+
+
 def test_a_run_with_a_noise_warmup_resumes_exactly(tmp_path, backbone_file):
     straight, resumed = straight_and_resumed(tmp_path, backbone_file, 1, 3, posterior_noise_warmup=0.5,
                                              prior_fit_epochs=0)
