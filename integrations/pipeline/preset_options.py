@@ -79,8 +79,8 @@ _OPTIONS: dict[str, tuple[str, dict[str, Any]]] = {
 TRAINING_OPTIONS: tuple[str, ...] = tuple(_OPTIONS)
 REPRODUCE_OPTIONS: tuple[str, ...] = (
     "cmsm_activation", "latent_placement", "latent_prompt", "latent_prompt_start", "free_bits", "geco_kappa", "latent_activation",
-    "raters_per_image", "epochs", "batch_size", "lr", "latent_lr", "beta", "kl_warmup", "posterior_noise_warmup", "prior_fit_epochs",
-    "prior_fit_lr", "latent_dim", "image_size",
+    "raters_per_image", "epochs", "batch_size", "lr", "latent_lr", "beta", "kl_warmup", "posterior_noise_warmup",
+    "prior_fit_epochs", "prior_fit_lr", "latent_dim", "image_size",
     "synthetic_cases", "patience", "eval_samples", "ged_samples", "train_decoder", "prompt",
 )
 
