@@ -68,8 +68,8 @@ drawn by a sampler rather than cut from a batch of B (the preset field
 ``raters_per_image="all"``, integrations/pipeline/training/rater_batches.py; ``--variant
 demo-all-raters``), and a warm-up of the posterior's noise on z (the preset field
 ``posterior_noise_warmup``; ``--variant demo-noise-warmup``), first measured as a what-if of
-this module (``--noise-warmup 0.25``, commit 44e15ee). Each run needs a fresh ``--out``: a run folder already there would be
-measured as it is, without the change.
+this module (``--noise-warmup 0.25``, commit 44e15ee). Each run needs a fresh ``--out``: a run
+folder already there would be measured as it is, without the change.
 """
 
 from __future__ import annotations

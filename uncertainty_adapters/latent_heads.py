@@ -27,13 +27,6 @@ ACTIVATIONS = ("relu", "leaky_relu")
 LEAKY_SLOPE = 0.1
 
 
-def check_noise_scale(t: float) -> float:
-    """``t`` if it is a share of the posterior's noise in [0, 1], else a ValueError."""
-    if not 0.0 <= t <= 1.0:
-        raise ValueError(f"posterior_noise is the share of the posterior's noise z carries, in [0, 1]; got {t}")
-    return t
-
-
 @dataclass
 class DiagonalGaussian:
     """N(mean, diag(exp(log_sigma))^2), batched: ``mean`` and ``log_sigma`` are (B, C).
@@ -62,10 +55,13 @@ class DiagonalGaussian:
 
         ``noise_scale`` t draws mean + t * sigma * eps from the same eps: 1 (the default) samples
         this Gaussian; less is a training device (a warm-up of the posterior's noise, see
-        `LatentHeads.forward`), 0 returns the mean.
+        `LatentHeads.forward`), 0 returns the mean; outside [0, 1] a ValueError.
         """
         mean, sigma = self.mean, self.sigma
         if noise_scale != 1.0:
+            if not 0.0 <= noise_scale <= 1.0:
+                raise ValueError(f"the share of the noise z carries (posterior_noise) must lie in [0, 1]; "
+                                 f"got {noise_scale}")
             sigma = sigma * noise_scale
         if num_samples is not None:
             mean, sigma = mean.unsqueeze(1), sigma.unsqueeze(1)
@@ -308,7 +304,7 @@ class LatentHeads(nn.Module):
         if y is None:
             return LatentSample(z=prior.rsample(), prior=prior, posterior=None, kl=None)
         posterior = self.posterior(x, y)
-        z = posterior.rsample(noise_scale=check_noise_scale(posterior_noise))
+        z = posterior.rsample(noise_scale=posterior_noise)
         return LatentSample(z=z, prior=prior, posterior=posterior, kl=posterior.kl(prior))
 
     def rater_means(self, x: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:

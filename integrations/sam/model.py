@@ -23,7 +23,6 @@ from torch import nn
 
 import uncertainty_adapters as ua
 from uncertainty_adapters import checkpoint as ckpt
-from uncertainty_adapters.latent_heads import check_noise_scale
 from uncertainty_adapters.model import parameter_counts
 
 from .latent_prompt import LatentDensePrompt
@@ -187,7 +186,7 @@ class UncertaintySam(nn.Module):
                 z = prior.rsample(k, generator=generator)
             else:
                 posterior = self.latent_heads.posterior(images, masks)
-                z = posterior.rsample(k, generator=generator, noise_scale=check_noise_scale(posterior_noise))
+                z = posterior.rsample(k, generator=generator, noise_scale=posterior_noise)
                 kl_per_dim = posterior.kl_per_dim(prior)
                 kl = kl_per_dim.sum(dim=-1)
         elif masks is not None:
