@@ -41,19 +41,23 @@ def test_a_variant_keeps_the_latent_settings_it_was_measured_with_and_demo_is_th
     plain = demo.replace(**diagnose_latent.VARIANTS["softmax-bottleneck"])
     assert (plain.latent_prompt, plain.free_bits, plain.latent_lr) == (False, 0.0, 1e-4)
     assert demo.replace(**diagnose_latent.VARIANTS["demo"]) == demo
-    assert demo.replace(**diagnose_latent.VARIANTS["demo-leaky"]) == demo.replace(latent_activation="leaky_relu")
-    assert demo.replace(**diagnose_latent.VARIANTS["demo-relu"]) == demo.replace(latent_activation="relu")
-    assert demo.replace(**diagnose_latent.VARIANTS["demo-all-raters"]) == demo.replace(raters_per_image="all")
+    assert demo.replace(**diagnose_latent.VARIANTS["demo-noise-warmup"]) == demo  # the demo's default now
+    before = demo.replace(**diagnose_latent.VARIANTS["demo-no-noise-warmup"])  # what `--variant demo` was
+    assert before == demo.replace(posterior_noise_warmup=0.0)
+    assert before.replace(**diagnose_latent.VARIANTS["demo-leaky"]) == before.replace(latent_activation="leaky_relu")
+    assert demo.replace(**diagnose_latent.VARIANTS["demo-relu"]) == before.replace(latent_activation="relu")
+    assert demo.replace(**diagnose_latent.VARIANTS["demo-all-raters"]) == before.replace(raters_per_image="all")
     assert (demo.replace(**diagnose_latent.VARIANTS["demo-all-raters-no-prior-fit"])
-            == demo.replace(raters_per_image="all", prior_fit_epochs=0))
+            == before.replace(raters_per_image="all", prior_fit_epochs=0))
     geco = demo.replace(**diagnose_latent.VARIANTS["demo-geco"])
-    assert (geco.geco_kappa, geco.free_bits) == (0.14, 0.0)  # GECO in place of free bits, the rest the demo's
-    assert dataclasses.replace(geco, geco_kappa=None, free_bits=demo.free_bits) == demo
-    assert demo.replace(**diagnose_latent.VARIANTS["demo-beta0"]) == demo.replace(beta=0.0)
-    assert demo.replace(**diagnose_latent.VARIANTS["demo-batch-8"]) == demo.replace(batch_size=8)
-    assert demo.replace(**diagnose_latent.VARIANTS["demo-batch-32"]) == demo.replace(batch_size=32)
-    assert (demo.replace(**diagnose_latent.VARIANTS["demo-noise-warmup"])
-            == demo.replace(posterior_noise_warmup=0.25))
+    assert (geco.geco_kappa, geco.free_bits) == (0.14, 0.0)  # GECO in place of free bits, the rest as measured
+    assert dataclasses.replace(geco, geco_kappa=None, free_bits=demo.free_bits) == before
+    assert demo.replace(**diagnose_latent.VARIANTS["demo-beta0"]) == before.replace(beta=0.0)
+    assert demo.replace(**diagnose_latent.VARIANTS["demo-batch-8"]) == before.replace(batch_size=8)
+    assert demo.replace(**diagnose_latent.VARIANTS["demo-batch-32"]) == before.replace(batch_size=32)
+    measured_before = [name for name in diagnose_latent.VARIANTS if name.startswith("demo-")
+                       and name != "demo-noise-warmup"]
+    assert all(demo.replace(**diagnose_latent.VARIANTS[name]).posterior_noise_warmup == 0.0 for name in measured_before)
     assert plain.raters_per_image == "one" and plain.latent_activation == "relu"
 
 

@@ -49,12 +49,13 @@ trains with GECO's constrained ELBO instead (`uncertainty_adapters.GecoBeta`): t
 starts at ``beta`` and adapts so that the training DiceCE reaches kappa. Why no preset uses it:
 docs/results.md, "GECO in place of free bits".
 
-``posterior_noise_warmup``: 0 in every preset (z carries the posterior's full noise from the
-first step). Set (``--posterior-noise-warmup S``), UA-SAM with a latent trains on z = mu + t *
+``posterior_noise_warmup``: 0.25 in the demo, 0 in the paper presets (z carries the posterior's
+full noise from the first step, as the paper). Set, UA-SAM with a latent trains on z = mu + t *
 sigma * eps, t rising linearly from 0 to 1 over the first S of the planned steps (the KL is the
 posterior's own; validation and the prior fit see the posterior as it is; early stopping waits
-until the warm-up ends). What it does: docs/results.md, "When the latent takes off, the batch
-size, and the posterior's noise warmed up".
+until the warm-up ends); ``--posterior-noise-warmup 0`` takes it off the demo. Why the demo uses
+it (six seeds on `synthetic`, eight on a two-mode folder): docs/results.md, "When the latent takes
+off, the batch size, and the posterior's noise warmed up".
 
 ``prior_fit_epochs``: epochs that fit the prior net alone to every rater's posterior after
 training (training/prior_fit.py); 20 in the demo, 0 (the paper's joint training only) in the
@@ -241,7 +242,8 @@ class Preset:
 
 #: What a preset recorded before a field existed (in run.json or reproduce.json) meant for it.
 LEGACY_VALUES: dict[str, Any] = {"latent_prompt": False, "latent_activation": "relu", "raters_per_image": "one",
-                                 "geco_kappa": None, "latent_prompt_start": "zero"}
+                                 "geco_kappa": None, "latent_prompt_start": "zero",
+                                 "posterior_noise_warmup": 0.0}
 
 
 def with_legacy_values(recorded: dict[str, Any]) -> dict[str, Any]:
@@ -253,8 +255,8 @@ PRESETS: dict[str, Preset] = {
     "demo": Preset(
         name="demo", sam="demo", image_size=128, batch_size=16, epochs=12, lr=1e-3, latent_lr=1e-3, latent_resolution=64,
         latent_filters=(16, 32, 64, 96), latent_prompt=True, free_bits=0.5, latent_activation="leaky_relu",
-        lr_step_epochs=8, lr_gamma=0.3, patience=4, eval_samples=4, prior_fit_epochs=20, prior_fit_lr=1e-3,
-        synthetic_cases=600, log_every=5, checkpoint_every=50, prompt="component-points",
+        posterior_noise_warmup=0.25, lr_step_epochs=8, lr_gamma=0.3, patience=4, eval_samples=4, prior_fit_epochs=20,
+        prior_fit_lr=1e-3, synthetic_cases=600, log_every=5, checkpoint_every=50, prompt="component-points",
     ),
     "paper-lidc": Preset(
         name="paper-lidc", sam="vit_b", image_size=1024, batch_size=2, epochs=50, lr=1e-4,

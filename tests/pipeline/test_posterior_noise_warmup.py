@@ -68,3 +68,12 @@ def test_a_run_with_a_noise_warmup_resumes_exactly(tmp_path, backbone_file):
 def test_a_warmup_outside_0_1_is_refused_with_its_range():
     with pytest.raises(ValueError, match=r"posterior_noise_warmup is a share of the planned steps, in \[0, 1\]"):
         get_preset("demo").replace(posterior_noise_warmup=1.5)
+
+
+def test_the_demo_warms_up_a_quarter_of_its_steps_the_paper_presets_not_and_a_recorded_preset_without_it_meant_none():
+    from uncertainty_adapters.integrations.pipeline.presets import Preset
+
+    assert get_preset("demo").posterior_noise_warmup == 0.25
+    assert get_preset("paper-lidc").posterior_noise_warmup == get_preset("paper-refuge2").posterior_noise_warmup == 0.0
+    recorded = {k: v for k, v in get_preset("demo").to_dict().items() if k != "posterior_noise_warmup"}
+    assert Preset.from_dict(recorded).posterior_noise_warmup == 0.0  # run.json written before the field existed
