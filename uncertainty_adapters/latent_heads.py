@@ -49,16 +49,23 @@ class DiagonalGaussian:
         return self.log_sigma.exp()
 
     def rsample(
-        self, num_samples: int | None = None, generator: torch.Generator | None = None, noise_scale: float = 1.0
+        self,
+        num_samples: int | None = None,
+        generator: torch.Generator | None = None,
+        noise_scale: float | torch.Tensor = 1.0,
     ) -> torch.Tensor:
         """Reparameterised samples: (B, C), or (B, n, C) when ``num_samples`` is given.
 
         ``noise_scale`` t draws mean + t * sigma * eps from the same eps: 1 (the default) samples
         this Gaussian; less is a training device (a warm-up of the posterior's noise, see
-        `LatentHeads.forward`), 0 returns the mean; outside [0, 1] a ValueError.
+        `LatentHeads.forward`), 0 returns the mean; a float outside [0, 1] is a ValueError. A 0-d
+        tensor on the Gaussian's device (a CUDA graph's input) is used as it is, unchecked: reading
+        it back to the host would break the graph, so its owner keeps it in [0, 1].
         """
         mean, sigma = self.mean, self.sigma
-        if noise_scale != 1.0:
+        if torch.is_tensor(noise_scale):
+            sigma = sigma * noise_scale
+        elif noise_scale != 1.0:
             if not 0.0 <= noise_scale <= 1.0:
                 raise ValueError(f"the share of the noise z carries (posterior_noise) must lie in [0, 1]; "
                                  f"got {noise_scale}")

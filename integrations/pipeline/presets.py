@@ -110,8 +110,7 @@ class Preset:
         default=0.0,
         metadata={"help": "Share of the planned steps over which the posterior's noise on z ramps linearly from 0 "
                           "(z = mu + t * sigma * eps, t from 0 to 1; the KL is the posterior's own); 0: none. "
-                          "UA-SAM's latent only; early stopping waits until it ends; the step runs eagerly "
-                          "(no CUDA graph) while it is on."},
+                          "UA-SAM's latent only; early stopping waits until it ends."},
     )
     prior_fit_epochs: int = field(
         default=0,

@@ -156,7 +156,7 @@ class UncertaintySam(nn.Module):
         masks: torch.Tensor | None = None,
         num_samples: int = 1,
         generator: torch.Generator | None = None,
-        posterior_noise: float = 1.0,
+        posterior_noise: float | torch.Tensor = 1.0,
     ) -> UncertaintySamOutput:
         """Training (``masks`` given) or sampling (no ``masks``).
 
@@ -168,7 +168,8 @@ class UncertaintySam(nn.Module):
             num_samples: K hypotheses per image (one batched forward).
             generator: random generator for the latent samples.
             posterior_noise: with ``masks``, z = mu + t * sigma * eps carries this share t of the
-                posterior's noise (`uncertainty_adapters.LatentHeads.forward`); 1: the posterior.
+                posterior's noise (`uncertainty_adapters.LatentHeads.forward`); 1: the posterior. A
+                0-d device tensor (a CUDA graph's) is used unchecked (`DiagonalGaussian.rsample`).
 
         Returns:
             `UncertaintySamOutput` with logits (B, K, S, S), kl (B,) or None, z (B, K, C) or None.

@@ -1,6 +1,6 @@
 """GraphedTrainStep: the whole training step (forward, ELBO, backward, optimizer step) recorded as
 one CUDA graph on CUDA; on a CPU the same object runs the same step eagerly. The CUDA-graph path
-itself is exercised on a GPU by benchmarks/gpu_check.sh (there is no CUDA here)."""
+itself is exercised on a GPU by benchmarks/gpu_check.sh and by the CUDA-only tests below."""
 
 from __future__ import annotations
 
@@ -98,3 +98,63 @@ def test_under_free_bits_the_step_penalises_the_floored_kl_and_reports_the_mean_
     loss, reconstruction, kl = step(*_batch())
     torch.testing.assert_close(loss, reconstruction + 5.0 * model.config.latent_dim)
     assert kl < 5.0
+
+
+def test_a_posterior_noise_share_set_on_the_step_reaches_the_model_as_the_eager_float_does():
+    torch.manual_seed(0)
+    reference = build_uncertainty_sam(TINY).train()
+    model = copy.deepcopy(reference)
+    loss_fn = ua.ElboLoss(beta=0.5, validate=False)
+    x, prompts, masks = _batch()
+    optimizer = torch.optim.Adam([p for p in reference.parameters() if p.requires_grad], lr=1e-3)
+    step = GraphedTrainStep(model, capturable_adam([p for p in model.parameters() if p.requires_grad], 1e-3,
+                                                   torch.device("cpu")), _terms(loss_fn), beta=0.5, posterior_noise=True)
+    for share in (0.0, 0.5, 1.0):  # a warm-up's ramp: the step's tensor against the trainer's float
+        torch.manual_seed(7)
+        out = reference(x, prompts, masks=masks, posterior_noise=share)
+        expected = loss_fn(out.logits.float(), masks, out.kl)
+        expected.loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        step.set_posterior_noise(share)
+        torch.manual_seed(7)
+        loss, _, kl = step(x, prompts, masks)
+        torch.testing.assert_close(loss, expected.loss.detach())
+        torch.testing.assert_close(kl, expected.kl.detach())
+    for (name, ours), theirs in zip(model.trainable_state_dict().items(), reference.trainable_state_dict().values()):
+        torch.testing.assert_close(ours, theirs, msg=name)
+
+
+def test_a_posterior_noise_share_needs_the_option_and_lies_in_0_1():
+    torch.manual_seed(0)
+    model = build_uncertainty_sam(TINY).train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    terms = _terms(ua.ElboLoss(validate=False))
+    with pytest.raises(ValueError, match=r"built without posterior_noise=True.*GraphedTrainStep\(\.\.\., posterior_noise=True\)"):
+        GraphedTrainStep(model, torch.optim.SGD(params, lr=0.0), terms).set_posterior_noise(0.5)
+    step = GraphedTrainStep(model, torch.optim.SGD(params, lr=0.0), terms, posterior_noise=True)
+    with pytest.raises(ValueError, match=r"must lie in \[0, 1\]; got 1.5"):
+        step.set_posterior_noise(1.5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the CUDA-graph path needs CUDA")
+def test_on_cuda_the_recorded_step_follows_the_posterior_noise_share_between_replays():
+    torch.manual_seed(0)
+    model = build_uncertainty_sam(TINY).cuda().train()
+    loss_fn = ua.ElboLoss(beta=0.5, validate=False)
+    x, prompts, masks = _batch()
+    x, prompts, masks = x.cuda(), prompts.to("cuda"), masks.cuda()
+    optimizer = capturable_adam([p for p in model.parameters() if p.requires_grad], 0.0, torch.device("cuda"))
+    step = GraphedTrainStep(model, optimizer, _terms(loss_fn), beta=0.5, posterior_noise=True)
+    step.set_posterior_noise(0.0)  # z = the posterior's mean: no draw, so the replay must equal the eager step
+    recorded = step(x, prompts, masks)[0]
+    assert step.graphed and len(step.graphs) == 1
+    with torch.no_grad():
+        out = model(x, prompts, masks=masks, posterior_noise=0.0)
+        eager = loss_fn(out.logits.float(), masks, out.kl).loss
+    torch.testing.assert_close(recorded, eager)
+    step.set_posterior_noise(1.0)
+    noisy = step(x, prompts, masks)[0]
+    step.set_posterior_noise(0.0)
+    torch.testing.assert_close(step(x, prompts, masks)[0], eager)
+    assert not torch.equal(noisy, eager) and len(step.graphs) == 1  # the same graph, another share

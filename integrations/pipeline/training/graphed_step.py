@@ -9,8 +9,9 @@ step. The recipe follows PyTorch's CUDA-graph notes:
 - a few warm-up steps run on a side stream before capture (lazy state, cuBLAS workspaces);
   the trainable weights and the optimizer state are restored afterwards, so warm-up and capture
   leave no trace: the first replayed step is the run's first step;
-- the optimizer must be capturable (its step count on the device), and its learning rate and
-  beta are device tensors, so that StepLR and the KL warm-up change them between replays;
+- the optimizer must be capturable (its step count on the device), and its learning rate,
+  beta and the posterior's share of noise on z are device tensors, so that StepLR and the KL
+  and posterior-noise warm-ups change them between replays;
 - autocast runs with its weight cache off (a cache would outlive the capture);
 - random draws inside the step (z ~ Q): eager steps draw from the generator given with the
   step; a captured graph reads the default CUDA generator of its device (the one generator a
@@ -57,6 +58,9 @@ class GraphedTrainStep:
             ``reconstruction + beta * penalised_kl`` (``penalised_kl`` is ``kl`` unless given, e.g.
             under free bits, `ElboLoss.kl_terms`), and the step reports ``kl``.
         beta: the KL weight; change it with `set_beta` (a device tensor inside the graph).
+        posterior_noise: whether the model is also called with ``posterior_noise=t`` (a warm-up of
+            the posterior's noise, `UncertaintySam.forward`): t is a device tensor inside the
+            graph, 1 until `set_posterior_noise` changes it. False: the model's own default.
         autocast_dtype: e.g. ``torch.bfloat16`` for mixed precision; None: float32.
         warmup_steps: eager steps on a side stream before each capture.
         max_graphs: how many input shapes get a graph of their own.
@@ -71,6 +75,7 @@ class GraphedTrainStep:
         optimizer: torch.optim.Optimizer,
         reconstruction_and_kl: Callable[[Any, torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
         beta: float = 1.0,
+        posterior_noise: bool = False,
         autocast_dtype: torch.dtype | None = None,
         warmup_steps: int = 3,
         max_graphs: int = 4,
@@ -79,6 +84,7 @@ class GraphedTrainStep:
         self.terms = reconstruction_and_kl
         self.device = next(model.parameters()).device
         self.beta = torch.tensor(float(beta), device=self.device)
+        self.posterior_noise = torch.ones((), device=self.device) if posterior_noise else None
         self.autocast_dtype = autocast_dtype
         self.warmup_steps = warmup_steps
         self.max_graphs = max_graphs
@@ -93,6 +99,15 @@ class GraphedTrainStep:
             self.beta.copy_(beta)
         else:
             self.beta.fill_(float(beta))
+
+    def set_posterior_noise(self, share: float) -> None:
+        """The share t in [0, 1] of the posterior's noise on z of the next steps (no re-capture)."""
+        if self.posterior_noise is None:
+            raise ValueError("this step was built without posterior_noise=True, so its model is called without "
+                             "posterior_noise; build GraphedTrainStep(..., posterior_noise=True) to set it")
+        if not 0.0 <= share <= 1.0:
+            raise ValueError(f"the share of the noise z carries (posterior_noise) must lie in [0, 1]; got {share}")
+        self.posterior_noise.fill_(float(share))
 
     def __call__(
         self, images: torch.Tensor, prompts: Prompts, mask: torch.Tensor, generator: torch.Generator | None = None
@@ -125,8 +140,9 @@ class GraphedTrainStep:
     def _step(
         self, images: torch.Tensor, prompts: Prompts, mask: torch.Tensor, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, ...]:
+        extra = {} if self.posterior_noise is None else {"posterior_noise": self.posterior_noise}
         with self._autocast():
-            output = self.model(images, prompts, masks=mask, generator=generator)
+            output = self.model(images, prompts, masks=mask, generator=generator, **extra)
         reconstruction, *penalised, kl = self.terms(output, mask)
         loss = reconstruction + self.beta * (penalised[0] if penalised else kl)
         loss.backward()

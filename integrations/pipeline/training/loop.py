@@ -147,16 +147,14 @@ def train_val_split(num_items: int, val_fraction: float, seed: int) -> tuple[lis
     return sorted(order[: num_items - n_val]), sorted(order[num_items - n_val :])
 
 
-def _wants_cuda_graph(preset: Preset, accelerator: Accelerator, noise_warmup: float = 0.0) -> bool:
+def _wants_cuda_graph(preset: Preset, accelerator: Accelerator) -> bool:
     """Whether ``--compile`` records the whole training step as a CUDA graph: on one CUDA process
     without gradient accumulation (training/graphed_step.py's step owns backward and the optimizer step; several
-    processes or accumulation keep Accelerate's loop, with the encoder compiled) and without a
-    posterior-noise warm-up (whose share of the noise changes every step)."""
+    processes or accumulation keep Accelerate's loop, with the encoder compiled)."""
     if not preset.compile or accelerator.device.type != "cuda":
         return False
-    if accelerator.num_processes > 1 or preset.grad_accum > 1 or noise_warmup > 0:
-        reason = ("several processes" if accelerator.num_processes > 1 else
-                  "gradient accumulation" if preset.grad_accum > 1 else "a posterior-noise warm-up")
+    if accelerator.num_processes > 1 or preset.grad_accum > 1:
+        reason = "several processes" if accelerator.num_processes > 1 else "gradient accumulation"
         logger.info("--compile: %s, so the training step is not recorded as a CUDA graph (encoder compiled only)", reason)
         return False
     return True
@@ -309,7 +307,7 @@ class _TrainingLoop:
             Subset(self.train_part, val_idx), batch_size=preset.batch_size, num_workers=preset.num_workers, pin_memory=pin
         )
         self.noise_warmup = posterior_noise_warmup_of(job)
-        graph_step = _wants_cuda_graph(preset, accelerator, self.noise_warmup)
+        graph_step = _wants_cuda_graph(preset, accelerator)
         if graph_step:  # capturable, tensor learning rates: the step is recorded as a CUDA graph
             optimizer = capturable_adam(model.optimizer_groups(preset.latent_lr), preset.lr, accelerator.device)
         else:  # fused Adam on CUDA: one kernel for all parameters instead of several per tensor
@@ -329,8 +327,8 @@ class _TrainingLoop:
         self.graphed = None
         if graph_step:
             dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(preset.mixed_precision)
-            self.graphed = GraphedTrainStep(self.unwrapped, optimizer, self._reconstruction_and_kl,
-                                            beta=preset.beta, autocast_dtype=dtype)
+            self.graphed = GraphedTrainStep(self.unwrapped, optimizer, self._reconstruction_and_kl, beta=preset.beta,
+                                            posterior_noise=self.noise_warmup > 0, autocast_dtype=dtype)
         self.checkpoints = job.out / "checkpoints"
         self.progress = Progress()
         self.stopped_early = False
@@ -433,6 +431,8 @@ class _TrainingLoop:
                                        preset.box_jitter)
                 if self.graphed is not None:
                     self.graphed.set_beta(self.loss_fn.beta)
+                    if self.noise_warmup > 0:
+                        self.graphed.set_posterior_noise(self.posterior_noise_at(progress.step))
                     terms = ElboTerms(*self.graphed(batch["image"], prompts, mask, latents))
                 else:
                     noise = self.posterior_noise_at(progress.step)  # only UA-SAM with z has a warm-up
