@@ -49,13 +49,13 @@ trains with GECO's constrained ELBO instead (`uncertainty_adapters.GecoBeta`): t
 starts at ``beta`` and adapts so that the training DiceCE reaches kappa. Why no preset uses it:
 docs/results.md, "GECO in place of free bits".
 
-``posterior_noise_warmup``: 0.25 in the demo, 0 in the paper presets (z carries the posterior's
-full noise from the first step, as the paper). Set, UA-SAM with a latent trains on z = mu + t *
-sigma * eps, t rising linearly from 0 to 1 over the first S of the planned steps (the KL is the
-posterior's own; validation and the prior fit see the posterior as it is; early stopping waits
-until the warm-up ends); ``--posterior-noise-warmup 0`` takes it off the demo. Why the demo uses
-it (six seeds on `synthetic`, eight on a two-mode folder): docs/results.md, "When the latent takes
-off, the batch size, and the posterior's noise warmed up".
+``posterior_noise_warmup`` S: 0.25 in the demo, 0 in the paper presets (z carries the posterior's
+full noise from the first step, as the paper). With S > 0, UA-SAM with a latent trains on
+z = mu + t * sigma * eps, t rising linearly from 0 to 1 over the first S of the scheduled steps (the
+KL is the posterior's own; validation and the prior fit see the posterior as it is; early stopping
+waits until the warm-up ends); ``--posterior-noise-warmup 0`` takes it off the demo. Why the demo
+uses it (six seeds on `synthetic`, eight on a two-mode folder): docs/results.md, "When the latent
+takes off, the batch size, and the posterior's noise warmed up".
 
 ``prior_fit_epochs``: epochs that fit the prior net alone to every rater's posterior after
 training (training/prior_fit.py); 20 in the demo, 0 (the paper's joint training only) in the
@@ -103,12 +103,13 @@ class Preset:
     )
     kl_warmup: float = field(
         default=0.0,
-        metadata={"help": "Share of the planned steps over which beta ramps linearly from 0 (KL annealing); "
+        metadata={"help": "Share of the scheduled steps (epochs x steps an epoch, whatever --max-steps caps) over "
+                          "which beta ramps linearly from 0 (KL annealing); "
                           "early stopping waits until it ends."},
     )
     posterior_noise_warmup: float = field(
         default=0.0,
-        metadata={"help": "Share of the planned steps over which the posterior's noise on z ramps linearly from 0 "
+        metadata={"help": "Share of the scheduled steps over which the posterior's noise on z ramps linearly from 0 "
                           "(z = mu + t * sigma * eps, t from 0 to 1; the KL is the posterior's own); 0: none. "
                           "UA-SAM's latent only; early stopping waits until it ends."},
     )
@@ -214,7 +215,7 @@ class Preset:
             raise ValueError(f"latent_prompt_start={self.latent_prompt_start!r} sets how the latent prompt starts, but "
                              f"this preset has no latent prompt: add --latent-prompt (or leave the start at zero)")
         if not 0.0 <= self.posterior_noise_warmup <= 1.0:
-            raise ValueError(f"posterior_noise_warmup is a share of the planned steps, in [0, 1]; got "
+            raise ValueError(f"posterior_noise_warmup is a share of the scheduled steps, in [0, 1]; got "
                              f"{self.posterior_noise_warmup} (0: no warm-up)")
         if self.raters_per_image not in RATERS_PER_IMAGE:
             raise ValueError(f"raters_per_image must be one of {RATERS_PER_IMAGE}, got {self.raters_per_image!r}")

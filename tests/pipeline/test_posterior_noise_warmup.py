@@ -34,8 +34,10 @@ def test_the_share_of_noise_rises_linearly_over_the_warmup_and_the_run_records_i
         return forward(self, *args, **kwargs)
 
     monkeypatch.setattr(UncertaintySam, "forward", spy)
-    train(job(tmp_path / "run", max_steps=4, posterior_noise_warmup=0.5, prior_fit_epochs=0), backbone=backbone_file)
-    assert seen == [0.0, 0.5, 1.0, 1.0]  # 4 planned steps: the noise reaches its full share at step 2
+    train(job(tmp_path / "run", max_steps=4, epochs=1, posterior_noise_warmup=0.5, prior_fit_epochs=0),
+          backbone=backbone_file)
+    # the schedule, not the --max-steps cap: 7 steps an epoch (28 images, batch 4), one epoch, so t = step / 3.5
+    assert seen == pytest.approx([0.0, 2 / 7, 4 / 7, 6 / 7])
     config = run_dir.read_run_config(tmp_path / "run")
     assert config["posterior_noise_warmup"] == config["preset"]["posterior_noise_warmup"] == 0.5
 
@@ -45,8 +47,8 @@ def test_no_patience_is_spent_until_both_warmups_have_ended():
 
     from uncertainty_adapters.integrations.pipeline.training.loop import _TrainingLoop
 
-    def loop(noise_warmup, kl_warmup):  # what the two ramps read of a training loop, 8 planned steps
-        fake = SimpleNamespace(noise_warmup=noise_warmup, planned_steps=8,
+    def loop(noise_warmup, kl_warmup):  # what the two ramps read of a training loop, 8 scheduled steps
+        fake = SimpleNamespace(noise_warmup=noise_warmup, scheduled_steps=8,
                                preset=small_preset(kl_warmup=kl_warmup, posterior_noise_warmup=noise_warmup))
         fake.beta_at = lambda step: _TrainingLoop.beta_at(fake, step)
         fake.posterior_noise_at = lambda step: _TrainingLoop.posterior_noise_at(fake, step)
@@ -58,15 +60,17 @@ def test_no_patience_is_spent_until_both_warmups_have_ended():
     assert not _TrainingLoop._warming_up(loop(noise_warmup=0.0, kl_warmup=0.0), 0)
 
 
-def test_a_run_with_a_noise_warmup_resumes_exactly(tmp_path, backbone_file):
-    straight, resumed = straight_and_resumed(tmp_path, backbone_file, 1, 3, posterior_noise_warmup=0.5,
+def test_a_run_with_a_noise_warmup_resumes_exactly_even_when_the_first_part_was_capped_inside_the_ramp(
+        tmp_path, backbone_file):
+    # 14 scheduled steps, a ramp of 7: capped at 2 by --max-steps, then resumed to 5
+    straight, resumed = straight_and_resumed(tmp_path, backbone_file, 2, 5, posterior_noise_warmup=0.5,
                                              prior_fit_epochs=0)
     assert straight.progress == resumed.progress
     assert all(torch.equal(tensor, resumed.trainable[name]) for name, tensor in straight.trainable.items())
 
 
 def test_a_warmup_outside_0_1_is_refused_with_its_range():
-    with pytest.raises(ValueError, match=r"posterior_noise_warmup is a share of the planned steps, in \[0, 1\]"):
+    with pytest.raises(ValueError, match=r"posterior_noise_warmup is a share of the scheduled steps, in \[0, 1\]"):
         get_preset("demo").replace(posterior_noise_warmup=1.5)
 
 

@@ -377,19 +377,27 @@ class _TrainingLoop:
 
     # -- the loop ----------------------------------------------------------------------------
     @property
+    def scheduled_steps(self) -> int:
+        """Optimizer steps of the preset's schedule (epochs x steps an epoch). The warm-ups ramp over
+        it, not over ``--max-steps``: a run capped early and resumed further takes the same course
+        as one run straight through."""
+        return len(self.train_loader) // self.preset.grad_accum * self.preset.epochs
+
+    @property
     def planned_steps(self) -> int:
-        steps = len(self.train_loader) // self.preset.grad_accum * self.preset.epochs
+        """The steps this invocation may reach: the schedule's, capped by ``--max-steps``."""
+        steps = self.scheduled_steps
         return steps if self.job.max_steps is None else min(steps, self.job.max_steps)
 
     def beta_at(self, step: int) -> float:
-        """beta, ramped linearly from 0 over the first kl_warmup share of the planned steps."""
-        warmup = self.preset.kl_warmup * self.planned_steps
+        """beta, ramped linearly from 0 over the first kl_warmup share of the scheduled steps."""
+        warmup = self.preset.kl_warmup * self.scheduled_steps
         return self.preset.beta if warmup <= 0 else self.preset.beta * min(1.0, step / warmup)
 
     def posterior_noise_at(self, step: int) -> float:
         """The share of the posterior's noise z carries at ``step``: ramped linearly from 0 over
-        the first posterior_noise_warmup share of the planned steps (`posterior_noise_warmup_of`)."""
-        warmup = self.noise_warmup * self.planned_steps
+        the first posterior_noise_warmup share of the scheduled steps (`posterior_noise_warmup_of`)."""
+        warmup = self.noise_warmup * self.scheduled_steps
         return 1.0 if warmup <= 0 else min(1.0, step / warmup)
 
     def _warming_up(self, step: int) -> bool:
