@@ -77,6 +77,7 @@ class Settings:
     latent_dim: int = 6
     beta: float = 0.003
     kl_warmup: float = 0.5
+    posterior_noise_warmup: float = 0.0
     lr: float = 1e-3
     embed_dim: int = 128
     depth: int = 4
@@ -116,6 +117,9 @@ def build_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--cmsm-activation", choices=CMSM_ACTIVATIONS, help="CMSM's modulation (default: the library's)")
     parser.add_argument("--latent-placement", choices=LATENT_PLACEMENTS, help="where z enters each adapter (default: the library's)")
     parser.add_argument("--beta", type=float, help="weight of KL(Q||P) in the ELBO (default 0.003)")
+    parser.add_argument("--posterior-noise-warmup", type=float, metavar="S",
+                        help="share of the steps over which z's posterior noise ramps up from 0 "
+                        "(z = mu + t * sigma * eps, t from 0 to 1; default 0: none)")
     parser.add_argument("--samples", type=int, help="K hypotheses per test image (default 4)")
     parser.add_argument("--image-size", type=int, help="side of the images (default 64)")
     parser.add_argument("--seed", type=int, default=0)
@@ -127,7 +131,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     """`Settings` for the parsed flags: the defaults (or the quick ones) with the flags applied."""
     settings = quick_settings() if args.quick else Settings()
     for flag, name in (("steps", "steps"), ("pretrain_steps", "pretrain_steps"), ("beta", "beta"),
-                       ("samples", "samples"), ("image_size", "image_size")):
+                       ("samples", "samples"), ("image_size", "image_size"),
+                       ("posterior_noise_warmup", "posterior_noise_warmup")):
         value = getattr(args, flag)
         if value is not None:
             setattr(settings, name, value)
@@ -278,7 +283,9 @@ def train_adapters(
 
     Trains the adapters, the head and the latent heads; the backbone stays frozen. beta grows
     linearly from 0 over the first ``settings.kl_warmup`` of the steps (KL warm-up), so that the
-    decoder learns to read z before the KL term can pull the posterior onto the prior.
+    decoder learns to read z before the KL term can pull the posterior onto the prior. With
+    ``settings.posterior_noise_warmup`` S > 0, z = mu + t * sigma * eps with t rising linearly from
+    0 to 1 over the first S of the steps (`ua.LatentHeads`'s ``posterior_noise``).
     """
     params = [p for p in model.parameters() if p.requires_grad]
     params += list(head.parameters()) + list(latent.parameters())
@@ -290,12 +297,14 @@ def train_adapters(
     latent.train()
     terms = None
     warmup = max(1, int(settings.kl_warmup * settings.steps))
+    noise_warmup = settings.posterior_noise_warmup * settings.steps
     for step in range(settings.steps):
         criterion.beta = settings.beta * min(1.0, step / warmup)  # KL warm-up against collapse
+        noise = min(1.0, step / noise_warmup) if noise_warmup > 0 else 1.0  # share of the posterior's noise on z
         index = torch.randint(len(train.images), (settings.batch_size,), generator=generator)
         rater = torch.randint(train.masks.shape[1], (settings.batch_size,), generator=generator)
         images, target = train.images[index], train.masks[index, rater][:, None]
-        sample = latent(images, target)  # z ~ Q(z|X,Y), (B, C), and KL(Q||P), (B,)
+        sample = latent(images, target, posterior_noise=noise)  # z ~ Q(z|X,Y), (B, C), and KL(Q||P), (B,)
         logits = head(backbone.features(model, images, sample.z[:, None]), images)
         terms = criterion(logits, target, sample.kl)
         optimizer.zero_grad(set_to_none=True)
@@ -423,8 +432,10 @@ def run(
           f"behind {model.num_blocks} blocks; ", end="")
     model.print_trainable_parameters()
     terms = train_adapters(model, backbone, head, latent, train, settings, args.seed)
+    noise = (f"; the posterior's noise on z warmed up over the first {settings.posterior_noise_warmup:.0%}"
+             if settings.posterior_noise_warmup > 0 else "")
     print(f"trained adapters + head + latent heads for {settings.steps} steps (beta {settings.beta}, warmed up "
-          f"from 0 over the first {settings.kl_warmup:.0%}): "
+          f"from 0 over the first {settings.kl_warmup:.0%}{noise}): "
           f"ELBO {terms.loss.item():.3f} = DiceCE {terms.reconstruction.item():.3f} + beta * KL {terms.kl.item():.3f}")
     print(f"backbone unchanged by training: {backbone_fingerprint(model.base_model) == fingerprint}")
 

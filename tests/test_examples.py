@@ -80,3 +80,25 @@ def test_transformers_example_quick_runs_dinov2_pretrained_on_majority_masks(exa
     _assert_metrics_printed(report, printed)
     assert "transformers Dinov2Model" in printed
     assert "on the raters' majority masks of the synthetic training split" in printed
+
+
+def test_the_examples_warm_up_the_posteriors_noise_over_the_share_of_steps_asked(
+        timm_quick_run, examples_on_path, capsys, monkeypatch):
+    import uncertainty_adapters as ua
+
+    seen = []
+    forward = ua.LatentHeads.forward
+
+    def spy(self, x, y=None, posterior_noise=1.0):
+        if y is not None:
+            seen.append(posterior_noise)
+        return forward(self, x, y, posterior_noise=posterior_noise)
+
+    monkeypatch.setattr(ua.LatentHeads, "forward", spy)
+    argv = ["--quick", "--weights", str(timm_quick_run[2])]
+    _, printed = _run("timm_vit_segmentation", argv + ["--posterior-noise-warmup", "0.5"], capsys)
+    assert seen == [0.0, 0.5, 1.0, 1.0]  # 4 steps, t = step / 2 up to 1
+    assert "the posterior's noise on z warmed up over the first 50%" in printed
+    seen.clear()
+    _run("timm_vit_segmentation", argv, capsys)
+    assert seen == [1.0] * 4  # the default: the posterior's full noise from the first step
