@@ -31,29 +31,49 @@ def _terms(loss_fn):
     return terms
 
 
-def test_on_a_cpu_the_step_equals_the_trainers_eager_step():
+def _twins(**step_options):
+    """A model and its copy: the copy trained by a `GraphedTrainStep` (``step_options``), the
+    original by the trainer's eager step (`_eager_step`) with its own Adam."""
     torch.manual_seed(0)
     reference = build_uncertainty_sam(TINY).train()
     model = copy.deepcopy(reference)
     loss_fn = ua.ElboLoss(beta=0.5, validate=False)
-    x, prompts, masks = _batch()
-
     optimizer = torch.optim.Adam([p for p in reference.parameters() if p.requires_grad], lr=1e-3)
+    step = GraphedTrainStep(model, capturable_adam([p for p in model.parameters() if p.requires_grad], 1e-3,
+                                                   torch.device("cpu")), _terms(loss_fn), beta=0.5, **step_options)
+    return reference, optimizer, loss_fn, model, step
+
+
+def _eager_step(reference, optimizer, loss_fn, batch, **forward_options):
+    x, prompts, masks = batch
     torch.manual_seed(7)
-    out = reference(x, prompts, masks=masks)
+    out = reference(x, prompts, masks=masks, **forward_options)
     expected = loss_fn(out.logits.float(), masks, out.kl)
     expected.loss.backward()
     optimizer.step()
+    optimizer.zero_grad()
+    return expected
 
-    step = GraphedTrainStep(model, capturable_adam([p for p in model.parameters() if p.requires_grad], 1e-3,
-                                                   torch.device("cpu")), _terms(loss_fn), beta=0.5)
+
+def _assert_step_gives(step, batch, expected):
+    """The step's loss and KL on ``batch``, drawn from the same seed as `_eager_step`, are ``expected``'s."""
     torch.manual_seed(7)
-    loss, reconstruction, kl = step(x, prompts, masks)
-    assert not step.graphed
+    loss, _, kl = step(*batch)
     torch.testing.assert_close(loss, expected.loss.detach())
     torch.testing.assert_close(kl, expected.kl.detach())
+
+
+def _assert_same_trainable_weights(model, reference):
     for (name, ours), theirs in zip(model.trainable_state_dict().items(), reference.trainable_state_dict().values()):
         torch.testing.assert_close(ours, theirs, msg=name)
+
+
+def test_on_a_cpu_the_step_equals_the_trainers_eager_step():
+    reference, optimizer, loss_fn, model, step = _twins()
+    batch = _batch()
+    _assert_step_gives(step, batch, _eager_step(reference, optimizer, loss_fn, batch))
+    assert not step.graphed
+    _assert_same_trainable_weights(model, reference)
 
 
 def test_set_beta_changes_the_kl_weight_of_the_next_steps():
@@ -101,28 +121,13 @@ def test_under_free_bits_the_step_penalises_the_floored_kl_and_reports_the_mean_
 
 
 def test_a_posterior_noise_share_set_on_the_step_reaches_the_model_as_the_eager_float_does():
-    torch.manual_seed(0)
-    reference = build_uncertainty_sam(TINY).train()
-    model = copy.deepcopy(reference)
-    loss_fn = ua.ElboLoss(beta=0.5, validate=False)
-    x, prompts, masks = _batch()
-    optimizer = torch.optim.Adam([p for p in reference.parameters() if p.requires_grad], lr=1e-3)
-    step = GraphedTrainStep(model, capturable_adam([p for p in model.parameters() if p.requires_grad], 1e-3,
-                                                   torch.device("cpu")), _terms(loss_fn), beta=0.5, posterior_noise=True)
+    reference, optimizer, loss_fn, model, step = _twins(posterior_noise=True)
+    batch = _batch()
     for share in (0.0, 0.5, 1.0):  # a warm-up's ramp: the step's tensor against the trainer's float
-        torch.manual_seed(7)
-        out = reference(x, prompts, masks=masks, posterior_noise=share)
-        expected = loss_fn(out.logits.float(), masks, out.kl)
-        expected.loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
+        expected = _eager_step(reference, optimizer, loss_fn, batch, posterior_noise=share)
         step.set_posterior_noise(share)
-        torch.manual_seed(7)
-        loss, _, kl = step(x, prompts, masks)
-        torch.testing.assert_close(loss, expected.loss.detach())
-        torch.testing.assert_close(kl, expected.kl.detach())
-    for (name, ours), theirs in zip(model.trainable_state_dict().items(), reference.trainable_state_dict().values()):
-        torch.testing.assert_close(ours, theirs, msg=name)
+        _assert_step_gives(step, batch, expected)
+    _assert_same_trainable_weights(model, reference)
 
 
 def test_a_posterior_noise_share_needs_the_option_and_lies_in_0_1():
