@@ -54,8 +54,9 @@ full noise from the first step, as the paper). With S > 0, UA-SAM with a latent 
 z = mu + t * sigma * eps, t rising linearly from 0 to 1 over the first S of the scheduled steps (the
 KL is the posterior's own; validation and the prior fit see the posterior as it is; early stopping
 waits until the warm-up ends); ``--posterior-noise-warmup 0`` takes it off the demo. Why the demo
-uses it (six seeds on `synthetic`, eight on a two-mode folder): docs/results.md, "When the latent
-takes off, the batch size, and the posterior's noise warmed up".
+uses it (six seeds on `synthetic`, fresh seeds of a two-mode folder): docs/results.md, "When the
+latent takes off, the batch size, and the posterior's noise warmed up" and "The warm-up as the
+demo's default".
 
 ``prior_fit_epochs``: epochs that fit the prior net alone to every rater's posterior after
 training (training/prior_fit.py); 20 in the demo, 0 (the paper's joint training only) in the
