@@ -48,6 +48,14 @@ class DiagonalGaussian:
     def sigma(self) -> torch.Tensor:
         return self.log_sigma.exp()
 
+    @staticmethod
+    def check_noise_scale(noise_scale: float) -> float:
+        """``noise_scale`` as a float if it lies in [0, 1] (`rsample`'s share t of the noise); else a
+        ValueError that names it ``posterior_noise``, as its callers do."""
+        if not 0.0 <= noise_scale <= 1.0:
+            raise ValueError(f"the share of the noise z carries (posterior_noise) must lie in [0, 1]; got {noise_scale}")
+        return float(noise_scale)
+
     def rsample(
         self,
         num_samples: int | None = None,
@@ -66,10 +74,7 @@ class DiagonalGaussian:
         if torch.is_tensor(noise_scale):
             sigma = sigma * noise_scale
         elif noise_scale != 1.0:
-            if not 0.0 <= noise_scale <= 1.0:
-                raise ValueError(f"the share of the noise z carries (posterior_noise) must lie in [0, 1]; "
-                                 f"got {noise_scale}")
-            sigma = sigma * noise_scale
+            sigma = sigma * self.check_noise_scale(noise_scale)
         if num_samples is not None:
             mean, sigma = mean.unsqueeze(1), sigma.unsqueeze(1)
             shape = (self.mean.shape[0], num_samples, self.mean.shape[1])

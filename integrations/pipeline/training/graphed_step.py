@@ -33,6 +33,7 @@ import torch
 
 from uncertainty_adapters.integrations.pipeline.runtime import LOGGER_NAME
 from uncertainty_adapters.integrations.sam.prompts import Prompts
+from uncertainty_adapters.latent_heads import DiagonalGaussian
 
 logger = logging.getLogger(LOGGER_NAME)
 
@@ -105,9 +106,7 @@ class GraphedTrainStep:
         if self.posterior_noise is None:
             raise ValueError("this step was built without posterior_noise=True, so its model is called without "
                              "posterior_noise; build GraphedTrainStep(..., posterior_noise=True) to set it")
-        if not 0.0 <= share <= 1.0:
-            raise ValueError(f"the share of the noise z carries (posterior_noise) must lie in [0, 1]; got {share}")
-        self.posterior_noise.fill_(float(share))
+        self.posterior_noise.fill_(DiagonalGaussian.check_noise_scale(share))
 
     def __call__(
         self, images: torch.Tensor, prompts: Prompts, mask: torch.Tensor, generator: torch.Generator | None = None
