@@ -121,6 +121,10 @@ VARIANTS.update({name: {**_DEMO_BEFORE_WARMUP, **overrides} for name, overrides 
 # z carries none of the posterior's noise at the first step, all of it from a quarter of the steps on (now the
 # demo's default, so the same as "demo")
 VARIANTS["demo-noise-warmup"] = {"posterior_noise_warmup": 0.25}
+# the same warm-up over half of the steps instead of a quarter (the demo otherwise as it is)
+VARIANTS["demo-noise-warmup-0.5"] = {"posterior_noise_warmup": 0.5}
+# the demo (its warm-up) with the latent prompt's last layer at a random start instead of zeros
+VARIANTS["demo-noise-warmup-prompt-random"] = {"latent_prompt_start": "random"}
 
 _COVER = 0.5  # a mask marks a region when it covers at least this share of it
 _STARTED = time.time()

@@ -20,6 +20,8 @@ The changes (any combination):
   whole decision unpenalised;
 - ``--all-raters``: each step trains on the first B / R images of its batch of B, each with all
   R of its raters (the same number of masks per step; an epoch sees 1 / R of the images);
+  ``--all-raters-epochs N`` does so in the first N epochs only, and trains one rater per image
+  after them (a start for the latent, without seeing fewer images for the whole run);
 - ``--aux-decoder W``: an auxiliary loss against latent collapse, weighted W. A small conv net
   (`ConsensusDecoder`, training only) redraws the rater's mask from the raters' mean mask and
   the posterior's z, so z must carry what sets this rater apart from the others from the first
@@ -243,7 +245,8 @@ def what_if(options: argparse.Namespace) -> Iterator[dict[str, Any]]:
             record["aux_decoder"] = options.aux_decoder
             changes.append(lambda heads: setattr(heads, "aux_decoder", ConsensusDecoder(heads.latent_dim)))
             record["aux_noise"] = options.aux_noise
-            stack.enter_context(_consensus_loss_patches(options.aux_decoder, options.aux_noise, options.all_raters))
+            stack.enter_context(_consensus_loss_patches(options.aux_decoder, options.aux_noise,
+                                                        options.all_raters or options.all_raters_epochs is not None))
         if changes:
             original_init = latent_heads.LatentHeads.__init__
 
@@ -273,13 +276,19 @@ def what_if(options: argparse.Namespace) -> Iterator[dict[str, Any]]:
         if options.total_free_bits:
             record["total_free_bits"] = True
             stack.enter_context(mock.patch.object(losses.ElboLoss, "kl_terms", total_free_bits_kl_terms))
-        if options.all_raters:
+        if options.all_raters or options.all_raters_epochs is not None:
             record["all_raters"] = True
+            if options.all_raters_epochs is not None:
+                record["all_raters_epochs"] = options.all_raters_epochs
             original_skip = accelerate.Accelerator.skip_first_batches
+            epochs_begun = [0]  # the loop asks for each epoch's batches once (what-if runs never resume)
 
             def skip_first_batches(self, loader, num_batches=0):
+                epoch = epochs_begun[0]
+                epochs_begun[0] += 1
+                every_rater = options.all_raters_epochs is None or epoch < options.all_raters_epochs
                 for batch in original_skip(self, loader, num_batches):
-                    yield all_raters_batch(batch)
+                    yield all_raters_batch(batch) if every_rater else batch
 
             stack.enter_context(mock.patch.object(accelerate.Accelerator, "skip_first_batches", skip_first_batches))
         yield record
@@ -516,6 +525,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--posterior-gain", type=float, metavar="G", help="the posterior's mean output starts G times larger")
     parser.add_argument("--total-free-bits", action="store_true", help="floor the total KL at C * free_bits, not each dimension")
     parser.add_argument("--all-raters", action="store_true", help="B / R images with all R raters each per step")
+    parser.add_argument("--all-raters-epochs", type=int, metavar="N",
+                        help="as --all-raters in the first N epochs only, then one rater per image")
     parser.add_argument("--aux-decoder", type=float, metavar="W",
                         help="add W x an auxiliary loss: redraw the rater's mask from the raters' mean mask and z")
     parser.add_argument("--aux-noise", choices=("posterior", "prior"), default="posterior",
@@ -565,6 +576,8 @@ def main(argv: list[str] | None = None) -> int:
         build_parser().error(f"--aggressive-share must lie in (0, 1], got {options.aggressive_share}")
     if (options.aggressive_share != 0.25 or options.aggressive_check) and options.aggressive_posterior is None:
         build_parser().error("--aggressive-share and --aggressive-check shape --aggressive-posterior: give --aggressive-posterior N too")
+    if options.all_raters_epochs is not None and (options.all_raters or options.all_raters_epochs < 1):
+        build_parser().error("--all-raters-epochs N (N >= 1) limits --all-raters to the first N epochs: give one of them")
     if options.aux_noise != "posterior" and options.aux_decoder is None:
         build_parser().error("--aux-noise sets the --aux-decoder's z: give --aux-decoder W too")
     changes = {key: value for key, value in vars(options).items() if key not in ("aux_noise", "prior_weight", "aggressive_share", "aggressive_check")}

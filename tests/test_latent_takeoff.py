@@ -1,6 +1,7 @@
 """benchmarks/latent_takeoff.py: each what-if changes exactly what it names, only inside the block."""
 
 import argparse
+from unittest import mock
 
 import pytest
 import torch
@@ -11,7 +12,7 @@ from benchmarks import latent_takeoff
 
 def _options(**given):
     values = {"posterior_sigma": None, "posterior_gain": None, "total_free_bits": False, "all_raters": False,
-              "aux_decoder": None, "aux_noise": "posterior", "prompt_form": None, "prior_samples": None,
+              "all_raters_epochs": None, "aux_decoder": None, "aux_noise": "posterior", "prompt_form": None, "prior_samples": None,
               "prior_weight": 1.0, "aggressive_posterior": None, "aggressive_share": 0.25, "aggressive_check": None,
               **given}
     return argparse.Namespace(**values)
@@ -54,6 +55,28 @@ def test_total_free_bits_floor_the_sum_so_one_dimension_may_carry_it_all():
         assert float(penalised) == pytest.approx(2.0) and float(total) == pytest.approx(1.5)
         penalised = ua.ElboLoss(beta=1.0, free_bits=0.5, validate=False).kl_terms(torch.full((2, 4), 1.0))[0]
         assert float(penalised) == pytest.approx(4.0)  # above the floor: the KL itself
+
+
+def test_all_raters_epochs_gives_every_rater_in_the_first_n_epochs_and_one_rater_after():
+    import accelerate
+
+    batch = {"image": torch.arange(8.0).view(8, 1, 1, 1), "mask": torch.zeros(8, 1, 2, 2),
+             "masks": torch.arange(8.0).view(8, 1, 1, 1).expand(8, 4, 2, 2).clone()}
+    loader_as_is = mock.patch.object(accelerate.Accelerator, "skip_first_batches", lambda self, loader, num_batches=0: iter(loader))
+    with loader_as_is, latent_takeoff.what_if(_options(all_raters_epochs=2)) as record:
+        accelerator = accelerate.Accelerator(cpu=True)
+        epochs = [list(accelerator.skip_first_batches([batch])) for _ in range(3)]  # the loop: once an epoch
+    assert record == {"all_raters": True, "all_raters_epochs": 2}
+    for epoch in epochs[:2]:  # the first 2 images, each with its 4 raters in turn
+        assert epoch[0]["image"].flatten().tolist() == [0, 0, 0, 0, 1, 1, 1, 1]
+    assert epochs[2][0] is batch  # then the batch as the loader gives it
+
+
+def test_all_raters_epochs_needs_a_positive_count_and_not_all_raters_as_well(capsys):
+    for given in (["--all-raters-epochs", "0"], ["--all-raters", "--all-raters-epochs", "3"]):
+        with pytest.raises(SystemExit):
+            latent_takeoff.main([*given, "--", "--out", "unused", "--data", "bimodal", "--variant", "demo"])
+        assert "--all-raters-epochs N (N >= 1)" in capsys.readouterr().err
 
 
 def test_all_raters_turns_b_images_into_b_over_r_images_with_each_of_their_raters():
