@@ -31,13 +31,18 @@ _TENSOR = "__tensor__"
 
 @dataclass
 class Progress:
-    """Where training stands: completed epochs/steps and early-stopping bookkeeping."""
+    """Where training stands: completed epochs/steps and early-stopping bookkeeping.
+
+    ``best_rater_spread``: the raters' posterior spread (prior sigmas) measured with the best
+    validation loss, the weights the run keeps (latent_hold.py); None before a validation, without
+    a latent, or in a checkpoint written before it was recorded."""
 
     epoch: int = 0
     step: int = 0
     batches_into_epoch: int = 0
     best_val_loss: float | None = None
     epochs_without_improvement: int = 0
+    best_rater_spread: float | None = None
 
 
 def flatten_state(obj: Any, tensors: dict[str, torch.Tensor], prefix: str = "") -> Any:

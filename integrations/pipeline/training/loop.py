@@ -45,6 +45,7 @@ from uncertainty_adapters.integrations.pipeline.training.checkpoints import (
     save_training_checkpoint,
 )
 from uncertainty_adapters.integrations.pipeline.training.graphed_step import GraphedTrainStep, capturable_adam
+from uncertainty_adapters.integrations.pipeline.training.latent_hold import idle_latent_message
 from uncertainty_adapters.integrations.pipeline.training.logs import CsvLog, tensorboard_writer
 from uncertainty_adapters.integrations.pipeline.training.prior_fit import fit_prior
 from uncertainty_adapters.integrations.pipeline.training.rater_batches import (
@@ -519,6 +520,7 @@ class _TrainingLoop:
             val_loss, spread, improved = float("nan"), None, True
         if improved:
             progress.best_val_loss, progress.epochs_without_improvement = val_loss, 0
+            progress.best_rater_spread = spread
             if self.accelerator.is_main_process:
                 ckpt.save_tensors_atomic(self.job.out / BEST_WEIGHTS, self.unwrapped.trainable_state_dict())
         elif not self._warming_up(progress.step):  # no patience is spent during a warm-up
@@ -537,8 +539,11 @@ class _TrainingLoop:
         return self.stopped_early
 
     def finish(self, backbone: Path | None, meta: dict[str, Any], copy_backbone: bool) -> None:
-        """Restore the best weights and write the run folder."""
+        """Restore the best weights and write the run folder; warn when its latent did not take hold."""
         out, accelerator = self.job.out, self.accelerator
+        idle = idle_latent_message(self.progress.best_rater_spread)
+        if idle is not None and accelerator.is_main_process:
+            logger.warning(idle)
         if self.tracker is not None:
             self.tracker.close()
         if (out / BEST_WEIGHTS).is_file():
