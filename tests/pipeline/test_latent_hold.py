@@ -38,7 +38,8 @@ def test_a_run_records_the_spread_of_its_best_epoch_and_warns_below_the_takeoff(
     out = tmp_path / "run"
     train(job(out, epochs=2, prior_fit_epochs=0), backbone=backbone_file)
     progress = run_dir.read_run_config(out)["progress"]
-    rows = [row for row in csv.DictReader(open(out / "train_log.csv")) if row["val_loss"]]
+    with open(out / "train_log.csv", newline="") as log:
+        rows = [row for row in csv.DictReader(log) if row["val_loss"]]
     best = min(rows, key=lambda row: float(row["val_loss"]))  # the weights the run keeps
     assert progress["best_rater_spread"] == pytest.approx(float(best["val_rater_spread"]))
     assert len(_warnings(caplog)) == int(warned)
