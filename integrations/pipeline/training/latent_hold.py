@@ -32,6 +32,7 @@ def idle_latent_message(best_rater_spread: float | None) -> str | None:
     return (
         f"the latent has not taken hold: at the best epoch the raters' posterior means were "
         f"{best_rater_spread:.2f} prior sigmas apart (a latent that takes hold reaches {TAKEOFF_SPREAD}), so the "
-        f"samples will barely differ where the raters do. Train again with another --seed, or with more --epochs; "
-        f"train_log.csv's val_rater_spread shows, epoch by epoch, whether it takes hold"
+        f"samples will barely differ where the raters do. Another --seed or more --epochs may let it take hold "
+        f"(a run to use, not a benchmark's: there the lost seed counts); train_log.csv's val_rater_spread shows, "
+        f"epoch by epoch, whether it does"
     )
