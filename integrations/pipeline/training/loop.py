@@ -390,16 +390,20 @@ class _TrainingLoop:
         steps = self.scheduled_steps
         return steps if self.job.max_steps is None else min(steps, self.job.max_steps)
 
+    def _ramp(self, share: float, step: int) -> float:
+        """A warm-up's factor at ``step``: rising linearly from 0 to 1 over the first ``share`` of the
+        scheduled steps, 1 after them (and throughout when ``share`` is 0)."""
+        warmup = share * self.scheduled_steps
+        return 1.0 if warmup <= 0 else min(1.0, step / warmup)
+
     def beta_at(self, step: int) -> float:
         """beta, ramped linearly from 0 over the first kl_warmup share of the scheduled steps."""
-        warmup = self.preset.kl_warmup * self.scheduled_steps
-        return self.preset.beta if warmup <= 0 else self.preset.beta * min(1.0, step / warmup)
+        return self.preset.beta * self._ramp(self.preset.kl_warmup, step)
 
     def posterior_noise_at(self, step: int) -> float:
         """The share of the posterior's noise z carries at ``step``: ramped linearly from 0 over
         the first posterior_noise_warmup share of the scheduled steps (`posterior_noise_warmup_of`)."""
-        warmup = self.noise_warmup * self.scheduled_steps
-        return 1.0 if warmup <= 0 else min(1.0, step / warmup)
+        return self._ramp(self.noise_warmup, step)
 
     def _warming_up(self, step: int) -> bool:
         """Whether ``step`` is inside the KL or the posterior-noise warm-up (no patience is spent)."""
