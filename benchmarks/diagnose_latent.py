@@ -125,6 +125,8 @@ VARIANTS["demo-noise-warmup"] = {"posterior_noise_warmup": 0.25}
 VARIANTS["demo-noise-warmup-0.5"] = {"posterior_noise_warmup": 0.5}
 # the demo (its warm-up) with the latent prompt's last layer at a random start instead of zeros
 VARIANTS["demo-noise-warmup-prompt-random"] = {"latent_prompt_start": "random"}
+# the demo with its learning rate held for all its 12 epochs (its StepLR otherwise cuts it to 0.3x after epoch 8)
+VARIANTS["demo-lr-flat"] = {"lr_step_epochs": 12}
 
 _COVER = 0.5  # a mask marks a region when it covers at least this share of it
 _STARTED = time.time()

@@ -63,6 +63,13 @@ The changes (any combination):
   step's inner loop: He et al.'s stop at convergence, checked after every inner step; it costs
   one more forward per inner step.
 
+- ``--init-seed N``: the model's initial weights (the adapters, the latent nets, z's prompt; the
+  backbone is the shipped file either way) are drawn as a run with ``--seed N`` draws them, while
+  everything else the run's own seed sets stays its own: the train / validation split, the order
+  of the batches, which rater each image gets, and the noise on z. Swapping the two between a
+  seed whose latent takes hold and one whose latent does not tells whether the initial weights or
+  the rest of the run decide it.
+
 These are experiments, not library options. Three changes measured beside them are library
 options instead: LeakyReLU in the prior and posterior nets (``LatentHeads(activation=
 "leaky_relu")``, the demo preset's; ``--variant demo-relu`` trains ReLU), all raters per step,
@@ -273,6 +280,20 @@ def what_if(options: argparse.Namespace) -> Iterator[dict[str, Any]]:
             if options.aggressive_check:
                 record["aggressive_check"] = options.aggressive_check
             stack.enter_context(_aggressive_posterior_patches(aggressive))
+        if options.init_seed is not None:
+            from uncertainty_adapters.integrations.pipeline.training import loop
+
+            record["init_seed"] = options.init_seed
+            build_model = loop.build_model
+
+            def build_with_init_seed(*args, **kwargs):
+                # torch's global generators stay the run's own afterwards: accelerate seeds the batch order
+                # from their initial seed when the loader is prepared
+                with torch.random.fork_rng():
+                    loop.seed_everything_for(options.init_seed)
+                    return build_model(*args, **kwargs)
+
+            stack.enter_context(mock.patch.object(loop, "build_model", build_with_init_seed))
         if options.total_free_bits:
             record["total_free_bits"] = True
             stack.enter_context(mock.patch.object(losses.ElboLoss, "kl_terms", total_free_bits_kl_terms))
@@ -542,6 +563,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--aggressive-check", choices=AggressivePosterior.CHECKS,
                         help="undo an --aggressive-posterior step that does not lower the batch's objective (taken again "
                              "on fresh z draws or on the step's own), and end that loop")
+    parser.add_argument("--init-seed", type=int, metavar="N",
+                        help="initial weights as --seed N draws them; split, batch order, raters and z's noise the run's own")
     parser.add_argument("--prompt-form", choices=sorted(PROMPT_FORMS),
                         help="z's dense prompt of the mask decoder: channel gains and shifts (film) or a per-position MLP (fcomb)")
     return parser

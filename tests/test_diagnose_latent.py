@@ -58,8 +58,9 @@ def test_a_variant_keeps_the_latent_settings_it_was_measured_with_and_demo_is_th
     assert demo.replace(**diagnose_latent.VARIANTS["demo-noise-warmup-0.5"]) == demo.replace(posterior_noise_warmup=0.5)
     assert (demo.replace(**diagnose_latent.VARIANTS["demo-noise-warmup-prompt-random"])
             == demo.replace(latent_prompt_start="random"))
+    assert demo.replace(**diagnose_latent.VARIANTS["demo-lr-flat"]) == demo.replace(lr_step_epochs=demo.epochs)
     measured_before = [name for name in diagnose_latent.VARIANTS if name.startswith("demo-")
-                       and not name.startswith("demo-noise-warmup")]
+                       and not name.startswith("demo-noise-warmup") and name != "demo-lr-flat"]
     assert all(demo.replace(**diagnose_latent.VARIANTS[name]).posterior_noise_warmup == 0.0 for name in measured_before)
     assert plain.raters_per_image == "one" and plain.latent_activation == "relu"
 

@@ -14,7 +14,7 @@ def _options(**given):
     values = {"posterior_sigma": None, "posterior_gain": None, "total_free_bits": False, "all_raters": False,
               "all_raters_epochs": None, "aux_decoder": None, "aux_noise": "posterior", "prompt_form": None, "prior_samples": None,
               "prior_weight": 1.0, "aggressive_posterior": None, "aggressive_share": 0.25, "aggressive_check": None,
-              **given}
+              "init_seed": None, **given}
     return argparse.Namespace(**values)
 
 
@@ -363,3 +363,36 @@ def test_help_lists_the_changes_without_diagnose_latents_arguments(capsys):
     with pytest.raises(SystemExit) as stop:
         latent_takeoff.main(["--help"])
     assert stop.value.code == 0 and "--all-raters" in capsys.readouterr().out
+
+
+def test_init_seed_draws_the_initial_weights_of_another_seed_and_keeps_the_rest_of_the_run(tmp_path):
+    from dataclasses import replace
+
+    from tests.pipeline.conftest import SIZE as PIPELINE_SIZE, job
+    from uncertainty_adapters.integrations.pipeline.training.loop import _TrainingLoop
+    from uncertainty_adapters.integrations.sam import build_sam, save_sam_weights
+
+    torch.manual_seed(0)
+    backbone = tmp_path / "sam.safetensors"
+    save_sam_weights(build_sam("demo", image_size=PIPELINE_SIZE), backbone)
+
+    def start(seed: int, init_seed: int | None = None) -> _TrainingLoop:
+        run = replace(job(tmp_path / f"run-{seed}-{init_seed}"), seed=seed)
+        if init_seed is None:
+            return _TrainingLoop(run, backbone)
+        with latent_takeoff.what_if(_options(init_seed=init_seed)) as record:
+            loop = _TrainingLoop(run, backbone)
+        assert record == {"init_seed": init_seed}
+        return loop
+
+    def batch_order(loop: _TrainingLoop) -> list[torch.Tensor]:  # the first two batches' images and rater masks
+        return [torch.cat([batch["image"], batch["mask"]], 1) for batch, _ in zip(loop.train_loader, range(2))]
+
+    swapped, weights_of, rest_of = start(0, init_seed=1), start(1), start(0)
+    weights = swapped.unwrapped.state_dict()
+    assert weights.keys() == weights_of.unwrapped.state_dict().keys()
+    assert all(torch.equal(weights[key], weights_of.unwrapped.state_dict()[key]) for key in weights)
+    assert not all(torch.equal(weights[key], rest_of.unwrapped.state_dict()[key]) for key in weights)
+    assert swapped.train_idx == rest_of.train_idx != weights_of.train_idx  # the split is the run's own
+    swapped_order, own_order = batch_order(swapped), batch_order(rest_of)  # the batches and their raters too
+    assert all(torch.equal(a, b) for a, b in zip(swapped_order, own_order, strict=True))
