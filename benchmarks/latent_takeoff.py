@@ -68,7 +68,9 @@ The changes (any combination):
   everything else the run's own seed sets stays its own: the train / validation split, the order
   of the batches, which rater each image gets, and the noise on z. Swapping the two between a
   seed whose latent takes hold and one whose latent does not tells whether the initial weights or
-  the rest of the run decide it.
+  the rest of the run decide it. ``--step-seed N`` does the same for each training step's own
+  draws (the clicks' positions and the noise on z), which then come from seed N's streams, while
+  the initial weights, the split, the batch order and the raters stay the run's own.
 
 These are experiments, not library options. Three changes measured beside them are library
 options instead: LeakyReLU in the prior and posterior nets (``LatentHeads(activation=
@@ -294,6 +296,16 @@ def what_if(options: argparse.Namespace) -> Iterator[dict[str, Any]]:
                     return build_model(*args, **kwargs)
 
             stack.enter_context(mock.patch.object(loop, "build_model", build_with_init_seed))
+        if options.step_seed is not None:
+            from uncertainty_adapters.integrations.pipeline.training import loop
+
+            record["step_seed"] = options.step_seed
+            generator_for = loop.generator_for
+
+            def step_generator_for(device, seed, stream, *parts):
+                return generator_for(device, options.step_seed if stream == loop._TRAIN_STREAM else seed, stream, *parts)
+
+            stack.enter_context(mock.patch.object(loop, "generator_for", step_generator_for))
         if options.total_free_bits:
             record["total_free_bits"] = True
             stack.enter_context(mock.patch.object(losses.ElboLoss, "kl_terms", total_free_bits_kl_terms))
@@ -565,6 +577,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "on fresh z draws or on the step's own), and end that loop")
     parser.add_argument("--init-seed", type=int, metavar="N",
                         help="initial weights as --seed N draws them; split, batch order, raters and z's noise the run's own")
+    parser.add_argument("--step-seed", type=int, metavar="N",
+                        help="each training step's clicks and z noise as --seed N draws them; the rest the run's own")
     parser.add_argument("--prompt-form", choices=sorted(PROMPT_FORMS),
                         help="z's dense prompt of the mask decoder: channel gains and shifts (film) or a per-position MLP (fcomb)")
     return parser
@@ -604,7 +618,7 @@ def main(argv: list[str] | None = None) -> int:
     if options.aux_noise != "posterior" and options.aux_decoder is None:
         build_parser().error("--aux-noise sets the --aux-decoder's z: give --aux-decoder W too")
     changes = {key: value for key, value in vars(options).items() if key not in ("aux_noise", "prior_weight", "aggressive_share", "aggressive_check")}
-    if not any(value not in (None, False) for value in changes.values()):
+    if all(value is None or value is False for value in changes.values()):  # --init-seed 0 is a change
         build_parser().error("name at least one change (see --help)")
     if options.prompt_form is not None:
         from uncertainty_adapters.integrations.pipeline.presets import get_preset

@@ -14,7 +14,7 @@ def _options(**given):
     values = {"posterior_sigma": None, "posterior_gain": None, "total_free_bits": False, "all_raters": False,
               "all_raters_epochs": None, "aux_decoder": None, "aux_noise": "posterior", "prompt_form": None, "prior_samples": None,
               "prior_weight": 1.0, "aggressive_posterior": None, "aggressive_share": 0.25, "aggressive_check": None,
-              "init_seed": None, **given}
+              "init_seed": None, "step_seed": None, **given}
     return argparse.Namespace(**values)
 
 
@@ -355,8 +355,9 @@ def test_a_run_needs_a_change_and_a_fresh_out(tmp_path, capsys):
         latent_takeoff.main(["--aux-noise", "prior", "--", "--out", str(tmp_path), "--data", "bimodal", "--variant", "demo"])
     assert "give --aux-decoder W too" in capsys.readouterr().err
     (tmp_path / "runs" / "bimodal-demo").mkdir(parents=True)
-    with pytest.raises(SystemExit, match="fresh --out"):
-        latent_takeoff.main(["--posterior-sigma", "0.4", "--", "--out", str(tmp_path), "--data", "bimodal", "--variant", "demo"])
+    for change in (["--posterior-sigma", "0.4"], ["--init-seed", "0"], ["--step-seed", "0"]):  # seed 0 is a change too
+        with pytest.raises(SystemExit, match="fresh --out"):
+            latent_takeoff.main([*change, "--", "--out", str(tmp_path), "--data", "bimodal", "--variant", "demo"])
 
 
 def test_help_lists_the_changes_without_diagnose_latents_arguments(capsys):
@@ -396,3 +397,17 @@ def test_init_seed_draws_the_initial_weights_of_another_seed_and_keeps_the_rest_
     assert swapped.train_idx == rest_of.train_idx != weights_of.train_idx  # the split is the run's own
     swapped_order, own_order = batch_order(swapped), batch_order(rest_of)  # the batches and their raters too
     assert all(torch.equal(a, b) for a, b in zip(swapped_order, own_order, strict=True))
+
+
+def test_step_seed_draws_each_training_steps_clicks_and_noise_from_another_seed_and_nothing_else():
+    from uncertainty_adapters.integrations.pipeline.training import loop
+
+    def draws(seed: int, stream: int) -> torch.Tensor:
+        return torch.rand(4, generator=loop.generator_for("cpu", seed, stream, 7, 0))  # batch 7, rank 0
+
+    with latent_takeoff.what_if(_options(step_seed=1)) as record:
+        swapped_step, swapped_validation = draws(0, loop._TRAIN_STREAM), draws(0, loop._VAL_STREAM)
+    assert record == {"step_seed": 1}
+    assert torch.equal(swapped_step, draws(1, loop._TRAIN_STREAM))
+    assert not torch.equal(swapped_step, draws(0, loop._TRAIN_STREAM))
+    assert torch.equal(swapped_validation, draws(0, loop._VAL_STREAM))  # validation keeps the run's own draws
