@@ -239,6 +239,7 @@ def what_if(options: argparse.Namespace) -> Iterator[dict[str, Any]]:
     import accelerate
 
     from uncertainty_adapters import latent_heads, losses
+    from uncertainty_adapters.integrations.pipeline.training import loop
 
     record: dict[str, Any] = {}
     aggressive = None
@@ -283,8 +284,6 @@ def what_if(options: argparse.Namespace) -> Iterator[dict[str, Any]]:
                 record["aggressive_check"] = options.aggressive_check
             stack.enter_context(_aggressive_posterior_patches(aggressive))
         if options.init_seed is not None:
-            from uncertainty_adapters.integrations.pipeline.training import loop
-
             record["init_seed"] = options.init_seed
             build_model = loop.build_model
 
@@ -297,8 +296,6 @@ def what_if(options: argparse.Namespace) -> Iterator[dict[str, Any]]:
 
             stack.enter_context(mock.patch.object(loop, "build_model", build_with_init_seed))
         if options.step_seed is not None:
-            from uncertainty_adapters.integrations.pipeline.training import loop
-
             record["step_seed"] = options.step_seed
             generator_for = loop.generator_for
 
