@@ -80,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     seeds, lost = parse_seeds(args.seeds), set(parse_seeds(args.lost))
     if not lost <= set(seeds):
         build_parser().error(f"--lost names seeds not in --seeds: {sorted(lost - set(seeds))}")
+    if lost and lost == set(seeds):
+        build_parser().error("--lost names every seed: leave at least one held seed to compare with")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     folder = write_bimodal(out, cases=args.cases)

@@ -32,10 +32,13 @@ def test_each_seed_is_measured_before_training_and_the_same_seed_measures_the_sa
     assert latent_at_init.spread_at_init(folder, "demo", 0, _shipped()) == first  # nothing trained, nothing random left
 
 
-def test_lost_seeds_must_be_among_the_seeds(tmp_path, capsys):
+def test_lost_seeds_must_be_among_the_seeds_and_leave_a_held_one(tmp_path, capsys):
     with pytest.raises(SystemExit):
         latent_at_init.main(["--out", str(tmp_path), "--seeds", "0-1", "--lost", "5"])
     assert "not in --seeds: [5]" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        latent_at_init.main(["--out", str(tmp_path), "--seeds", "0-1", "--lost", "0,1"])
+    assert "at least one held seed" in capsys.readouterr().err
     assert not (tmp_path / "bimodal").exists()
 
 
