@@ -11,8 +11,8 @@ one (0.5: the start does not tell them apart)::
 
     python -m benchmarks.latent_at_init --out D --seeds 42-69 --lost 42,48,54,55,62,65,69
 
-Each seed takes a few seconds on one CPU thread. What it measured: docs/results.md, "The learning
-rate held to the end, and what in a seed loses the latent".
+What it measured: docs/results.md, "The learning rate held to the end, and what in a seed loses the
+latent".
 """
 
 from __future__ import annotations
