@@ -127,6 +127,8 @@ VARIANTS["demo-noise-warmup-0.5"] = {"posterior_noise_warmup": 0.5}
 VARIANTS["demo-noise-warmup-prompt-random"] = {"latent_prompt_start": "random"}
 # the demo with its learning rate held for all its 12 epochs (its StepLR otherwise cuts it to 0.3x after epoch 8)
 VARIANTS["demo-lr-flat"] = {"lr_step_epochs": 12}
+# the demo with its posterior-noise warm-up run twice: from step 0 and again from half the steps (cyclical annealing)
+VARIANTS["demo-noise-cycles-2"] = {"posterior_noise_cycles": 2}
 
 _COVER = 0.5  # a mask marks a region when it covers at least this share of it
 _STARTED = time.time()

@@ -59,8 +59,10 @@ def test_a_variant_keeps_the_latent_settings_it_was_measured_with_and_demo_is_th
     assert (demo.replace(**diagnose_latent.VARIANTS["demo-noise-warmup-prompt-random"])
             == demo.replace(latent_prompt_start="random"))
     assert demo.replace(**diagnose_latent.VARIANTS["demo-lr-flat"]) == demo.replace(lr_step_epochs=demo.epochs)
+    assert (demo.replace(**diagnose_latent.VARIANTS["demo-noise-cycles-2"])
+            == demo.replace(posterior_noise_cycles=2))  # the demo's warm-up again from half the steps
     measured_before = [name for name in diagnose_latent.VARIANTS if name.startswith("demo-")
-                       and not name.startswith("demo-noise-warmup") and name != "demo-lr-flat"]
+                       and not name.startswith(("demo-noise-warmup", "demo-noise-cycles")) and name != "demo-lr-flat"]
     assert all(demo.replace(**diagnose_latent.VARIANTS[name]).posterior_noise_warmup == 0.0 for name in measured_before)
     assert plain.raters_per_image == "one" and plain.latent_activation == "relu"
 

@@ -50,6 +50,8 @@ _OPTIONS: dict[str, tuple[str, dict[str, Any]]] = {
     "kl_warmup": ("--kl-warmup", dict(type=float, help="Share of the steps over which beta ramps up from 0.")),
     "posterior_noise_warmup": ("--posterior-noise-warmup", dict(
         type=float, help="Share of the steps over which the posterior's noise on z ramps up from 0 (UA-SAM's latent only).")),
+    "posterior_noise_cycles": ("--posterior-noise-cycles", dict(
+        type=int, help="How many posterior-noise warm-ups, evenly spaced over the steps (1: one, at the start).")),
     "prior_fit_epochs": ("--prior-fit-epochs", dict(
         type=int, help="Epochs fitting the prior net alone to every rater's posterior after training (0: none).")),
     "prior_fit_lr": ("--prior-fit-lr", dict(type=float, help="Adam learning rate of the prior-fit epochs.")),
@@ -80,7 +82,7 @@ TRAINING_OPTIONS: tuple[str, ...] = tuple(_OPTIONS)
 REPRODUCE_OPTIONS: tuple[str, ...] = (
     "cmsm_activation", "latent_placement", "latent_prompt", "latent_prompt_start", "free_bits", "geco_kappa", "latent_activation",
     "raters_per_image", "epochs", "batch_size", "lr", "latent_lr", "beta", "kl_warmup", "posterior_noise_warmup",
-    "prior_fit_epochs", "prior_fit_lr", "latent_dim", "image_size",
+    "posterior_noise_cycles", "prior_fit_epochs", "prior_fit_lr", "latent_dim", "image_size",
     "synthetic_cases", "patience", "eval_samples", "ged_samples", "train_decoder", "prompt",
 )
 

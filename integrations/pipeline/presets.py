@@ -58,6 +58,12 @@ uses it (six seeds on `synthetic`, fresh seeds of a two-mode folder): docs/resul
 latent takes off, the batch size, and the posterior's noise warmed up" and "The warm-up as the
 demo's default".
 
+``posterior_noise_cycles`` n: 1 in every preset (one warm-up, at the start). With n > 1 the
+warm-up runs again at the start of each of n equal parts of the scheduled steps, z's noise falling
+back to 0 there (cyclical annealing, Fu et al. 2019); each ramp must end before the next starts
+(S <= 1 / n). Why no preset uses it: docs/results.md, "The posterior's noise warmed up twice, and
+a run trained again".
+
 ``prior_fit_epochs``: epochs that fit the prior net alone to every rater's posterior after
 training (training/prior_fit.py); 20 in the demo, 0 (the paper's joint training only) in the
 paper presets.
@@ -113,6 +119,12 @@ class Preset:
         metadata={"help": "Share of the scheduled steps over which the posterior's noise on z ramps linearly from 0 "
                           "(z = mu + t * sigma * eps, t from 0 to 1; the KL is the posterior's own); 0: none. "
                           "UA-SAM's latent only; early stopping waits until it ends."},
+    )
+    posterior_noise_cycles: int = field(
+        default=1,
+        metadata={"help": "How many times the posterior-noise warm-up runs: ramps of posterior_noise_warmup's length "
+                          "starting at steps 0, T / n, 2 T / n, ... of the T scheduled steps (cyclical annealing); "
+                          "1: once, at the start."},
     )
     prior_fit_epochs: int = field(
         default=0,
@@ -218,6 +230,15 @@ class Preset:
         if not 0.0 <= self.posterior_noise_warmup <= 1.0:
             raise ValueError(f"posterior_noise_warmup is a share of the scheduled steps, in [0, 1]; got "
                              f"{self.posterior_noise_warmup} (0: no warm-up)")
+        if self.posterior_noise_cycles < 1:
+            raise ValueError(f"posterior_noise_cycles counts the posterior-noise warm-ups and must be >= 1; got "
+                             f"{self.posterior_noise_cycles} (1: one warm-up, at the start)")
+        if self.posterior_noise_cycles > 1 and not (
+                0 < self.posterior_noise_warmup <= 1 / self.posterior_noise_cycles):
+            raise ValueError(f"posterior_noise_cycles={self.posterior_noise_cycles} repeats a warm-up of "
+                             f"posterior_noise_warmup={self.posterior_noise_warmup} of the steps, which must lie in "
+                             f"(0, 1 / {self.posterior_noise_cycles}] so that each ramp ends before the next starts; "
+                             f"pass a --posterior-noise-warmup in that range, or --posterior-noise-cycles 1")
         if self.raters_per_image not in RATERS_PER_IMAGE:
             raise ValueError(f"raters_per_image must be one of {RATERS_PER_IMAGE}, got {self.raters_per_image!r}")
         if self.geco_kappa is not None:
@@ -244,7 +265,7 @@ class Preset:
 #: What a preset recorded before a field existed (in run.json or reproduce.json) meant for it.
 LEGACY_VALUES: dict[str, Any] = {"latent_prompt": False, "latent_activation": "relu", "raters_per_image": "one",
                                  "geco_kappa": None, "latent_prompt_start": "zero",
-                                 "posterior_noise_warmup": 0.0}
+                                 "posterior_noise_warmup": 0.0, "posterior_noise_cycles": 1}
 
 
 def with_legacy_values(recorded: dict[str, Any]) -> dict[str, Any]:

@@ -48,7 +48,7 @@ def test_no_patience_is_spent_until_both_warmups_have_ended():
     from uncertainty_adapters.integrations.pipeline.training.loop import _TrainingLoop
 
     def loop(noise_warmup, kl_warmup):  # what the two ramps read of a training loop, 8 scheduled steps
-        fake = SimpleNamespace(noise_warmup=noise_warmup, scheduled_steps=8,
+        fake = SimpleNamespace(noise_warmup=noise_warmup, noise_cycles=1, scheduled_steps=8,
                                preset=small_preset(kl_warmup=kl_warmup, posterior_noise_warmup=noise_warmup))
         fake._ramp = lambda share, step: _TrainingLoop._ramp(fake, share, step)
         fake.beta_at = lambda step: _TrainingLoop.beta_at(fake, step)

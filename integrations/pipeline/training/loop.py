@@ -133,6 +133,12 @@ def posterior_noise_warmup_of(job: TrainJob) -> float:
     return job.preset.posterior_noise_warmup if _ua_sam_with_a_latent(job) else 0.0
 
 
+def posterior_noise_cycles_of(job: TrainJob) -> int:
+    """How many posterior-noise warm-ups ``job`` trains with: the preset's where it has a warm-up
+    (`posterior_noise_warmup_of` > 0), else 1."""
+    return job.preset.posterior_noise_cycles if posterior_noise_warmup_of(job) > 0 else 1
+
+
 def raters_per_image_of(job: TrainJob) -> str:
     """The ``raters_per_image`` ``job`` trains with (rater_batches.py): the preset's for UA-SAM
     with a latent sample z; 'one', the paper's draw, for UA-SAM without one (a deterministic
@@ -308,6 +314,7 @@ class _TrainingLoop:
             Subset(self.train_part, val_idx), batch_size=preset.batch_size, num_workers=preset.num_workers, pin_memory=pin
         )
         self.noise_warmup = posterior_noise_warmup_of(job)
+        self.noise_cycles = posterior_noise_cycles_of(job)
         graph_step = _wants_cuda_graph(preset, accelerator)
         if graph_step:  # capturable, tensor learning rates: the step is recorded as a CUDA graph
             optimizer = capturable_adam(model.optimizer_groups(preset.latent_lr), preset.lr, accelerator.device)
@@ -402,8 +409,12 @@ class _TrainingLoop:
 
     def posterior_noise_at(self, step: int) -> float:
         """The share of the posterior's noise z carries at ``step``: ramped linearly from 0 over
-        the first posterior_noise_warmup share of the scheduled steps (`posterior_noise_warmup_of`)."""
-        return self._ramp(self.noise_warmup, step)
+        the first posterior_noise_warmup share of the scheduled steps (`posterior_noise_warmup_of`),
+        and from 0 again at the start of each of the ``posterior_noise_cycles`` equal parts of them
+        (`posterior_noise_cycles_of`; cyclical annealing, Fu et al. 2019)."""
+        period = self.scheduled_steps / self.noise_cycles
+        cycle = min(self.noise_cycles - 1, int(step // period)) if period > 0 else 0
+        return self._ramp(self.noise_warmup, step - cycle * period)
 
     def _warming_up(self, step: int) -> bool:
         """Whether ``step`` is inside the KL or the posterior-noise warm-up (no patience is spent)."""
@@ -575,6 +586,7 @@ class _TrainingLoop:
                     "raters_per_image": self.raters_per_image,  # likewise (raters_per_image_of)
                     "geco_kappa": None if self.geco is None else self.geco.kappa,  # likewise (geco_kappa_of)
                     "posterior_noise_warmup": self.noise_warmup,  # likewise (posterior_noise_warmup_of)
+                    "posterior_noise_cycles": self.noise_cycles,  # likewise (posterior_noise_cycles_of)
                     "data": self.job.data,
                     "dataset_kwargs": self.dataset_kwargs,
                     "seed": self.job.seed,
