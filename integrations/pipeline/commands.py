@@ -21,12 +21,12 @@ from uncertainty_adapters.integrations.pipeline.predict import run_predict
 from uncertainty_adapters.integrations.pipeline.preset_options import TRAINING_OPTIONS, preset_overrides
 from uncertainty_adapters.integrations.pipeline.presets import Preset, get_preset
 from uncertainty_adapters.integrations.pipeline.runtime import LOGGER_NAME, choose_backbone, choose_device, command_line
+from uncertainty_adapters.integrations.pipeline.training.attempts import check_attempts, train_attempts
 from uncertainty_adapters.integrations.pipeline.training.loop import (
     RUN_RECORDS,
     TrainingDiverged,
     TrainJob,
     check_out_dir,
-    train,
 )
 from uncertainty_adapters.integrations.sam import compile_for_sampling
 from uncertainty_adapters.integrations.sam.hf_checkpoint import resolve_sam_checkpoint
@@ -83,6 +83,8 @@ def _train_and_report(args: argparse.Namespace, preset: Preset, data: str) -> di
     out = Path(args.out)
     if args.overwrite and args.resume:
         raise ValueError("--resume continues the run in --out and --overwrite deletes it; pass one of them")
+    attempts = getattr(args, "attempts", 1)
+    check_attempts(attempts)
     # Check the arguments, the data and the output folder before anything slow (e.g. pretraining
     # the demo backbone) and before --overwrite deletes anything.
     options = data_options(data, getattr(args, "lidc_split", None))
@@ -98,8 +100,8 @@ def _train_and_report(args: argparse.Namespace, preset: Preset, data: str) -> di
     job = TrainJob(preset=preset, data=data, out=out, seed=args.seed, resume=args.resume,
                    max_steps=args.max_steps, cpu=args.cpu, dataset_kwargs=options)
     copy = backbone is not None and not args.sam_checkpoint  # the small demo backbone travels with the run
-    result = train(job, backbone=backbone, meta={"backbone_source": source, "command": command_line()},
-                   copy_backbone=copy)
+    result = train_attempts(job, attempts, backbone=backbone,
+                            meta={"backbone_source": source, "command": command_line()}, copy_backbone=copy)
     speed = result.throughput
     memory = f", peak memory {speed['peak_memory_gib']:.2f} GiB" if speed.get("peak_memory_gib") is not None else ""
     logger.info("trained %d steps in %.0f s, %s images/s in the training loop%s%s", result.progress.step,

@@ -20,7 +20,8 @@ from .conftest import job
 def test_the_message_names_the_spread_the_takeoff_and_the_fix_and_is_silent_from_the_takeoff_on():
     message = idle_latent_message(0.03)
     assert "0.03 prior sigmas apart" in message and f"reaches {TAKEOFF_SPREAD}" in message
-    assert "Another --seed or more --epochs" in message and "val_rater_spread" in message
+    assert "Another --seed" in message and "--attempts N" in message and "more --epochs" in message
+    assert "val_rater_spread" in message
     assert "not a benchmark's" in message  # a benchmark keeps the seed it lost
     assert idle_latent_message(TAKEOFF_SPREAD) is None and idle_latent_message(0.8) is None
     assert idle_latent_message(None) is None  # nothing measured: no latent, or no image whose raters disagree

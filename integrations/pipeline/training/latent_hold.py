@@ -32,7 +32,7 @@ def idle_latent_message(best_rater_spread: float | None) -> str | None:
     return (
         f"the latent has not taken hold: at the best epoch the raters' posterior means were "
         f"{best_rater_spread:.2f} prior sigmas apart (a latent that takes hold reaches {TAKEOFF_SPREAD}), so the "
-        f"samples will barely differ where the raters do. Another --seed or more --epochs may let it take hold "
-        f"(a run to use, not a benchmark's: there the lost seed counts); train_log.csv's val_rater_spread shows, "
-        f"epoch by epoch, whether it does"
+        f"samples will barely differ where the raters do. Another --seed (--attempts N trains again by itself) or "
+        f"more --epochs may let it take hold (a run to use, not a benchmark's: there the lost seed counts); "
+        f"train_log.csv's val_rater_spread shows, epoch by epoch, whether it does"
     )

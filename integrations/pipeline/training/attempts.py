@@ -1,0 +1,158 @@
+"""Training a run again, with another training seed, while its latent has not taken hold.
+
+Whether a run's latent takes hold (latent_hold.py) is a draw of the whole run: no part of its seed
+decides it alone, and a second warm-up of z's noise does not bring a collapsed latent back
+(docs/results.md, "The learning rate held to the end, and what in a seed loses the latent" and
+"The posterior's noise warmed up twice, and a run trained again"). What does draw again is a run
+with another seed. `train_attempts` does that for the user:
+
+    result = train_attempts(job, attempts=3, backbone=weights)
+
+Attempt k trains with the training seed `attempt_seed` (``job.seed`` for k = 1) on the same data
+(the data seed stays ``job.dataset_seed``, so the test part is the same for every attempt) and
+the same preset. The attempts stop at the first whose best epoch's raters' spread reaches
+``TAKEOFF_SPREAD`` (validation data only, as early stopping); if none does, the run keeps the
+attempt with the largest spread. A run without a measured spread (no latent, or no validation
+image whose raters disagree) counts as held: nothing says it was lost.
+
+With ``attempts`` > 1 the output folder reads as any run folder (run_dir.py), with the attempts
+beside it:
+
+    OUT/attempts/<k>/      each attempt's complete run folder (checkpoints and train_log.csv too)
+    OUT/...                the kept attempt's run files, copied (not its checkpoints)
+    OUT/run.json           the kept attempt's, plus "attempts" (seed and spread of each, in order)
+                           and "kept_attempt"; written last, so a folder without it is unfinished
+
+``--resume`` continues an interrupted attempt, skips the finished ones and copies the kept one.
+With ``attempts`` = 1 this is `train` itself and the folder is laid out as always.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from accelerate import PartialState
+
+from uncertainty_adapters import checkpoint as ckpt
+from uncertainty_adapters.integrations.pipeline import output_dir, run_dir
+from uncertainty_adapters.integrations.pipeline.runtime import LOGGER_NAME
+from uncertainty_adapters.integrations.pipeline.training.checkpoints import Progress
+from uncertainty_adapters.integrations.pipeline.training.latent_hold import idle_latent_message
+from uncertainty_adapters.integrations.pipeline.training.loop import (
+    BEST_WEIGHTS,
+    RUN_RECORDS,
+    TrainJob,
+    TrainResult,
+    check_out_dir,
+    train,
+)
+from uncertainty_adapters.integrations.pipeline.training.seeding import derive_seed
+
+logger = logging.getLogger(LOGGER_NAME)
+
+ATTEMPTS_DIR = "attempts"
+_ATTEMPT_STREAM = 7  # derive_seed(seed, _ATTEMPT_STREAM, k): attempt k's training seed, apart from other streams
+_NOT_COPIED = frozenset({"checkpoints", BEST_WEIGHTS, output_dir.MARKER, ATTEMPTS_DIR})
+
+
+def attempt_seed(seed: int, attempt: int) -> int:
+    """The training seed of attempt ``attempt`` (1-based) of a run started with ``seed``."""
+    if attempt < 1:
+        raise ValueError(f"attempts are counted from 1, got {attempt}")
+    return seed if attempt == 1 else derive_seed(seed, _ATTEMPT_STREAM, attempt)
+
+
+def check_attempts(attempts: int) -> None:
+    """Raise ValueError unless ``attempts`` >= 1 (checked before anything slow)."""
+    if attempts < 1:
+        raise ValueError(f"--attempts is how many times a run may be trained and must be >= 1, got {attempts}")
+
+
+def train_attempts(job: TrainJob, attempts: int = 1, backbone: Path | None = None,
+                   meta: dict[str, Any] | None = None, copy_backbone: bool = False) -> TrainResult:
+    """Train ``job`` up to ``attempts`` times while its latent has not taken hold (module docstring).
+
+    Returns the kept attempt's result, its ``out`` being ``job.out``. Raises ValueError for
+    ``attempts`` < 1, and what `train` raises for an attempt.
+    """
+    check_attempts(attempts)
+    if attempts == 1:
+        return train(job, backbone=backbone, meta=meta, copy_backbone=copy_backbone)
+    check_out_dir(job.out, job.resume)
+    started = job.out / ATTEMPTS_DIR
+    if not job.resume and started.is_dir() and any(started.iterdir()):
+        raise FileExistsError(f"{job.out} already holds attempts of a training run ({started}); pass --resume to "
+                              f"continue them, --overwrite to delete them and start over, or choose another --out")
+    output_dir.claim(job.out, "train", RUN_RECORDS)
+    records: list[dict[str, Any]] = []
+    results: dict[int, TrainResult] = {}
+    for attempt in range(1, attempts + 1):
+        folder = job.out / ATTEMPTS_DIR / str(attempt)
+        seed = attempt_seed(job.seed, attempt)
+        if (folder / run_dir.RUN_CONFIG).is_file():  # finished before a --resume
+            results[attempt] = _finished(folder)
+        else:
+            attempt_job = dataclasses.replace(job, out=folder, seed=seed, data_seed=job.dataset_seed,
+                                              resume=job.resume and _has_checkpoint(folder))
+            results[attempt] = train(attempt_job, backbone=backbone, meta=meta, copy_backbone=copy_backbone)
+        spread = results[attempt].progress.best_rater_spread
+        records.append({"attempt": attempt, "seed": seed, "best_rater_spread": spread})
+        if idle_latent_message(spread) is None:
+            break
+        if attempt < attempts:
+            logger.warning("attempt %d of %d: the latent did not take hold (spread %.2f); training again with "
+                           "seed %d", attempt, attempts, spread, attempt_seed(job.seed, attempt + 1))
+    kept = _kept(records)
+    state = PartialState()  # under `accelerate launch` every process trained; one copies
+    if state.is_main_process:
+        _publish(job.out / ATTEMPTS_DIR / str(kept), job.out, {"attempts": records, "kept_attempt": kept})
+    state.wait_for_everyone()
+    logger.info("kept attempt %d of %d (seed %d)", kept, len(records), records[kept - 1]["seed"])
+    return dataclasses.replace(results[kept], out=job.out)
+
+
+def _kept(records: list[dict[str, Any]]) -> int:
+    """The first attempt that held, else the one with the largest spread."""
+    for record in records:
+        if idle_latent_message(record["best_rater_spread"]) is None:
+            return record["attempt"]
+    return max(records, key=lambda record: record["best_rater_spread"])["attempt"]
+
+
+def _has_checkpoint(folder: Path) -> bool:
+    """Whether an unfinished attempt got as far as a checkpoint (else it starts again)."""
+    checkpoints = folder / "checkpoints"
+    return checkpoints.is_dir() and any(checkpoints.iterdir())
+
+
+def _finished(folder: Path) -> TrainResult:
+    """A finished attempt's result, read back from its run.json (this session trained nothing)."""
+    config = run_dir.read_run_config(folder)
+    return TrainResult(folder, Progress(**config["progress"]), bool(config.get("stopped_early")), 0.0)
+
+
+def _publish(source: Path, out: Path, facts: dict[str, Any]) -> None:
+    """Copy the run files of ``source`` into ``out`` (each file atomically), then its run.json
+    with ``facts`` added, last."""
+    for entry in sorted(source.iterdir()):
+        if entry.name in _NOT_COPIED or entry.name == run_dir.RUN_CONFIG:
+            continue
+        if entry.is_dir():
+            for file in sorted(path for path in entry.rglob("*") if path.is_file()):
+                _copy_atomic(file, out / file.relative_to(source))
+        else:
+            _copy_atomic(entry, out / entry.name)
+    config = run_dir.read_run_config(source)
+    ckpt.write_json_atomic(out / run_dir.RUN_CONFIG, {**config, **facts})
+
+
+def _copy_atomic(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".partial")
+    shutil.copyfile(source, partial)
+    os.replace(partial, target)

@@ -1,0 +1,108 @@
+"""--attempts: a run whose latent did not take hold is trained again with a new training seed on
+the same data; the folder then holds every attempt and reads as the kept one."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from uncertainty_adapters.integrations.cli import main
+from uncertainty_adapters.integrations.pipeline import run_dir
+from uncertainty_adapters.integrations.pipeline.runtime import LOGGER_NAME
+from uncertainty_adapters.integrations.pipeline.training import attempts as attempts_module
+from uncertainty_adapters.integrations.pipeline.training import latent_hold
+from uncertainty_adapters.integrations.pipeline.training.attempts import ATTEMPTS_DIR, attempt_seed, train_attempts
+
+from .conftest import job
+from .test_cli import SMALL
+
+
+def _small_job(out, **kwargs):
+    return job(out, epochs=1, prior_fit_epochs=0, **kwargs)
+
+
+def test_the_first_attempt_keeps_the_seed_and_later_ones_get_new_seeds_of_their_own():
+    assert attempt_seed(5, 1) == 5
+    later = [attempt_seed(5, k) for k in (2, 3, 4)]
+    assert len(set(later)) == 3 and 5 not in later and later == [attempt_seed(5, k) for k in (2, 3, 4)]
+    assert attempt_seed(6, 2) != attempt_seed(5, 2)
+    with pytest.raises(ValueError, match="counted from 1"):
+        attempt_seed(5, 0)
+
+
+def test_a_run_whose_latent_held_is_trained_once_and_the_folder_reads_as_that_attempt(
+        tmp_path, backbone_file, monkeypatch):
+    monkeypatch.setattr(latent_hold, "TAKEOFF_SPREAD", 0.0)  # every run holds
+    out = tmp_path / "run"
+    result = train_attempts(_small_job(out), attempts=3, backbone=backbone_file)
+    assert sorted(p.name for p in (out / ATTEMPTS_DIR).iterdir()) == ["1"]
+    config = run_dir.read_run_config(out)
+    assert config["kept_attempt"] == 1 and [a["seed"] for a in config["attempts"]] == [0]
+    assert result.out == out and not (out / "checkpoints").exists()  # the attempt keeps its checkpoints
+    assert (out / "adapters" / "adapter_model.safetensors").read_bytes() == (
+        out / ATTEMPTS_DIR / "1" / "adapters" / "adapter_model.safetensors").read_bytes()
+    run_dir.load_run(out)
+
+
+def test_when_no_attempt_holds_every_one_is_trained_on_the_same_data_and_the_largest_spread_is_kept(
+        tmp_path, backbone_file, monkeypatch, caplog):
+    monkeypatch.setattr(latent_hold, "TAKEOFF_SPREAD", 1e9)  # no run holds
+    caplog.set_level(logging.WARNING, logger=LOGGER_NAME)
+    out = tmp_path / "run"
+    train_attempts(_small_job(out), attempts=3, backbone=backbone_file)
+    configs = [run_dir.read_run_config(out / ATTEMPTS_DIR / str(k)) for k in (1, 2, 3)]
+    assert [c["seed"] for c in configs] == [attempt_seed(0, k) for k in (1, 2, 3)]
+    assert {c["data_seed"] for c in configs} == {0}  # the same data, hence the same test part
+    spreads = [c["progress"]["best_rater_spread"] for c in configs]
+    kept = 1 + spreads.index(max(spreads))
+    config = run_dir.read_run_config(out)
+    assert config["kept_attempt"] == kept and config["seed"] == attempt_seed(0, kept)
+    assert [a["best_rater_spread"] for a in config["attempts"]] == spreads
+    assert (out / "adapters" / "adapter_model.safetensors").read_bytes() == (
+        out / ATTEMPTS_DIR / str(kept) / "adapters" / "adapter_model.safetensors").read_bytes()
+    again = [r.getMessage() for r in caplog.records if r.getMessage().startswith("attempt ")]
+    assert len(again) == 2 and "training again with seed" in again[0]
+
+
+def test_resume_skips_finished_attempts_and_finishes_the_run_and_without_it_the_attempts_are_refused(tmp_path, backbone_file, monkeypatch):
+    monkeypatch.setattr(latent_hold, "TAKEOFF_SPREAD", 1e9)
+    train, calls = attempts_module.train, []
+
+    def interrupted_after_the_first(*args, **kwargs):
+        calls.append(args[0].seed)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return train(*args, **kwargs)
+
+    monkeypatch.setattr(attempts_module, "train", interrupted_after_the_first)
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        train_attempts(_small_job(out), attempts=2, backbone=backbone_file)
+    assert not (out / run_dir.RUN_CONFIG).exists()  # unfinished: no run.json at the top
+    first = (out / ATTEMPTS_DIR / "1" / run_dir.RUN_CONFIG).stat().st_mtime_ns
+    monkeypatch.setattr(attempts_module, "train", train)
+    with pytest.raises(FileExistsError, match="already holds attempts.*pass --resume"):
+        train_attempts(_small_job(out), attempts=2, backbone=backbone_file)
+    train_attempts(_small_job(out, resume=True), attempts=2, backbone=backbone_file)
+    assert (out / ATTEMPTS_DIR / "1" / run_dir.RUN_CONFIG).stat().st_mtime_ns == first  # not trained again
+    assert [a["attempt"] for a in run_dir.read_run_config(out)["attempts"]] == [1, 2]
+
+
+def test_one_attempt_is_plain_training_and_zero_is_refused_before_anything_is_written(
+        tmp_path, backbone_file, capsys):
+    train_attempts(_small_job(tmp_path / "once"), attempts=1, backbone=backbone_file)
+    assert not (tmp_path / "once" / ATTEMPTS_DIR).exists() and "attempts" not in run_dir.read_run_config(
+        tmp_path / "once")
+    code = main(["train", "--data", "synthetic", "--preset", "demo", "--out", str(tmp_path / "x"),
+                 "--sam-checkpoint", str(backbone_file), "--attempts", "0", *SMALL])
+    assert code == 2 and "--attempts" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+def test_the_command_line_trains_attempts_and_evaluates_the_kept_one(tmp_path, backbone_file, monkeypatch):
+    monkeypatch.setattr(latent_hold, "TAKEOFF_SPREAD", 1e9)
+    out = tmp_path / "run"
+    assert main(["train", "--data", "synthetic", "--preset", "demo", "--out", str(out), "--sam-checkpoint",
+                 str(backbone_file), "--epochs", "1", "--attempts", "2", *SMALL]) == 0  # a validation each
+    assert sorted(p.name for p in (out / ATTEMPTS_DIR).iterdir()) == ["1", "2"]
+    assert {"metrics.json", "figure.png", "run.json", "adapters"} <= {p.name for p in out.iterdir()}
