@@ -49,3 +49,21 @@ def straight_and_resumed(tmp_path: Path, backbone: Path, first: int, total: int,
     train(job(tmp_path / "split", max_steps=total, resume=True, **settings), backbone=backbone)
     return (load_latest_checkpoint(tmp_path / "straight" / "checkpoints"),
             load_latest_checkpoint(tmp_path / "split" / "checkpoints"))
+
+
+@pytest.fixture
+def posterior_noise_seen(monkeypatch) -> list[float]:
+    """The share of the posterior's noise each training forward of UA-SAM is given (1.0 where none
+    is passed), in order, while the test runs."""
+    from uncertainty_adapters.integrations.sam.model import UncertaintySam
+
+    seen: list[float] = []
+    forward = UncertaintySam.forward
+
+    def spy(self, *args, **kwargs):
+        if self.training and kwargs.get("masks") is not None:
+            seen.append(kwargs.get("posterior_noise", 1.0))
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(UncertaintySam, "forward", spy)
+    return seen

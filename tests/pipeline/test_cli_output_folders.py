@@ -88,10 +88,10 @@ def test_overwrite_deletes_an_earlier_run_before_training_starts(tmp_path, backb
     (run / "stale.txt").write_text("from the earlier run")
     seen = {}
 
-    def stop_before_training(job, **kwargs):
+    def stop_before_training(job, attempts, **kwargs):
         seen["holds"] = sorted(p.name for p in job.out.iterdir()) if job.out.exists() else None
         raise ValueError("stopped before training (test)")
 
-    monkeypatch.setattr(commands, "train", stop_before_training)
+    monkeypatch.setattr(commands, "train_attempts", stop_before_training)
     assert main(train(run, "--overwrite", "--sam-checkpoint", str(backbone_file))) == 2
     assert seen["holds"] is None

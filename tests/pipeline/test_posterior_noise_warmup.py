@@ -8,7 +8,6 @@ import torch
 from uncertainty_adapters.integrations.pipeline import run_dir
 from uncertainty_adapters.integrations.pipeline.presets import get_preset
 from uncertainty_adapters.integrations.pipeline.training.loop import TrainJob, posterior_noise_warmup_of, train
-from uncertainty_adapters.integrations.sam.model import UncertaintySam
 
 from .conftest import job, small_preset, straight_and_resumed
 
@@ -24,20 +23,12 @@ def test_only_ua_sam_with_a_latent_warms_up_its_posterior_noise(tmp_path):
     assert warmup(model="prob-unet") == 0.0  # the baseline keeps its recipe
 
 
-def test_the_share_of_noise_rises_linearly_over_the_warmup_and_the_run_records_it(tmp_path, backbone_file, monkeypatch):
-    seen = []
-    forward = UncertaintySam.forward
-
-    def spy(self, *args, **kwargs):
-        if self.training and kwargs.get("masks") is not None:
-            seen.append(kwargs.get("posterior_noise", 1.0))
-        return forward(self, *args, **kwargs)
-
-    monkeypatch.setattr(UncertaintySam, "forward", spy)
+def test_the_share_of_noise_rises_linearly_over_the_warmup_and_the_run_records_it(
+        tmp_path, backbone_file, posterior_noise_seen):
     train(job(tmp_path / "run", max_steps=4, epochs=1, posterior_noise_warmup=0.5, prior_fit_epochs=0),
           backbone=backbone_file)
     # the schedule, not the --max-steps cap: 7 steps an epoch (28 images, batch 4), one epoch, so t = step / 3.5
-    assert seen == pytest.approx([0.0, 2 / 7, 4 / 7, 6 / 7])
+    assert posterior_noise_seen == pytest.approx([0.0, 2 / 7, 4 / 7, 6 / 7])
     config = run_dir.read_run_config(tmp_path / "run")
     assert config["posterior_noise_warmup"] == config["preset"]["posterior_noise_warmup"] == 0.5
 
