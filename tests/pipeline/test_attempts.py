@@ -65,7 +65,7 @@ def test_when_no_attempt_holds_every_one_is_trained_on_the_same_data_and_the_lar
     assert len(again) == 2 and "training again with seed" in again[0]
 
 
-def test_resume_skips_finished_attempts_and_finishes_the_run_and_without_it_the_attempts_are_refused(tmp_path, backbone_file, monkeypatch):
+def test_resume_skips_finished_attempts_and_finishes_the_run_and_each_mismatch_of_resume_and_folder_is_refused(tmp_path, backbone_file, monkeypatch):
     monkeypatch.setattr(latent_hold, "TAKEOFF_SPREAD", 1e9)
     train, calls = attempts_module.train, []
 
@@ -77,6 +77,8 @@ def test_resume_skips_finished_attempts_and_finishes_the_run_and_without_it_the_
 
     monkeypatch.setattr(attempts_module, "train", interrupted_after_the_first)
     out = tmp_path / "run"
+    with pytest.raises(FileNotFoundError, match="holds no attempts to resume"):
+        train_attempts(_small_job(out, resume=True), attempts=2, backbone=backbone_file)
     with pytest.raises(KeyboardInterrupt):
         train_attempts(_small_job(out), attempts=2, backbone=backbone_file)
     assert not (out / run_dir.RUN_CONFIG).exists()  # unfinished: no run.json at the top

@@ -88,6 +88,9 @@ def train_attempts(job: TrainJob, attempts: int = 1, backbone: Path | None = Non
     if not job.resume and started.is_dir() and any(started.iterdir()):
         raise FileExistsError(f"{job.out} already holds attempts of a training run ({started}); pass --resume to "
                               f"continue them, --overwrite to delete them and start over, or choose another --out")
+    if job.resume and not (started.is_dir() and any(started.iterdir())):
+        raise FileNotFoundError(f"--resume: {job.out} holds no attempts to resume ({started} is missing or empty); "
+                                f"leave out --resume to start, or pass the --out of the run to continue")
     output_dir.claim(job.out, "train", RUN_RECORDS)
     records: list[dict[str, Any]] = []
     results: dict[int, TrainResult] = {}
