@@ -65,7 +65,8 @@ def test_when_no_attempt_holds_every_one_is_trained_on_the_same_data_and_the_lar
     assert len(again) == 2 and "training again with seed" in again[0]
 
 
-def test_resume_skips_finished_attempts_and_finishes_the_run_and_each_mismatch_of_resume_and_folder_is_refused(tmp_path, backbone_file, monkeypatch):
+def test_resume_skips_finished_attempts_and_finishes_the_run_and_each_mismatch_of_resume_and_folder_is_refused(
+        tmp_path, backbone_file, monkeypatch):
     monkeypatch.setattr(latent_hold, "TAKEOFF_SPREAD", 1e9)
     train, calls = attempts_module.train, []
 
