@@ -35,9 +35,10 @@ def test_two_cycles_ramp_the_noise_from_zero_at_the_start_and_again_at_half_the_
     noise = [_TrainingLoop.posterior_noise_at(two, step) for step in range(16)]
     assert noise == pytest.approx([0, .25, .5, .75, 1, 1, 1, 1, 0, .25, .5, .75, 1, 1, 1, 1])
     once = schedule(noise_warmup=0.25, cycles=1, steps=16)
-    assert [_TrainingLoop.posterior_noise_at(once, step) for step in range(8)] == noise[:8]  # the first half: as one warm-up
+    # the first half as with one warm-up, the second at full noise
+    assert [_TrainingLoop.posterior_noise_at(once, step) for step in range(8)] == noise[:8]
     assert all(_TrainingLoop.posterior_noise_at(once, step) == 1.0 for step in range(8, 16))
-    # steps past the schedule (a run resumed with a larger --max-steps) stay in the last cycle
+    # a step past the schedule stays in the last cycle
     assert _TrainingLoop.posterior_noise_at(two, 20) == 1.0
 
 
