@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -85,10 +84,11 @@ def train_attempts(job: TrainJob, attempts: int = 1, backbone: Path | None = Non
         return train(job, backbone=backbone, meta=meta, copy_backbone=copy_backbone)
     check_out_dir(job.out, job.resume)
     started = job.out / ATTEMPTS_DIR
-    if not job.resume and started.is_dir() and any(started.iterdir()):
+    has_attempts = started.is_dir() and any(started.iterdir())
+    if not job.resume and has_attempts:
         raise FileExistsError(f"{job.out} already holds attempts of a training run ({started}); pass --resume to "
                               f"continue them, --overwrite to delete them and start over, or choose another --out")
-    if job.resume and not (started.is_dir() and any(started.iterdir())):
+    if job.resume and not has_attempts:
         raise FileNotFoundError(f"--resume: {job.out} holds no attempts to resume ({started} is missing or empty); "
                                 f"leave out --resume to start, or pass the --out of the run to continue")
     output_dir.claim(job.out, "train", RUN_RECORDS)
@@ -105,26 +105,20 @@ def train_attempts(job: TrainJob, attempts: int = 1, backbone: Path | None = Non
             results[attempt] = train(attempt_job, backbone=backbone, meta=meta, copy_backbone=copy_backbone)
         spread = results[attempt].progress.best_rater_spread
         records.append({"attempt": attempt, "seed": seed, "best_rater_spread": spread})
-        if idle_latent_message(spread) is None:
+        held = idle_latent_message(spread) is None
+        if held:
             break
         if attempt < attempts:
             logger.warning("attempt %d of %d: the latent did not take hold (spread %.2f); training again with "
                            "seed %d", attempt, attempts, spread, attempt_seed(job.seed, attempt + 1))
-    kept = _kept(records)
+    # the attempt that held is the last one trained; if none held, the largest spread
+    kept = attempt if held else max(records, key=lambda record: record["best_rater_spread"])["attempt"]
     state = PartialState()  # under `accelerate launch` every process trained; one copies
     if state.is_main_process:
         _publish(job.out / ATTEMPTS_DIR / str(kept), job.out, {"attempts": records, "kept_attempt": kept})
     state.wait_for_everyone()
     logger.info("kept attempt %d of %d (seed %d)", kept, len(records), records[kept - 1]["seed"])
     return dataclasses.replace(results[kept], out=job.out)
-
-
-def _kept(records: list[dict[str, Any]]) -> int:
-    """The first attempt that held, else the one with the largest spread."""
-    for record in records:
-        if idle_latent_message(record["best_rater_spread"]) is None:
-            return record["attempt"]
-    return max(records, key=lambda record: record["best_rater_spread"])["attempt"]
 
 
 def _has_checkpoint(folder: Path) -> bool:
@@ -142,20 +136,8 @@ def _finished(folder: Path) -> TrainResult:
 def _publish(source: Path, out: Path, facts: dict[str, Any]) -> None:
     """Copy the run files of ``source`` into ``out`` (each file atomically), then its run.json
     with ``facts`` added, last."""
-    for entry in sorted(source.iterdir()):
-        if entry.name in _NOT_COPIED or entry.name == run_dir.RUN_CONFIG:
-            continue
-        if entry.is_dir():
-            for file in sorted(path for path in entry.rglob("*") if path.is_file()):
-                _copy_atomic(file, out / file.relative_to(source))
-        else:
-            _copy_atomic(entry, out / entry.name)
-    config = run_dir.read_run_config(source)
-    ckpt.write_json_atomic(out / run_dir.RUN_CONFIG, {**config, **facts})
-
-
-def _copy_atomic(source: Path, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + ".partial")
-    shutil.copyfile(source, partial)
-    os.replace(partial, target)
+    skipped = _NOT_COPIED | {run_dir.RUN_CONFIG}
+    shutil.copytree(source, out, dirs_exist_ok=True,
+                    ignore=lambda folder, names: [n for n in names if Path(folder) == source and n in skipped],
+                    copy_function=lambda src, dst: ckpt.atomic_write_bytes(dst, Path(src).read_bytes()))
+    ckpt.write_json_atomic(out / run_dir.RUN_CONFIG, {**run_dir.read_run_config(source), **facts})
