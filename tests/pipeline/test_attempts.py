@@ -34,6 +34,7 @@ def test_the_first_attempt_keeps_the_seed_and_later_ones_get_new_seeds_of_their_
 def test_a_run_whose_latent_held_is_trained_once_and_the_folder_reads_as_that_attempt(
         tmp_path, backbone_file, monkeypatch):
     monkeypatch.setattr(latent_hold, "TAKEOFF_SPREAD", 0.0)  # every run holds
+    monkeypatch.setattr(latent_hold, "SAMPLE_SHARE", 0.0)
     out = tmp_path / "run"
     result = train_attempts(_small_job(out), attempts=3, backbone=backbone_file)
     assert sorted(p.name for p in (out / ATTEMPTS_DIR).iterdir()) == ["1"]
@@ -45,9 +46,11 @@ def test_a_run_whose_latent_held_is_trained_once_and_the_folder_reads_as_that_at
     run_dir.load_run(out)
 
 
-def test_when_no_attempt_holds_every_one_is_trained_on_the_same_data_and_the_largest_spread_is_kept(
-        tmp_path, backbone_file, monkeypatch, caplog):
-    monkeypatch.setattr(latent_hold, "TAKEOFF_SPREAD", 1e9)  # no run holds
+@pytest.mark.parametrize("takeoff, share", [(1e9, 0.0), (0.0, 1e9)], ids=["spread-under-the-line", "samples-too-alike"])
+def test_when_no_attempt_holds_every_one_is_trained_on_the_same_data_and_the_most_varied_samples_are_kept(
+        tmp_path, backbone_file, monkeypatch, caplog, takeoff, share):
+    monkeypatch.setattr(latent_hold, "TAKEOFF_SPREAD", takeoff)  # no run holds, by one line or the other
+    monkeypatch.setattr(latent_hold, "SAMPLE_SHARE", share)
     caplog.set_level(logging.WARNING, logger=LOGGER_NAME)
     out = tmp_path / "run"
     train_attempts(_small_job(out), attempts=3, backbone=backbone_file)
@@ -55,14 +58,26 @@ def test_when_no_attempt_holds_every_one_is_trained_on_the_same_data_and_the_lar
     assert [c["seed"] for c in configs] == [attempt_seed(0, k) for k in (1, 2, 3)]
     assert {c["data_seed"] for c in configs} == {0}  # the same data, hence the same test part
     spreads = [c["progress"]["best_rater_spread"] for c in configs]
-    kept = 1 + spreads.index(max(spreads))
+    shares = [c["val_sample_diversity"]["share"] for c in configs]
+    kept = 1 + shares.index(max(shares))
     config = run_dir.read_run_config(out)
     assert config["kept_attempt"] == kept and config["seed"] == attempt_seed(0, kept)
     assert [a["best_rater_spread"] for a in config["attempts"]] == spreads
+    assert [a["sample_share"] for a in config["attempts"]] == shares
     assert (out / "adapters" / "adapter_model.safetensors").read_bytes() == (
         out / ATTEMPTS_DIR / str(kept) / "adapters" / "adapter_model.safetensors").read_bytes()
     again = [r.getMessage() for r in caplog.records if r.getMessage().startswith("attempt ")]
-    assert len(again) == 2 and "training again with seed" in again[0]
+    assert len(again) == 2 and "training again with seed" in again[0] and "samples' share" in again[0]
+
+
+def test_a_lost_attempt_is_judged_by_its_samples_first_and_what_was_not_measured_ranks_last():
+    closeness = attempts_module._closeness
+    records = [{"attempt": 1, "best_rater_spread": 0.9, "sample_share": 0.3},
+               {"attempt": 2, "best_rater_spread": 0.4, "sample_share": 0.45},
+               {"attempt": 3, "best_rater_spread": 1.5, "sample_share": None}]  # trained before the check
+    assert max(records, key=closeness)["attempt"] == 2
+    assert max(records[2:] + [{"attempt": 4, "best_rater_spread": 0.1, "sample_share": None}],
+               key=closeness)["attempt"] == 3  # no share measured: the spread decides
 
 
 def test_resume_skips_finished_attempts_and_finishes_the_run_and_each_mismatch_of_resume_and_folder_is_refused(

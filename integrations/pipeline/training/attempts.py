@@ -10,17 +10,20 @@ with another seed. `train_attempts` does that for the user:
 
 Attempt k trains with the training seed `attempt_seed` (``job.seed`` for k = 1) on the same data
 (the data seed stays ``job.dataset_seed``, so the test part is the same for every attempt) and
-the same preset. The attempts stop at the first whose best epoch's raters' spread reaches
-``TAKEOFF_SPREAD`` (validation data only, as early stopping); if none does, the run keeps the
-attempt with the largest spread. A run without a measured spread (no latent, or no validation
-image whose raters disagree) counts as held: nothing says it was lost.
+the same preset. The attempts stop at the first whose latent took hold as latent_hold.py reads it,
+on validation data only, as early stopping does: its best epoch's raters' spread reaches
+``TAKEOFF_SPREAD`` and its samples reach ``SAMPLE_SHARE`` of the raters' diversity. If none does,
+the run keeps the attempt whose samples came closest (the largest share; the largest spread where
+no share was measured). What was not measured (no latent, or no validation image whose raters
+disagree) does not count against an attempt: nothing says it was lost.
 
 With ``attempts`` > 1 the output folder reads as any run folder (run_dir.py), with the attempts
 beside it:
 
     OUT/attempts/<k>/      each attempt's complete run folder (checkpoints and train_log.csv too)
     OUT/...                the kept attempt's run files, copied (not its checkpoints)
-    OUT/run.json           the kept attempt's, plus "attempts" (seed and spread of each, in order)
+    OUT/run.json           the kept attempt's, plus "attempts" (seed, spread and samples' share of
+                           each, in order)
                            and "kept_attempt"; written last, so a folder without it is unfinished
 
 ``--resume`` continues an interrupted attempt, skips the finished ones and copies the kept one.
@@ -41,7 +44,7 @@ from uncertainty_adapters import checkpoint as ckpt
 from uncertainty_adapters.integrations.pipeline import output_dir, run_dir
 from uncertainty_adapters.integrations.pipeline.runtime import LOGGER_NAME
 from uncertainty_adapters.integrations.pipeline.training.checkpoints import Progress
-from uncertainty_adapters.integrations.pipeline.training.latent_hold import idle_latent_message
+from uncertainty_adapters.integrations.pipeline.training.latent_hold import idle_latent_message, sample_share_of
 from uncertainty_adapters.integrations.pipeline.training.loop import (
     BEST_WEIGHTS,
     RUN_RECORDS,
@@ -104,21 +107,35 @@ def train_attempts(job: TrainJob, attempts: int = 1, backbone: Path | None = Non
                                               resume=job.resume and _has_checkpoint(folder))
             results[attempt] = train(attempt_job, backbone=backbone, meta=meta, copy_backbone=copy_backbone)
         spread = results[attempt].progress.best_rater_spread
-        records.append({"attempt": attempt, "seed": seed, "best_rater_spread": spread})
-        held = idle_latent_message(spread) is None
+        share = sample_share_of(results[attempt].sample_diversity)
+        records.append({"attempt": attempt, "seed": seed, "best_rater_spread": spread, "sample_share": share})
+        held = idle_latent_message(spread, share) is None
         if held:
             break
         if attempt < attempts:
-            logger.warning("attempt %d of %d: the latent did not take hold (spread %.2f); training again with "
-                           "seed %d", attempt, attempts, spread, attempt_seed(job.seed, attempt + 1))
-    # the attempt that held is the last one trained; if none held, the largest spread
-    kept = attempt if held else max(records, key=lambda record: record["best_rater_spread"])["attempt"]
+            logger.warning("attempt %d of %d: the latent did not take hold (spread %s, samples' share of the "
+                           "raters' diversity %s); training again with seed %d", attempt, attempts, _figure(spread),
+                           _figure(share), attempt_seed(job.seed, attempt + 1))
+    # the attempt that held is the last one trained; if none held, the one whose samples came closest
+    kept = attempt if held else max(records, key=_closeness)["attempt"]
     state = PartialState()  # under `accelerate launch` every process trained; one copies
     if state.is_main_process:
         _publish(job.out / ATTEMPTS_DIR / str(kept), job.out, {"attempts": records, "kept_attempt": kept})
     state.wait_for_everyone()
     logger.info("kept attempt %d of %d (seed %d)", kept, len(records), records[kept - 1]["seed"])
     return dataclasses.replace(results[kept], out=job.out)
+
+
+def _figure(value: float | None) -> str:
+    return "not measured" if value is None else f"{value:.2f}"
+
+
+def _closeness(record: dict[str, Any]) -> tuple[float, float]:
+    """How close a lost attempt came to holding: its samples' share first (what the user gets),
+    then its spread; what was not measured ranks last."""
+    unmeasured = float("-inf")
+    share, spread = record["sample_share"], record["best_rater_spread"]
+    return (unmeasured if share is None else share, unmeasured if spread is None else spread)
 
 
 def _has_checkpoint(folder: Path) -> bool:
@@ -130,7 +147,8 @@ def _has_checkpoint(folder: Path) -> bool:
 def _finished(folder: Path) -> TrainResult:
     """A finished attempt's result, read back from its run.json (this session trained nothing)."""
     config = run_dir.read_run_config(folder)
-    return TrainResult(folder, Progress(**config["progress"]), bool(config.get("stopped_early")), 0.0)
+    return TrainResult(folder, Progress(**config["progress"]), bool(config.get("stopped_early")), 0.0,
+                       sample_diversity=config.get("val_sample_diversity"))  # absent: recorded before the check
 
 
 def _publish(source: Path, out: Path, facts: dict[str, Any]) -> None:

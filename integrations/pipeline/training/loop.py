@@ -45,7 +45,11 @@ from uncertainty_adapters.integrations.pipeline.training.checkpoints import (
     save_training_checkpoint,
 )
 from uncertainty_adapters.integrations.pipeline.training.graphed_step import GraphedTrainStep, capturable_adam
-from uncertainty_adapters.integrations.pipeline.training.latent_hold import idle_latent_message
+from uncertainty_adapters.integrations.pipeline.training.latent_hold import (
+    idle_latent_message,
+    measure_sample_diversity,
+    sample_share_of,
+)
 from uncertainty_adapters.integrations.pipeline.training.logs import CsvLog, tensorboard_writer
 from uncertainty_adapters.integrations.pipeline.training.prior_fit import fit_prior
 from uncertainty_adapters.integrations.pipeline.training.rater_batches import (
@@ -107,6 +111,7 @@ class TrainResult:
     stopped_early: bool
     seconds: float
     throughput: dict[str, Any] = field(default_factory=dict)  # Throughput.summary() of this session
+    sample_diversity: dict[str, Any] | None = None  # run.json's val_sample_diversity (latent_hold.py)
 
 
 def _ua_sam_with_a_latent(job: TrainJob) -> bool:
@@ -268,7 +273,8 @@ def train(job: TrainJob, backbone: Path | None = None, meta: dict[str, Any] | No
         loop.resume()
     loop.run()
     loop.finish(backbone, meta or {}, copy_backbone)
-    return TrainResult(job.out, loop.progress, loop.stopped_early, time.time() - started, loop.throughput)
+    return TrainResult(job.out, loop.progress, loop.stopped_early, time.time() - started, loop.throughput,
+                       loop.sample_diversity)
 
 
 class _TrainingLoop:
@@ -300,6 +306,7 @@ class _TrainingLoop:
         self.split = {"train": len(train_idx), "validation": len(val_idx)}
         self.train_idx, self.val_idx = train_idx, val_idx
         self.prior_fit: list[dict[str, Any]] = []
+        self.sample_diversity: dict[str, Any] | None = None
         self.raters_per_image = raters_per_image_of(job)
         order = torch.Generator().manual_seed(derive_seed(job.seed, _TRAIN_STREAM))
         train_images, per_step, sampler = Subset(self.train_part, train_idx), preset.batch_size, None
@@ -554,16 +561,18 @@ class _TrainingLoop:
         return self.stopped_early
 
     def finish(self, backbone: Path | None, meta: dict[str, Any], copy_backbone: bool) -> None:
-        """Restore the best weights and write the run folder; warn when its latent did not take hold."""
+        """Restore the best weights, fit the prior, check the samples and write the run folder; warn
+        when its latent did not take hold."""
         out, accelerator = self.job.out, self.accelerator
-        idle = idle_latent_message(self.progress.best_rater_spread)
-        if idle is not None and accelerator.is_main_process:
-            logger.warning(idle)
         if self.tracker is not None:
             self.tracker.close()
         if (out / BEST_WEIGHTS).is_file():
             self.unwrapped.load_trainable_state_dict(ckpt.load_tensors(out / BEST_WEIGHTS, device=accelerator.device))
         self.fit_prior()
+        self.check_samples()
+        idle = idle_latent_message(self.progress.best_rater_spread, sample_share_of(self.sample_diversity))
+        if idle is not None and accelerator.is_main_process:
+            logger.warning(idle)
         if accelerator.is_main_process:
             recorded = None
             if backbone is not None and copy_backbone:
@@ -596,6 +605,7 @@ class _TrainingLoop:
                     "stopped_early": self.stopped_early,
                     "throughput": self.throughput,
                     "prior_fit": self.prior_fit,
+                    "val_sample_diversity": self.sample_diversity,
                 },
             )
         accelerator.wait_for_everyone()
@@ -612,6 +622,23 @@ class _TrainingLoop:
             heads, Subset(self.train_part, self.train_idx), validation, preset.prior_fit_epochs, preset.prior_fit_lr,
             preset.batch_size, self.job.seed, self.accelerator.device, preset.num_workers, log=self.log.write,
         )
+
+
+    def check_samples(self) -> None:
+        """The samples' diversity against the raters' on the validation part (latent_hold.py), with
+        the weights and prior the run keeps, for a model with latent heads. Seeded: it repeats
+        exactly after --resume. Under several processes the images are split and gathered."""
+        preset, heads = self.preset, getattr(self.unwrapped, "latent_heads", None)
+        if heads is None or not self.val_idx:
+            return
+        self.sample_diversity = measure_sample_diversity(
+            self.unwrapped, Subset(self.train_part, self.val_idx), preset.ged_samples, preset.prompt, self.job.seed,
+            batch_size=preset.batch_size, accelerator=self.accelerator if self.accelerator.num_processes > 1 else None,
+        )
+        if self.sample_diversity is not None:
+            logger.info("validation: the samples' diversity is %.2f of the raters' (%.3f against %.3f, %d samples "
+                        "per image)", self.sample_diversity["share"], self.sample_diversity["samples"],
+                        self.sample_diversity["raters"], preset.ged_samples)
 
 
 def _done(progress: Progress, job: TrainJob) -> bool:
