@@ -42,9 +42,9 @@ def _preset_from(args: argparse.Namespace, name: str) -> Preset:
 
 def _report(out: Path, model, dataset, preset: Preset, context: dict[str, Any], seed: int, cpu: bool,
             samples: int | None = None, batch_size: int = 8, ged_samples: int | None = None,
-            save_samples: bool = False, max_rows: int = DEFAULT_MAX_ROWS) -> dict[str, Any]:
+            save_samples: bool = False, max_rows: int = DEFAULT_MAX_ROWS, run_note: str = "") -> dict[str, Any]:
     """Evaluate, write metrics.json and figure.png (and with ``save_samples`` samples/*.npz) into
-    ``out``, print the table."""
+    ``out``, print the table. ``run_note`` ends the figure's title (e.g. which attempt was kept)."""
     k = preset.eval_samples if samples is None else samples
     n = preset.ged_samples if ged_samples is None else ged_samples
     model = model.to(choose_device(cpu))
@@ -56,7 +56,7 @@ def _report(out: Path, model, dataset, preset: Preset, context: dict[str, Any], 
     summary = write_metrics(out / "metrics.json", result, context)
     figure = save_cases_figure(
         figure_cases(result.examples), out / "figure.png",
-        title=f"UA-SAM ({preset.name}, {context['data']}): raters vs {k} samples from the prior",
+        title=f"UA-SAM ({preset.name}, {context['data']}): raters vs {k} samples from the prior{run_note}",
     )
     print(format_table(summary, title=f"UA-SAM on {context['data']} ({context.get('split', 'test')} part)"))
     print(f"metrics: {out / 'metrics.json'}\nfigure:  {figure}")
@@ -114,7 +114,16 @@ def _train_and_report(args: argparse.Namespace, preset: Preset, data: str) -> di
                "command": command_line(), "train_seconds": round(result.seconds, 1),
                "train_images_per_s": result.throughput.get("images_per_s")}
     return _report(out, model, test, preset, context, args.seed, args.cpu,
-                   save_samples=args.save_samples, max_rows=args.max_rows)
+                   save_samples=args.save_samples, max_rows=args.max_rows, run_note=attempt_note(run_meta))
+
+
+def attempt_note(run_meta: dict[str, Any]) -> str:
+    """The figure title's note on a run trained with --attempts: which attempt it shows, of how
+    many, with which seed (run.json's ``kept_attempt`` and ``attempts``); "" for a run trained once."""
+    kept = run_meta.get("kept_attempt")
+    if kept is None:
+        return ""
+    return f"\n(attempt {kept} of {len(run_meta['attempts'])} trained, seed {run_meta['attempts'][kept - 1]['seed']})"
 
 
 def run_train(args: argparse.Namespace) -> dict[str, Any]:

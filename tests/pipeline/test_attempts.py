@@ -9,6 +9,7 @@ import pytest
 
 from uncertainty_adapters.integrations.cli import main
 from uncertainty_adapters.integrations.pipeline import run_dir
+from uncertainty_adapters.integrations.pipeline.commands import attempt_note
 from uncertainty_adapters.integrations.pipeline.runtime import LOGGER_NAME
 from uncertainty_adapters.integrations.pipeline.training import attempts as attempts_module
 from uncertainty_adapters.integrations.pipeline.training import latent_hold
@@ -115,6 +116,12 @@ def test_one_attempt_is_plain_training_and_zero_is_refused_before_anything_is_wr
     code = main(["train", "--data", "synthetic", "--preset", "demo", "--out", str(tmp_path / "x"),
                  "--sam-checkpoint", str(backbone_file), "--attempts", "0", *SMALL])
     assert code == 2 and "--attempts" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+def test_the_figure_of_a_run_trained_with_attempts_says_which_attempt_it_shows():
+    assert attempt_note({"seed": 3}) == ""  # trained once
+    record = {"kept_attempt": 2, "attempts": [{"attempt": 1, "seed": 3}, {"attempt": 2, "seed": 99}]}
+    assert attempt_note(record) == "\n(attempt 2 of 2 trained, seed 99)"
 
 
 def test_the_command_line_trains_attempts_and_evaluates_the_kept_one(tmp_path, backbone_file, monkeypatch):

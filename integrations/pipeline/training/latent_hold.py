@@ -62,8 +62,8 @@ def measure_sample_diversity(model: Any, dataset: Dataset | None, num_samples: i
 
     Returns:
         ``{"samples", "raters", "share", "num_samples", "images"}`` (diversities averaged over
-        the images, share = samples / raters), or None when there is no image or the raters
-        agree on every image (no diversity to compare with).
+        the images, share = samples / raters; images: how many were sampled), or None when there
+        is no image or the raters agree on every image (no diversity to compare with).
     """
     if dataset is None or len(dataset) == 0:
         return None
@@ -73,9 +73,10 @@ def measure_sample_diversity(model: Any, dataset: Dataset | None, num_samples: i
     result = evaluate(model, dataset, num_samples=1, batch_size=batch_size, prompt=prompt,
                       seed=derive_seed(seed, _CHECK_STREAM), accelerator=accelerator, keep_examples=0,
                       ged_samples=num_samples)
-    samples = float(result.per_image["diversity"].mean())
+    per_image = result.per_image["diversity"]  # every image once, gathered from every process
+    samples = float(per_image.mean())
     return {"samples": samples, "raters": raters, "share": samples / raters, "num_samples": num_samples,
-            "images": len(dataset)}
+            "images": per_image.numel()}
 
 
 def sample_share_of(diversity: dict[str, Any] | None) -> float | None:
