@@ -623,7 +623,6 @@ class _TrainingLoop:
             preset.batch_size, self.job.seed, self.accelerator.device, preset.num_workers, log=self.log.write,
         )
 
-
     def check_samples(self) -> None:
         """The samples' diversity against the raters' on the validation part (latent_hold.py), with
         the weights and prior the run keeps, for a model with latent heads. Seeded: it repeats
