@@ -48,8 +48,9 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--max-steps", type=int, help="Stop after this many optimizer steps (smoke runs).")
     run.add_argument("--attempts", type=int, default=1, metavar="N",
                      help="Train up to N times, each with a new training seed on the same data, while the latent "
-                     "has not taken hold (best epoch's raters' spread below 0.25 prior sigmas); keep the first "
-                     "that holds, else the largest spread. Attempts go to OUT/attempts/K (default 1: train once).")
+                     "has not taken hold (best epoch's raters' spread below 0.25 prior sigmas, or the samples' "
+                     "diversity on the validation part under half the raters'); keep the first that holds, else "
+                     "the one whose samples came closest. Attempts go to OUT/attempts/K (default 1: train once).")
     run.add_argument("--cpu", action="store_true", help="Run on the CPU even when a GPU is present.")
     run.add_argument("--cache-dir", help="Where the pretrained demo backbone is cached.")
     _add_evaluation_outputs(run)

@@ -117,6 +117,13 @@ def score_samples(probabilities: torch.Tensor, raters: torch.Tensor, num_samples
     }
 
 
+def rater_diversity(dataset: Dataset) -> float:
+    """The raters' own diversity over ``dataset``: the mean pairwise (1 - IoU) among each image's
+    rater masks (``masks``, (R, S, S)), averaged over the images; what the samples' diversity is
+    read against."""
+    return float(torch.cat([metrics.diversity(dataset[i]["masks"][None] > 0.5) for i in range(len(dataset))]).mean())
+
+
 @torch.no_grad()
 def evaluate(
     model: Any,

@@ -41,10 +41,9 @@ import torch
 from safetensors.torch import save_file
 
 from uncertainty_adapters import checkpoint as ckpt
-from uncertainty_adapters import metrics
 from uncertainty_adapters.integrations.data import build_dataset, dataset_kwargs_for
 from uncertainty_adapters.integrations.pipeline import output_dir, run_dir
-from uncertainty_adapters.integrations.pipeline.evaluation.scoring import METRIC_KEYS, evaluate
+from uncertainty_adapters.integrations.pipeline.evaluation.scoring import METRIC_KEYS, evaluate, rater_diversity
 from uncertainty_adapters.integrations.pipeline.models import AdapterEnsemble
 from uncertainty_adapters.integrations.pipeline.presets import Preset, with_legacy_values
 from uncertainty_adapters.integrations.pipeline.reproduce.layout import SETTINGS_FILE, ReproductionLayout
@@ -359,8 +358,7 @@ class Reproduction:
         if path.is_file():
             return float(ckpt.read_json(path)["diversity"])
         test = build_dataset(self.job.data, self.job.preset.image_size, split="test", seed=seed, **self.dataset_kwargs)
-        values = [metrics.diversity(test[i]["masks"][None] > 0.5) for i in range(len(test))]
-        value = float(torch.cat(values).mean())
+        value = rater_diversity(test)
         path.parent.mkdir(parents=True, exist_ok=True)
         ckpt.write_json_atomic(path, {"diversity": value, "num_images": len(test)})
         return value

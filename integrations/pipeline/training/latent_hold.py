@@ -30,11 +30,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch.utils.data import Dataset
 
-from uncertainty_adapters import metrics
-from uncertainty_adapters.integrations.pipeline.evaluation.scoring import evaluate
+from uncertainty_adapters.integrations.pipeline.evaluation.scoring import evaluate, rater_diversity
 from uncertainty_adapters.integrations.pipeline.training.seeding import derive_seed
 
 #: Raters' posterior means at least this many prior sigmas apart: the latent has taken hold.
@@ -67,7 +65,7 @@ def measure_sample_diversity(model: Any, dataset: Dataset | None, num_samples: i
     """
     if dataset is None or len(dataset) == 0:
         return None
-    raters = float(torch.cat([metrics.diversity(dataset[i]["masks"][None] > 0.5) for i in range(len(dataset))]).mean())
+    raters = rater_diversity(dataset)
     if raters <= 0:
         return None
     result = evaluate(model, dataset, num_samples=1, batch_size=batch_size, prompt=prompt,
