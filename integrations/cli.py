@@ -46,11 +46,12 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--overwrite", action="store_true",
                      help="Delete the run in --out first (only a folder ua-sam wrote; checked after the data).")
     run.add_argument("--max-steps", type=int, help="Stop after this many optimizer steps (smoke runs).")
-    run.add_argument("--attempts", type=int, default=1, metavar="N",
+    run.add_argument("--attempts", type=int, metavar="N",
                      help="Train up to N times, each with a new training seed on the same data, while the latent "
                      "has not taken hold (best epoch's raters' spread below 0.25 prior sigmas, or the samples' "
                      "diversity on the validation part under half the raters'); keep the first that holds, else "
-                     "the one whose samples came closest. Attempts go to OUT/attempts/K (default 1: train once).")
+                     "the one whose samples came closest. Attempts go to OUT/attempts/K. Default: the preset's "
+                     "(demo 3, paper presets 1); 1 with --max-steps, or to --resume a run started without attempts.")
     run.add_argument("--cpu", action="store_true", help="Run on the CPU even when a GPU is present.")
     run.add_argument("--cache-dir", help="Where the pretrained demo backbone is cached.")
     _add_evaluation_outputs(run)

@@ -19,9 +19,13 @@ from uncertainty_adapters.integrations.pipeline.evaluation.scoring import evalua
 from uncertainty_adapters.integrations.pipeline.figures.cases import save_cases_figure
 from uncertainty_adapters.integrations.pipeline.predict import run_predict
 from uncertainty_adapters.integrations.pipeline.preset_options import TRAINING_OPTIONS, preset_overrides
-from uncertainty_adapters.integrations.pipeline.presets import Preset, get_preset
+from uncertainty_adapters.integrations.pipeline.presets import ATTEMPTS, Preset, get_preset
 from uncertainty_adapters.integrations.pipeline.runtime import LOGGER_NAME, choose_backbone, choose_device, command_line
-from uncertainty_adapters.integrations.pipeline.training.attempts import check_attempts, train_attempts
+from uncertainty_adapters.integrations.pipeline.training.attempts import (
+    ATTEMPTS_DIR,
+    check_attempts,
+    train_attempts,
+)
 from uncertainty_adapters.integrations.pipeline.training.loop import (
     RUN_RECORDS,
     TrainingDiverged,
@@ -83,7 +87,7 @@ def _train_and_report(args: argparse.Namespace, preset: Preset, data: str) -> di
     out = Path(args.out)
     if args.overwrite and args.resume:
         raise ValueError("--resume continues the run in --out and --overwrite deletes it; pass one of them")
-    attempts = getattr(args, "attempts", 1)
+    attempts = attempts_of(args, preset.name)
     check_attempts(attempts)
     # Check the arguments, the data and the output folder before anything slow (e.g. pretraining
     # the demo backbone) and before --overwrite deletes anything.
@@ -115,6 +119,18 @@ def _train_and_report(args: argparse.Namespace, preset: Preset, data: str) -> di
                "train_images_per_s": result.throughput.get("images_per_s")}
     return _report(out, model, test, preset, context, args.seed, args.cpu,
                    save_samples=args.save_samples, max_rows=args.max_rows, run_note=attempt_note(run_meta))
+
+
+def attempts_of(args: argparse.Namespace, preset_name: str) -> int:
+    """How many times this command may train the run: ``--attempts`` when given; else the preset's
+    (`presets.ATTEMPTS`), except 1 for a ``--resume`` of a folder started as one run (no
+    ``OUT/attempts``: it continues as it started) and for a new run capped by ``--max-steps`` (a
+    smoke run stops before the end of the schedule, where whether the latent took hold is judged)."""
+    if args.attempts is not None:
+        return args.attempts
+    if args.resume:
+        return ATTEMPTS.get(preset_name, 1) if (Path(args.out) / ATTEMPTS_DIR).is_dir() else 1
+    return 1 if args.max_steps is not None else ATTEMPTS.get(preset_name, 1)
 
 
 def attempt_note(run_meta: dict[str, Any]) -> str:

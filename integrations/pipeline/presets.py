@@ -273,6 +273,14 @@ def with_legacy_values(recorded: dict[str, Any]) -> dict[str, Any]:
     return {**LEGACY_VALUES, **recorded}
 
 
+#: How many times `ua-sam train` and `ua-sam demo` may train a run of each preset while its latent
+#: has not taken hold (training/attempts.py; ``--attempts`` overrides; 1 for a preset not listed).
+#: Not a `Preset` field: it sets how many runs are trained, not how one run trains, and
+#: `ua-sam reproduce` trains every row once per seed, so that every row has the same budget.
+#: Why the demo's is 3: docs/results.md, "The demo trains a lost run again".
+ATTEMPTS: dict[str, int] = {"demo": 3}
+
+
 PRESETS: dict[str, Preset] = {
     "demo": Preset(
         name="demo", sam="demo", image_size=128, batch_size=16, epochs=12, lr=1e-3, latent_lr=1e-3, latent_resolution=64,

@@ -7,9 +7,9 @@ import logging
 
 import pytest
 
-from uncertainty_adapters.integrations.cli import main
-from uncertainty_adapters.integrations.pipeline import run_dir
-from uncertainty_adapters.integrations.pipeline.commands import attempt_note
+from uncertainty_adapters.integrations.cli import build_parser, main
+from uncertainty_adapters.integrations.pipeline import presets, run_dir
+from uncertainty_adapters.integrations.pipeline.commands import attempt_note, attempts_of
 from uncertainty_adapters.integrations.pipeline.runtime import LOGGER_NAME
 from uncertainty_adapters.integrations.pipeline.training import attempts as attempts_module
 from uncertainty_adapters.integrations.pipeline.training import latent_hold
@@ -131,3 +131,36 @@ def test_the_command_line_trains_attempts_and_evaluates_the_kept_one(tmp_path, b
                  str(backbone_file), "--epochs", "1", "--attempts", "2", *SMALL]) == 0  # a validation each
     assert sorted(p.name for p in (out / ATTEMPTS_DIR).iterdir()) == ["1", "2"]
     assert {"metrics.json", "figure.png", "run.json", "adapters"} <= {p.name for p in out.iterdir()}
+
+
+def _attempts(tmp_path, preset: str, *extra: str) -> int:
+    args = build_parser().parse_args(["train", "--data", "synthetic", "--preset", preset, "--out", str(tmp_path / "run"),
+                                      *extra])
+    return attempts_of(args, preset)
+
+
+def test_the_demo_trains_a_lost_run_again_by_default_and_the_paper_presets_train_once(tmp_path):
+    assert presets.ATTEMPTS == {"demo": 3}
+    assert _attempts(tmp_path, "demo") == 3
+    assert _attempts(tmp_path, "paper-lidc") == _attempts(tmp_path, "paper-refuge2") == 1
+    assert _attempts(tmp_path, "demo", "--attempts", "1") == 1 and _attempts(tmp_path, "paper-lidc", "--attempts", "4") == 4
+    assert attempts_of(build_parser().parse_args(["demo"]), "demo") == 3  # `ua-sam demo` is the demo preset
+
+
+def test_a_capped_run_and_the_resume_of_a_run_started_once_are_trained_once_unless_attempts_are_asked_for(tmp_path):
+    assert _attempts(tmp_path, "demo", "--max-steps", "5") == 1  # judged at the schedule's end, which it never reaches
+    assert _attempts(tmp_path, "demo", "--max-steps", "5", "--attempts", "3") == 3
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)  # a run started as one run (before the default)
+    assert _attempts(tmp_path, "demo", "--resume") == 1  # continues as it started
+    (tmp_path / "run" / ATTEMPTS_DIR / "1").mkdir(parents=True)  # a run started with attempts continues with them
+    assert _attempts(tmp_path, "demo", "--resume") == _attempts(tmp_path, "demo", "--resume", "--max-steps", "5") == 3
+
+
+def test_the_command_line_reads_the_presets_number_of_attempts(tmp_path, backbone_file, monkeypatch):
+    monkeypatch.setattr(latent_hold, "TAKEOFF_SPREAD", 1e9)  # no run holds
+    monkeypatch.setitem(presets.ATTEMPTS, "demo", 2)
+    out = tmp_path / "run"
+    assert main(["train", "--data", "synthetic", "--preset", "demo", "--out", str(out), "--sam-checkpoint",
+                 str(backbone_file), "--epochs", "1", *SMALL]) == 0
+    assert sorted(p.name for p in (out / ATTEMPTS_DIR).iterdir()) == ["1", "2"]
+    assert len(run_dir.read_run_config(out)["attempts"]) == 2
