@@ -134,10 +134,11 @@ def attempts_of(args: argparse.Namespace, preset_name: str) -> int:
 
 
 def attempt_note(run_meta: dict[str, Any]) -> str:
-    """The figure title's note on a run trained with --attempts: which attempt it shows, of how
-    many, with which seed (run.json's ``kept_attempt`` and ``attempts``); "" for a run trained once."""
+    """The figure title's note on a run trained more than once (--attempts): which attempt it shows,
+    of how many, with which seed (run.json's ``kept_attempt`` and ``attempts``); "" for a run trained
+    once, with attempts or without."""
     kept = run_meta.get("kept_attempt")
-    if kept is None:
+    if kept is None or len(run_meta["attempts"]) == 1:
         return ""
     return f"\n(attempt {kept} of {len(run_meta['attempts'])} trained, seed {run_meta['attempts'][kept - 1]['seed']})"
 

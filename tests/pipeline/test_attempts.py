@@ -120,6 +120,7 @@ def test_one_attempt_is_plain_training_and_zero_is_refused_before_anything_is_wr
 
 def test_the_figure_of_a_run_trained_with_attempts_says_which_attempt_it_shows():
     assert attempt_note({"seed": 3}) == ""  # trained once
+    assert attempt_note({"kept_attempt": 1, "attempts": [{"attempt": 1, "seed": 3}]}) == ""  # held at the first
     record = {"kept_attempt": 2, "attempts": [{"attempt": 1, "seed": 3}, {"attempt": 2, "seed": 99}]}
     assert attempt_note(record) == "\n(attempt 2 of 2 trained, seed 99)"
 
