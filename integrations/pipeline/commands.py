@@ -21,11 +21,7 @@ from uncertainty_adapters.integrations.pipeline.predict import run_predict
 from uncertainty_adapters.integrations.pipeline.preset_options import TRAINING_OPTIONS, preset_overrides
 from uncertainty_adapters.integrations.pipeline.presets import ATTEMPTS, Preset, get_preset
 from uncertainty_adapters.integrations.pipeline.runtime import LOGGER_NAME, choose_backbone, choose_device, command_line
-from uncertainty_adapters.integrations.pipeline.training.attempts import (
-    ATTEMPTS_DIR,
-    check_attempts,
-    train_attempts,
-)
+from uncertainty_adapters.integrations.pipeline.training.attempts import check_attempts, holds_attempts, train_attempts
 from uncertainty_adapters.integrations.pipeline.training.loop import (
     RUN_RECORDS,
     TrainingDiverged,
@@ -129,7 +125,7 @@ def attempts_of(args: argparse.Namespace, preset_name: str) -> int:
     if args.attempts is not None:
         return args.attempts
     if args.resume:
-        return ATTEMPTS.get(preset_name, 1) if (Path(args.out) / ATTEMPTS_DIR).is_dir() else 1
+        return ATTEMPTS.get(preset_name, 1) if holds_attempts(Path(args.out)) else 1
     return 1 if args.max_steps is not None else ATTEMPTS.get(preset_name, 1)
 
 

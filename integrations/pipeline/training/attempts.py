@@ -69,6 +69,12 @@ def attempt_seed(seed: int, attempt: int) -> int:
     return seed if attempt == 1 else derive_seed(seed, _ATTEMPT_STREAM, attempt)
 
 
+def holds_attempts(out: Path) -> bool:
+    """Whether the run folder ``out`` holds attempts of a run (a non-empty ``out/attempts``)."""
+    started = out / ATTEMPTS_DIR
+    return started.is_dir() and any(started.iterdir())
+
+
 def check_attempts(attempts: int) -> None:
     """Raise ValueError unless ``attempts`` >= 1 (checked before anything slow)."""
     if attempts < 1:
@@ -87,7 +93,7 @@ def train_attempts(job: TrainJob, attempts: int = 1, backbone: Path | None = Non
         return train(job, backbone=backbone, meta=meta, copy_backbone=copy_backbone)
     check_out_dir(job.out, job.resume)
     started = job.out / ATTEMPTS_DIR
-    has_attempts = started.is_dir() and any(started.iterdir())
+    has_attempts = holds_attempts(job.out)
     if not job.resume and has_attempts:
         raise FileExistsError(f"{job.out} already holds attempts of a training run ({started}); pass --resume to "
                               f"continue them, --overwrite to delete them and start over, or choose another --out")
