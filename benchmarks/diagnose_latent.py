@@ -671,7 +671,7 @@ def measure_run(args: argparse.Namespace) -> dict[str, Any]:
     test = build_dataset("synthetic", preset.image_size, split=split, seed=seed, **meta.get("dataset_kwargs", {}))
     indices = list(range(len(test)))
     if split == "train":  # the cases the run trained on: its training part less what it validated on
-        indices, _ = train_val_split(len(test), preset.val_fraction, meta.get("seed", 0))
+        indices, _ = train_val_split(len(test), preset.val_fraction, meta.get("split_seed", meta.get("seed", 0)))
     if getattr(args, "test_cases", None):
         indices = indices[: args.test_cases]
     if len(indices) < len(test):

@@ -58,6 +58,8 @@ def test_when_no_attempt_holds_every_one_is_trained_on_the_same_data_and_the_mos
     configs = [run_dir.read_run_config(out / ATTEMPTS_DIR / str(k)) for k in (1, 2, 3)]
     assert [c["seed"] for c in configs] == [attempt_seed(0, k) for k in (1, 2, 3)]
     assert {c["data_seed"] for c in configs} == {0}  # the same data, hence the same test part
+    assert {c["split_seed"] for c in configs} == {0}  # and the first attempt's split: their checks compare
+    assert {c["val_sample_diversity"]["raters"] for c in configs} == {configs[0]["val_sample_diversity"]["raters"]}
     spreads = [c["progress"]["best_rater_spread"] for c in configs]
     shares = [c["val_sample_diversity"]["share"] for c in configs]
     kept = 1 + shares.index(max(shares))
@@ -71,14 +73,34 @@ def test_when_no_attempt_holds_every_one_is_trained_on_the_same_data_and_the_mos
     assert len(again) == 2 and "training again with seed" in again[0] and "samples' share" in again[0]
 
 
-def test_a_lost_attempt_is_judged_by_its_samples_first_and_what_was_not_measured_ranks_last():
+def test_a_held_attempt_near_the_line_is_trained_again_and_the_largest_share_of_those_that_held_is_kept(
+        tmp_path, backbone_file, monkeypatch, caplog):
+    monkeypatch.setattr(latent_hold, "TAKEOFF_SPREAD", 0.0)  # every run holds ...
+    monkeypatch.setattr(latent_hold, "SAMPLE_SHARE", 0.0)
+    monkeypatch.setattr(latent_hold, "CHECK_MARGIN", 1e9)  # ... but none is clear of the line
+    caplog.set_level(logging.WARNING, logger=LOGGER_NAME)
+    out = tmp_path / "run"
+    train_attempts(_small_job(out), attempts=2, backbone=backbone_file)
+    config = run_dir.read_run_config(out)
+    records = config["attempts"]
+    assert [r["attempt"] for r in records] == [1, 2] and all(r["held"] for r in records)
+    assert all(r["sample_share_se"] is not None for r in records)
+    assert config["kept_attempt"] == 1 + [r["sample_share"] for r in records].index(max(r["sample_share"] for r in records))
+    again = [r.getMessage() for r in caplog.records if r.getMessage().startswith("attempt ")]
+    assert len(again) == 1 and "standard error" in again[0] and "training again with seed" in again[0]
+
+
+def test_an_attempt_that_held_outranks_one_that_did_not_then_the_samples_decide_and_what_was_not_measured_ranks_last():
     closeness = attempts_module._closeness
-    records = [{"attempt": 1, "best_rater_spread": 0.9, "sample_share": 0.3},
-               {"attempt": 2, "best_rater_spread": 0.4, "sample_share": 0.45},
-               {"attempt": 3, "best_rater_spread": 1.5, "sample_share": None}]  # trained before the check
+    records = [{"attempt": 1, "best_rater_spread": 0.9, "sample_share": 0.3, "held": False},
+               {"attempt": 2, "best_rater_spread": 0.4, "sample_share": 0.45, "held": False},
+               {"attempt": 3, "best_rater_spread": 1.5, "sample_share": None, "held": False}]  # trained before the check
     assert max(records, key=closeness)["attempt"] == 2
-    assert max(records[2:] + [{"attempt": 4, "best_rater_spread": 0.1, "sample_share": None}],
+    assert max(records[2:] + [{"attempt": 4, "best_rater_spread": 0.1, "sample_share": None, "held": False}],
                key=closeness)["attempt"] == 3  # no share measured: the spread decides
+    near = {"attempt": 5, "best_rater_spread": 0.3, "sample_share": 0.52, "held": True}
+    lost_late = {"attempt": 6, "best_rater_spread": 0.1, "sample_share": 0.6, "held": False}  # spread under the line
+    assert max([lost_late, near], key=closeness)["attempt"] == 5
 
 
 def test_resume_skips_finished_attempts_and_finishes_the_run_and_each_mismatch_of_resume_and_folder_is_refused(

@@ -17,10 +17,13 @@ from uncertainty_adapters.integrations.pipeline.runtime import LOGGER_NAME
 from uncertainty_adapters.integrations.pipeline.training import latent_hold
 from uncertainty_adapters.integrations.pipeline.training.checkpoints import Progress
 from uncertainty_adapters.integrations.pipeline.training.latent_hold import (
+    CHECK_MARGIN,
     SAMPLE_SHARE,
     TAKEOFF_SPREAD,
     idle_latent_message,
     measure_sample_diversity,
+    near_the_line,
+    share_standard_error,
 )
 from uncertainty_adapters.integrations.pipeline.training.loop import train, train_val_split
 
@@ -75,11 +78,36 @@ def test_samples_that_are_the_raters_reach_their_diversity_and_one_repeated_mask
     as_raters = measure_sample_diversity(_RatersAsSamples(), _items(True), 3, "point", seed=0)
     assert as_raters["share"] == pytest.approx(1.0) and as_raters["samples"] == pytest.approx(as_raters["raters"])
     assert as_raters["images"] == 4 and as_raters["num_samples"] == 3 and as_raters["raters"] > 0
+    assert as_raters["share_se"] == pytest.approx(0.0, abs=1e-9)  # samples = raters on every image: no doubt
     repeated = measure_sample_diversity(_RatersAsSamples(repeat_first=True), _items(True), 3, "point", seed=0)
     assert repeated["share"] == 0.0
     assert measure_sample_diversity(_RatersAsSamples(), _items(False), 3, "point", seed=0) is None  # raters agree
     assert measure_sample_diversity(_RatersAsSamples(), [], 3, "point", seed=0) is None
     assert measure_sample_diversity(_RatersAsSamples(), None, 3, "point", seed=0) is None
+
+
+def test_the_shares_standard_error_is_the_delta_methods_for_a_ratio_of_means_over_the_images():
+    raters = torch.tensor([0.2, 0.1, 0.3, 0.2])
+    assert share_standard_error(raters * 0.6, raters) == pytest.approx(0.0, abs=1e-6)  # the same share everywhere
+    samples = torch.tensor([0.1, 0.1, 0.1, 0.1])
+    share = 0.4 / 0.8
+    residuals = samples - share * raters  # 0.0, 0.05, -0.05, 0.0: sd sqrt(0.005 / 3)
+    assert share_standard_error(samples, raters) == pytest.approx((0.005 / 3) ** 0.5 / (2 * 0.2))
+    assert float(residuals.sum()) == pytest.approx(0.0, abs=1e-7)
+    assert share_standard_error(samples[:1], raters[:1]) is None  # one image: no spread to read it from
+    more = share_standard_error(samples.repeat(4), raters.repeat(4))
+    assert more < share_standard_error(samples, raters)  # more images, a surer share
+
+
+def test_a_share_over_the_line_by_less_than_its_margin_is_near_it_and_one_under_it_or_unmeasured_is_not():
+    se = 0.05
+    assert near_the_line({"share": SAMPLE_SHARE, "share_se": se})
+    assert near_the_line({"share": SAMPLE_SHARE + 0.9 * CHECK_MARGIN * se, "share_se": se})
+    assert not near_the_line({"share": SAMPLE_SHARE + 1.1 * CHECK_MARGIN * se, "share_se": se})
+    assert not near_the_line({"share": SAMPLE_SHARE - 0.01, "share_se": se})  # under it: it did not hold
+    assert not near_the_line({"share": SAMPLE_SHARE, "share_se": None})  # one image
+    assert not near_the_line({"share": SAMPLE_SHARE})  # recorded before the standard error was
+    assert not near_the_line(None)
 
 
 def _warnings(caplog):
@@ -101,7 +129,7 @@ def test_a_run_records_the_spread_of_its_best_epoch_and_its_samples_share_and_wa
     best = min(rows, key=lambda row: float(row["val_loss"]))  # the weights the run keeps
     assert config["progress"]["best_rater_spread"] == pytest.approx(float(best["val_rater_spread"]))
     checked = config["val_sample_diversity"]
-    assert checked["share"] == pytest.approx(checked["samples"] / checked["raters"])
+    assert checked["share"] == pytest.approx(checked["samples"] / checked["raters"]) and checked["share_se"] >= 0
     assert checked["images"] == config["split"]["validation"] and checked["num_samples"] == config["preset"]["ged_samples"]
     assert len(_warnings(caplog)) == int(warned)
 
@@ -112,7 +140,7 @@ def test_the_check_is_the_kept_model_on_the_validation_part_and_repeats_exactly(
     model, config = run_dir.load_run(out)
     part = build_dataset(config["data"], config["image_size"], split="train", seed=config["data_seed"],
                          **config["dataset_kwargs"])
-    _, validation = train_val_split(len(part), config["preset"]["val_fraction"], config["seed"])
+    _, validation = train_val_split(len(part), config["preset"]["val_fraction"], config["split_seed"])
     again = measure_sample_diversity(model, Subset(part, validation), config["preset"]["ged_samples"],
                                      config["preset"]["prompt"], config["seed"], batch_size=config["preset"]["batch_size"])
     assert again == pytest.approx(config["val_sample_diversity"])

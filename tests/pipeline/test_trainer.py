@@ -12,7 +12,7 @@ import torch
 from uncertainty_adapters.checkpoint import load_tensors
 from uncertainty_adapters.integrations.pipeline import run_dir
 from uncertainty_adapters.integrations.pipeline.models.factory import build_model
-from uncertainty_adapters.integrations.pipeline.training.checkpoints import load_latest_checkpoint
+from uncertainty_adapters.integrations.pipeline.training.checkpoints import load_latest_checkpoint, recorded_split_seed
 from uncertainty_adapters.integrations.pipeline.training.logs import FIELDS, CsvLog
 from uncertainty_adapters.integrations.pipeline.training.loop import (
     TrainingDiverged,
@@ -77,6 +77,24 @@ def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, 
     latest = load_latest_checkpoint(tmp_path / "run" / "checkpoints")
     assert latest.progress.step == 2
     assert all(torch.isfinite(t).all() for t in latest.trainable.values())
+
+
+def test_a_run_splits_by_its_split_seed_and_a_resumed_run_keeps_the_split_its_checkpoint_records(
+        tmp_path, backbone_file):
+    out = tmp_path / "run"
+    train(dataclasses.replace(job(out, max_steps=1, checkpoint_every=1), split_seed=7), backbone=backbone_file)
+    assert recorded_split_seed(out / "checkpoints", unrecorded=0) == 7
+    train(dataclasses.replace(job(out, max_steps=2, checkpoint_every=1, resume=True), split_seed=8), backbone=backbone_file)
+    assert run_dir.read_run_config(out)["split_seed"] == 7  # the checkpoint's, not the job's
+    state = next((out / "checkpoints").glob("step-*")) / "state.json"
+    written = json.loads(state.read_text())
+    written["states"]["__dict__"] = [e for e in written["states"]["__dict__"] if e[0] != "split"]  # written before
+    for stale in (out / "checkpoints").glob("step-*"):
+        (stale / "state.json").write_text(json.dumps(written))
+    assert recorded_split_seed(out / "checkpoints", unrecorded=0) == 0  # split by the training seed, as it was
+    assert recorded_split_seed(tmp_path / "none", unrecorded=0) is None
+    train(dataclasses.replace(job(out, max_steps=3, checkpoint_every=1, resume=True), split_seed=8), backbone=backbone_file)
+    assert run_dir.read_run_config(out)["split_seed"] == 0
 
 
 def test_an_existing_run_is_not_overwritten_without_resume(tmp_path, backbone_file):

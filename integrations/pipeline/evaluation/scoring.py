@@ -117,11 +117,15 @@ def score_samples(probabilities: torch.Tensor, raters: torch.Tensor, num_samples
     }
 
 
+def rater_diversities(dataset: Dataset) -> torch.Tensor:
+    """The raters' own diversity per image of ``dataset``, (N,): the mean pairwise (1 - IoU) among
+    the image's rater masks (``masks``, (R, S, S)); what the samples' diversity is read against."""
+    return torch.cat([metrics.diversity(dataset[i]["masks"][None] > 0.5) for i in range(len(dataset))])
+
+
 def rater_diversity(dataset: Dataset) -> float:
-    """The raters' own diversity over ``dataset``: the mean pairwise (1 - IoU) among each image's
-    rater masks (``masks``, (R, S, S)), averaged over the images; what the samples' diversity is
-    read against."""
-    return float(torch.cat([metrics.diversity(dataset[i]["masks"][None] > 0.5) for i in range(len(dataset))]).mean())
+    """The raters' own diversity over ``dataset``: `rater_diversities` averaged over the images."""
+    return float(rater_diversities(dataset).mean())
 
 
 @torch.no_grad()

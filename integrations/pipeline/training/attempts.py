@@ -9,21 +9,25 @@ with another seed. `train_attempts` does that for the user:
     result = train_attempts(job, attempts=3, backbone=weights)
 
 Attempt k trains with the training seed `attempt_seed` (``job.seed`` for k = 1) on the same data
-(the data seed stays ``job.dataset_seed``, so the test part is the same for every attempt) and
-the same preset. The attempts stop at the first whose latent took hold as latent_hold.py reads it,
-on validation data only, as early stopping does: its best epoch's raters' spread reaches
-``TAKEOFF_SPREAD`` and its samples reach ``SAMPLE_SHARE`` of the raters' diversity. If none does,
-the run keeps the attempt whose samples came closest (the largest share; the largest spread where
-no share was measured). What was not measured (no latent, or no validation image whose raters
-disagree) does not count against an attempt: nothing says it was lost.
+(the data seed stays ``job.dataset_seed``, so the test part is the same for every attempt), the
+same train/validation split (the first attempt's: ``split_seed``), and the same preset. The
+attempts stop at the first whose latent took hold as latent_hold.py reads it, on validation data
+only, as early stopping does: its best epoch's raters' spread reaches ``TAKEOFF_SPREAD`` and its
+samples reach ``SAMPLE_SHARE`` of the raters' diversity by more than ``CHECK_MARGIN`` standard
+errors of that share. An attempt that holds but lies nearer the line than that (`near_the_line`)
+is trained again while attempts remain. Every attempt is checked on the same validation images,
+so their shares compare: if none is clear of the line, the run keeps the attempt that came
+closest (one that held before one that did not, then the largest share, then the largest spread
+where no share was measured). What was not measured (no latent, or no validation image whose
+raters disagree) does not count against an attempt: nothing says it was lost.
 
 With ``attempts`` > 1 the output folder reads as any run folder (run_dir.py), with the attempts
 beside it:
 
     OUT/attempts/<k>/      each attempt's complete run folder (checkpoints and train_log.csv too)
     OUT/...                the kept attempt's run files, copied (not its checkpoints)
-    OUT/run.json           the kept attempt's, plus "attempts" (seed, spread and samples' share of
-                           each, in order)
+    OUT/run.json           the kept attempt's, plus "attempts" (seed, spread, samples' share and its
+                           standard error, and whether it held, of each, in order)
                            and "kept_attempt"; written last, so a folder without it is unfinished
 
 ``--resume`` continues an interrupted attempt, skips the finished ones and copies the kept one.
@@ -44,7 +48,12 @@ from uncertainty_adapters import checkpoint as ckpt
 from uncertainty_adapters.integrations.pipeline import output_dir, run_dir
 from uncertainty_adapters.integrations.pipeline.runtime import LOGGER_NAME
 from uncertainty_adapters.integrations.pipeline.training.checkpoints import Progress
-from uncertainty_adapters.integrations.pipeline.training.latent_hold import idle_latent_message, sample_share_of
+from uncertainty_adapters.integrations.pipeline.training.latent_hold import (
+    CHECK_MARGIN,
+    idle_latent_message,
+    near_the_line,
+    sample_share_of,
+)
 from uncertainty_adapters.integrations.pipeline.training.loop import (
     BEST_WEIGHTS,
     RUN_RECORDS,
@@ -110,20 +119,21 @@ def train_attempts(job: TrainJob, attempts: int = 1, backbone: Path | None = Non
             results[attempt] = _finished(folder)
         else:
             attempt_job = dataclasses.replace(job, out=folder, seed=seed, data_seed=job.dataset_seed,
+                                              split_seed=job.validation_split_seed,
                                               resume=job.resume and _has_checkpoint(folder))
             results[attempt] = train(attempt_job, backbone=backbone, meta=meta, copy_backbone=copy_backbone)
-        spread = results[attempt].progress.best_rater_spread
-        share = sample_share_of(results[attempt].sample_diversity)
-        records.append({"attempt": attempt, "seed": seed, "best_rater_spread": spread, "sample_share": share})
+        spread, checked = results[attempt].progress.best_rater_spread, results[attempt].sample_diversity
+        share = sample_share_of(checked)
         held = idle_latent_message(spread, share) is None
-        if held:
+        records.append({"attempt": attempt, "seed": seed, "best_rater_spread": spread, "sample_share": share,
+                        "sample_share_se": None if checked is None else checked.get("share_se"), "held": held})
+        clear = held and not near_the_line(checked)
+        if clear:
             break
         if attempt < attempts:
-            logger.warning("attempt %d of %d: the latent did not take hold (spread %s, samples' share of the "
-                           "raters' diversity %s); training again with seed %d", attempt, attempts, _figure(spread),
-                           _figure(share), attempt_seed(job.seed, attempt + 1))
-    # the attempt that held is the last one trained; if none held, the one whose samples came closest
-    kept = attempt if held else max(records, key=_closeness)["attempt"]
+            _log_again(attempt, attempts, spread, checked, attempt_seed(job.seed, attempt + 1))
+    # the attempt clear of the line is the last one trained; if none was, the one that came closest
+    kept = attempt if clear else max(records, key=_closeness)["attempt"]
     state = PartialState()  # under `accelerate launch` every process trained; one copies
     if state.is_main_process:
         _publish(job.out / ATTEMPTS_DIR / str(kept), job.out, {"attempts": records, "kept_attempt": kept})
@@ -136,12 +146,26 @@ def _figure(value: float | None) -> str:
     return "not measured" if value is None else f"{value:.2f}"
 
 
-def _closeness(record: dict[str, Any]) -> tuple[float, float]:
-    """How close a lost attempt came to holding: its samples' share first (what the user gets),
-    then its spread; what was not measured ranks last."""
+def _log_again(attempt: int, attempts: int, spread: float | None, checked: dict[str, Any] | None,
+               next_seed: int) -> None:
+    share = sample_share_of(checked)
+    if idle_latent_message(spread, share) is not None:
+        logger.warning("attempt %d of %d: the latent did not take hold (spread %s, samples' share of the raters' "
+                       "diversity %s); training again with seed %d", attempt, attempts, _figure(spread),
+                       _figure(share), next_seed)
+    else:  # held, but near_the_line
+        logger.warning("attempt %d of %d: the samples' share of the raters' diversity, %.2f, is within %g standard "
+                       "error(s) (%.2f) of the line: the validation images cannot tell it from a latent that did "
+                       "not take hold; training again with seed %d", attempt, attempts, share, CHECK_MARGIN,
+                       checked["share_se"], next_seed)
+
+
+def _closeness(record: dict[str, Any]) -> tuple[bool, float, float]:
+    """How close an attempt not clear of the line came to it: whether it held first, then its
+    samples' share (what the user gets), then its spread; what was not measured ranks last."""
     unmeasured = float("-inf")
     share, spread = record["sample_share"], record["best_rater_spread"]
-    return (unmeasured if share is None else share, unmeasured if spread is None else spread)
+    return (record["held"], unmeasured if share is None else share, unmeasured if spread is None else spread)
 
 
 def _has_checkpoint(folder: Path) -> bool:

@@ -5,7 +5,9 @@ A checkpoint is a directory ``checkpoints/step-XXXXXXXX/`` holding
 - ``trainable.safetensors``: the trainable weights only (adapters, latent heads, decoder if trained),
 - ``optimizer.safetensors``: every tensor of the optimizer, scheduler and grad-scaler states,
 - ``state.json``: the rest of those states (numbers, lists) with each tensor replaced by a
-  reference into ``optimizer.safetensors``, plus the progress (epoch, step, best validation loss).
+  reference into ``optimizer.safetensors``, plus the progress (epoch, step, best validation loss);
+  the loop's states include the seed of its train/validation split (``{"split": {"seed": ...}}``),
+  which a resumed run keeps.
 
 It is written under a temporary name and renamed into place, then ``checkpoints/latest.json``
 is atomically pointed at it, so an interruption at any moment leaves the previous checkpoint
@@ -125,6 +127,21 @@ class TrainingCheckpoint:
     trainable: dict[str, torch.Tensor]
     states: dict[str, Any]
     progress: Progress
+
+
+def recorded_split_seed(directory: str | Path, unrecorded: int) -> int | None:
+    """The train/validation split's seed the latest checkpoint in ``directory`` records (its
+    states' ``{"split": {"seed": ...}}``), ``unrecorded`` for a checkpoint written without one, or
+    None when there is no checkpoint yet."""
+    directory = Path(directory)
+    pointer = directory / LATEST
+    if not pointer.is_file():
+        return None
+    state = directory / ckpt.read_json(pointer)["checkpoint"] / "state.json"
+    if not state.is_file():
+        return None  # load_latest_checkpoint names the broken pointer
+    entries = dict(ckpt.read_json(state)["states"]["__dict__"])  # the states' skeleton (`flatten_state`)
+    return int(unflatten_state(entries["split"], {})["seed"]) if "split" in entries else unrecorded
 
 
 def load_latest_checkpoint(directory: str | Path) -> TrainingCheckpoint | None:

@@ -17,6 +17,11 @@ the run also draws N samples from the prior per validation image (`measure_sampl
 compares their diversity, the mean pairwise (1 - IoU) that the metrics report, with the raters'
 on the same images. Below `SAMPLE_SHARE` of it the latent has not taken hold either.
 
+That share is read on a few images (a tenth of the training part), so it carries a standard error
+(`share_standard_error`, over the images). A share above the line by less than `CHECK_MARGIN` of
+its standard errors is `near_the_line`: the run took hold by this check, but the check cannot tell
+it from a run just under the line, which is what makes attempts.py train such a run again.
+
 Example:
     >>> idle_latent_message(0.61) is None
     True
@@ -28,11 +33,13 @@ Example:
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
+import torch
 from torch.utils.data import Dataset
 
-from uncertainty_adapters.integrations.pipeline.evaluation.scoring import evaluate, rater_diversity
+from uncertainty_adapters.integrations.pipeline.evaluation.scoring import evaluate, rater_diversities
 from uncertainty_adapters.integrations.pipeline.training.seeding import derive_seed
 
 #: Raters' posterior means at least this many prior sigmas apart: the latent has taken hold.
@@ -40,6 +47,8 @@ TAKEOFF_SPREAD = 0.25
 #: The samples' diversity at least this share of the raters' (validation part): the samples vary as a latent
 #: that has taken hold makes them (the line docs/results.md reads every run by: half the raters' diversity).
 SAMPLE_SHARE = 0.5
+#: A share this many of its standard errors above `SAMPLE_SHARE`, or more, is clear of the line (`near_the_line`).
+CHECK_MARGIN = 1.0
 _CHECK_STREAM = 0x7A5  # derive_seed(seed, _CHECK_STREAM): the check's prompts and samples, apart from the test's
 
 
@@ -59,22 +68,64 @@ def measure_sample_diversity(model: Any, dataset: Dataset | None, num_samples: i
             process gets the same figures.
 
     Returns:
-        ``{"samples", "raters", "share", "num_samples", "images"}`` (diversities averaged over
-        the images, share = samples / raters; images: how many were sampled), or None when there
-        is no image or the raters agree on every image (no diversity to compare with).
+        ``{"samples", "raters", "share", "share_se", "num_samples", "images"}`` (diversities
+        averaged over the images, share = samples / raters, share_se its standard error over the
+        images, None for one image; images: how many were sampled), or None when there is no
+        image or the raters agree on every image (no diversity to compare with).
     """
     if dataset is None or len(dataset) == 0:
         return None
-    raters = rater_diversity(dataset)
-    if raters <= 0:
+    per_rater = rater_diversities(dataset)
+    if float(per_rater.mean()) <= 0:
         return None
     result = evaluate(model, dataset, num_samples=1, batch_size=batch_size, prompt=prompt,
                       seed=derive_seed(seed, _CHECK_STREAM), accelerator=accelerator, keep_examples=0,
                       ged_samples=num_samples)
     per_image = result.per_image["diversity"]  # every image once, gathered from every process
-    samples = float(per_image.mean())
-    return {"samples": samples, "raters": raters, "share": samples / raters, "num_samples": num_samples,
+    raters_of = _in_order_of(result.case_ids, dataset, per_rater)
+    samples, raters = float(per_image.mean()), float(raters_of.mean())
+    return {"samples": samples, "raters": raters, "share": samples / raters,
+            "share_se": share_standard_error(per_image, raters_of), "num_samples": num_samples,
             "images": per_image.numel()}
+
+
+def _in_order_of(case_ids: list[str], dataset: Dataset, values: torch.Tensor) -> torch.Tensor:
+    """``values`` (one per image of ``dataset``, in its order) in the order of ``case_ids``, as
+    evaluation gathered the images (the dataset's own order when its case names repeat)."""
+    names = [dataset[i]["case_id"] for i in range(len(dataset))]
+    position = {name: i for i, name in enumerate(names)}
+    if len(position) < len(names) or len(case_ids) != len(names):
+        return values
+    return values[[position[name] for name in case_ids]]
+
+
+def share_standard_error(samples: torch.Tensor, raters: torch.Tensor) -> float | None:
+    """The standard error of share = mean(samples) / mean(raters) over the images, by the delta
+    method for a ratio of means: sd(samples_i - share * raters_i) / (sqrt(n) * mean(raters)).
+
+    Args:
+        samples: (n,) the samples' diversity per image.
+        raters: (n,) the raters' diversity on the same images (mean > 0).
+
+    Returns:
+        The standard error, or None for fewer than two images (no spread to read it from).
+    """
+    if samples.numel() < 2:
+        return None
+    samples, raters = samples.double(), raters.double()
+    share = samples.mean() / raters.mean()
+    return float((samples - share * raters).std() / (math.sqrt(samples.numel()) * raters.mean()))
+
+
+def near_the_line(diversity: dict[str, Any] | None) -> bool:
+    """Whether a ``val_sample_diversity`` record's share reaches `SAMPLE_SHARE` by less than
+    `CHECK_MARGIN` standard errors (a share under the line is not near it: it did not hold).
+    False when nothing was measured or the record has no standard error (one image, or written
+    before it was recorded)."""
+    if diversity is None or diversity.get("share_se") is None:
+        return False
+    share = float(diversity["share"])
+    return SAMPLE_SHARE <= share < SAMPLE_SHARE + CHECK_MARGIN * float(diversity["share_se"])
 
 
 def sample_share_of(diversity: dict[str, Any] | None) -> float | None:

@@ -42,6 +42,7 @@ from uncertainty_adapters.integrations.pipeline.runtime import LOGGER_NAME
 from uncertainty_adapters.integrations.pipeline.training.checkpoints import (
     Progress,
     load_latest_checkpoint,
+    recorded_split_seed,
     save_training_checkpoint,
 )
 from uncertainty_adapters.integrations.pipeline.training.graphed_step import GraphedTrainStep, capturable_adam
@@ -82,6 +83,9 @@ class TrainJob:
     interaction) or "prob-unet" (the Probabilistic U-Net baseline, from scratch, no backbone).
     ``data_seed`` seeds the data set (synthetic cases, rater draw) when it should differ from
     ``seed`` (which seeds everything else), e.g. for ensemble members trained on one data set.
+    ``split_seed`` seeds the train/validation split (`train_val_split`) when it should differ
+    from ``seed``, e.g. for attempts of one run (attempts.py), which train and validate on one split.
+    A resumed run keeps the split its checkpoint records, whatever ``split_seed`` says.
     """
 
     preset: Preset
@@ -94,6 +98,7 @@ class TrainJob:
     dataset_kwargs: dict[str, Any] = field(default_factory=dict)
     model: str = "ua-sam"
     data_seed: int | None = None
+    split_seed: int | None = None
 
     def __post_init__(self) -> None:
         if self.model not in MODELS:
@@ -102,6 +107,10 @@ class TrainJob:
     @property
     def dataset_seed(self) -> int:
         return self.seed if self.data_seed is None else self.data_seed
+
+    @property
+    def validation_split_seed(self) -> int:
+        return self.seed if self.split_seed is None else self.split_seed
 
 
 @dataclass
@@ -157,6 +166,14 @@ def train_val_split(num_items: int, val_fraction: float, seed: int) -> tuple[lis
     order = torch.randperm(num_items, generator=torch.Generator().manual_seed(derive_seed(seed, _SPLIT_STREAM))).tolist()
     n_val = min(num_items - 1, math.ceil(val_fraction * num_items)) if val_fraction > 0 else 0
     return sorted(order[: num_items - n_val]), sorted(order[num_items - n_val :])
+
+
+def _split_seed_of(job: TrainJob, checkpoints: Path) -> int:
+    """The seed of ``job``'s train/validation split: on --resume the one its latest checkpoint
+    records (the training seed for checkpoints written before it was recorded, the rule they were
+    trained by), else ``job.validation_split_seed``."""
+    recorded = recorded_split_seed(checkpoints, unrecorded=job.seed) if job.resume else None
+    return job.validation_split_seed if recorded is None else recorded
 
 
 def _wants_cuda_graph(preset: Preset, accelerator: Accelerator) -> bool:
@@ -297,7 +314,9 @@ class _TrainingLoop:
         self.train_part = build_dataset(
             job.data, preset.image_size, split="train", seed=job.dataset_seed, **self.dataset_kwargs
         )
-        train_idx, val_idx = train_val_split(len(self.train_part), preset.val_fraction, job.seed)
+        self.checkpoints = job.out / "checkpoints"
+        self.split_seed = _split_seed_of(job, self.checkpoints)
+        train_idx, val_idx = train_val_split(len(self.train_part), preset.val_fraction, self.split_seed)
         if len(train_idx) < preset.batch_size:
             raise ValueError(
                 f"the training part has {len(train_idx)} images, fewer than one batch of "
@@ -344,7 +363,6 @@ class _TrainingLoop:
             dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(preset.mixed_precision)
             self.graphed = GraphedTrainStep(self.unwrapped, optimizer, self._reconstruction_and_kl, beta=preset.beta,
                                             posterior_noise=self.noise_warmup > 0, autocast_dtype=dtype)
-        self.checkpoints = job.out / "checkpoints"
         self.progress = Progress()
         self.stopped_early = False
         self.running = torch.zeros(3, device=accelerator.device)  # loss sum, KL sum, batches since last log
@@ -375,6 +393,7 @@ class _TrainingLoop:
                 self.checkpoints,
                 self.unwrapped.trainable_state_dict(),
                 {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                 "split": {"seed": self.split_seed},
                  **({"geco": self.geco.state_dict()} if self.geco is not None else {})},
                 self.progress,
             )
@@ -600,6 +619,7 @@ class _TrainingLoop:
                     "dataset_kwargs": self.dataset_kwargs,
                     "seed": self.job.seed,
                     "data_seed": self.job.dataset_seed,
+                    "split_seed": self.split_seed,
                     "split": self.split,
                     "progress": dict(self.progress.__dict__),
                     "stopped_early": self.stopped_early,
