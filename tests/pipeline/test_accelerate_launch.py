@@ -25,5 +25,5 @@ def test_two_process_cpu_training_writes_one_run(tmp_path, backbone_file):
     run = json.loads((out / "run.json").read_text())
     assert run["progress"]["step"] == 3
     checked = run["val_sample_diversity"]  # the validation images split over both processes, gathered once each
-    assert checked is not None and checked["images"] == run["split"]["validation"]
+    assert checked is not None and checked["images"] == run["split"]["validation"] and checked["share_se"] >= 0
     assert json.loads((out / "metrics.json").read_text())["samples"] == 2

@@ -654,10 +654,12 @@ class _TrainingLoop:
             self.unwrapped, Subset(self.train_part, self.val_idx), preset.ged_samples, preset.prompt, self.job.seed,
             batch_size=preset.batch_size, accelerator=self.accelerator if self.accelerator.num_processes > 1 else None,
         )
-        if self.sample_diversity is not None:
-            logger.info("validation: the samples' diversity is %.2f of the raters' (%.3f against %.3f, %d samples "
-                        "per image)", self.sample_diversity["share"], self.sample_diversity["samples"],
-                        self.sample_diversity["raters"], preset.ged_samples)
+        checked = self.sample_diversity
+        if checked is not None:
+            error = "" if checked["share_se"] is None else f" ± {checked['share_se']:.2f}"
+            logger.info("validation: the samples' diversity is %.2f%s of the raters' (%.3f against %.3f, %d samples "
+                        "per image, %d images)", checked["share"], error, checked["samples"], checked["raters"],
+                        preset.ged_samples, checked["images"])
 
 
 def _done(progress: Progress, job: TrainJob) -> bool:
