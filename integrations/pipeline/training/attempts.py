@@ -48,12 +48,7 @@ from uncertainty_adapters import checkpoint as ckpt
 from uncertainty_adapters.integrations.pipeline import output_dir, run_dir
 from uncertainty_adapters.integrations.pipeline.runtime import LOGGER_NAME
 from uncertainty_adapters.integrations.pipeline.training.checkpoints import Progress
-from uncertainty_adapters.integrations.pipeline.training.latent_hold import (
-    CHECK_MARGIN,
-    idle_latent_message,
-    near_the_line,
-    sample_share_of,
-)
+from uncertainty_adapters.integrations.pipeline.training import latent_hold
 from uncertainty_adapters.integrations.pipeline.training.loop import (
     BEST_WEIGHTS,
     RUN_RECORDS,
@@ -123,11 +118,11 @@ def train_attempts(job: TrainJob, attempts: int = 1, backbone: Path | None = Non
                                               resume=job.resume and _has_checkpoint(folder))
             results[attempt] = train(attempt_job, backbone=backbone, meta=meta, copy_backbone=copy_backbone)
         spread, checked = results[attempt].progress.best_rater_spread, results[attempt].sample_diversity
-        share = sample_share_of(checked)
-        held = idle_latent_message(spread, share) is None
+        share = latent_hold.sample_share_of(checked)
+        held = latent_hold.idle_latent_message(spread, share) is None
         records.append({"attempt": attempt, "seed": seed, "best_rater_spread": spread, "sample_share": share,
                         "sample_share_se": None if checked is None else checked.get("share_se"), "held": held})
-        clear = held and not near_the_line(checked)
+        clear = held and not latent_hold.near_the_line(checked)
         if clear:
             break
         if attempt < attempts:
@@ -148,16 +143,16 @@ def _figure(value: float | None) -> str:
 
 def _log_again(attempt: int, attempts: int, spread: float | None, checked: dict[str, Any] | None,
                next_seed: int) -> None:
-    share = sample_share_of(checked)
-    if idle_latent_message(spread, share) is not None:
+    share = latent_hold.sample_share_of(checked)
+    if latent_hold.idle_latent_message(spread, share) is not None:
         logger.warning("attempt %d of %d: the latent did not take hold (spread %s, samples' share of the raters' "
                        "diversity %s); training again with seed %d", attempt, attempts, _figure(spread),
                        _figure(share), next_seed)
     else:  # held, but near_the_line
-        logger.warning("attempt %d of %d: the samples' share of the raters' diversity, %.2f, is within %g standard "
-                       "error(s) (%.2f) of the line: the validation images cannot tell it from a latent that did "
-                       "not take hold; training again with seed %d", attempt, attempts, share, CHECK_MARGIN,
-                       checked["share_se"], next_seed)
+        logger.warning("attempt %d of %d: the samples' share of the raters' diversity, %.2f, lies above the line "
+                       "(%g) by less than %g standard error (%.2f): the validation images cannot tell it from a "
+                       "latent that did not take hold; training again with seed %d", attempt, attempts, share,
+                       latent_hold.SAMPLE_SHARE, latent_hold.CHECK_MARGIN, checked["share_se"], next_seed)
 
 
 def _closeness(record: dict[str, Any]) -> tuple[bool, float, float]:
