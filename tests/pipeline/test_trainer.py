@@ -86,11 +86,10 @@ def test_a_run_splits_by_its_split_seed_and_a_resumed_run_keeps_the_split_its_ch
     assert recorded_split_seed(out / "checkpoints", unrecorded=0) == 7
     train(dataclasses.replace(job(out, max_steps=2, checkpoint_every=1, resume=True), split_seed=8), backbone=backbone_file)
     assert run_dir.read_run_config(out)["split_seed"] == 7  # the checkpoint's, not the job's
-    state = next((out / "checkpoints").glob("step-*")) / "state.json"
-    written = json.loads(state.read_text())
-    written["states"]["__dict__"] = [e for e in written["states"]["__dict__"] if e[0] != "split"]  # written before
-    for stale in (out / "checkpoints").glob("step-*"):
-        (stale / "state.json").write_text(json.dumps(written))
+    for state in (out / "checkpoints").glob("step-*/state.json"):  # as written before the split's seed was
+        written = json.loads(state.read_text())
+        written["states"]["__dict__"] = [entry for entry in written["states"]["__dict__"] if entry[0] != "split"]
+        state.write_text(json.dumps(written))
     assert recorded_split_seed(out / "checkpoints", unrecorded=0) == 0  # split by the training seed, as it was
     assert recorded_split_seed(tmp_path / "none", unrecorded=0) is None
     train(dataclasses.replace(job(out, max_steps=3, checkpoint_every=1, resume=True), split_seed=8), backbone=backbone_file)
