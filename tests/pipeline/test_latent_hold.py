@@ -97,10 +97,9 @@ def test_the_shares_standard_error_is_the_delta_methods_for_a_ratio_of_means_ove
 
 
 def test_the_raters_diversities_follow_the_images_in_the_order_evaluation_gathered_them():
-    items = [{"case_id": name} for name in ("a", "b", "c")]
     values = torch.tensor([1.0, 2.0, 3.0])
-    assert latent_hold._in_order_of(["c", "a", "b"], items, values).tolist() == [3.0, 1.0, 2.0]
-    twice = [{"case_id": "a"}, {"case_id": "a"}, {"case_id": "c"}]
+    assert latent_hold._in_order_of(["c", "a", "b"], ["a", "b", "c"], values).tolist() == [3.0, 1.0, 2.0]
+    twice = ["a", "a", "c"]
     assert latent_hold._in_order_of(["a", "a", "c"], twice, values).tolist() == [1.0, 2.0, 3.0]  # names repeat
 
 

@@ -117,15 +117,21 @@ def score_samples(probabilities: torch.Tensor, raters: torch.Tensor, num_samples
     }
 
 
-def rater_diversities(dataset: Dataset) -> torch.Tensor:
-    """The raters' own diversity per image of ``dataset``, (N,): the mean pairwise (1 - IoU) among
-    the image's rater masks (``masks``, (R, S, S)); what the samples' diversity is read against."""
-    return torch.cat([metrics.diversity(dataset[i]["masks"][None] > 0.5) for i in range(len(dataset))])
+def rater_diversities(dataset: Dataset) -> tuple[list[str], torch.Tensor]:
+    """The images' case names (``case_id``) and the raters' own diversity per image of
+    ``dataset``, (N,): the mean pairwise (1 - IoU) among the image's rater masks (``masks``,
+    (R, S, S)); what the samples' diversity is read against. One pass over the items."""
+    names, values = [], []
+    for index in range(len(dataset)):
+        item = dataset[index]
+        names.append(item["case_id"])
+        values.append(metrics.diversity(item["masks"][None] > 0.5))
+    return names, torch.cat(values)
 
 
 def rater_diversity(dataset: Dataset) -> float:
     """The raters' own diversity over ``dataset``: `rater_diversities` averaged over the images."""
-    return float(rater_diversities(dataset).mean())
+    return float(rater_diversities(dataset)[1].mean())
 
 
 @torch.no_grad()

@@ -126,7 +126,7 @@ def train_attempts(job: TrainJob, attempts: int = 1, backbone: Path | None = Non
         if clear:
             break
         if attempt < attempts:
-            _log_again(attempt, attempts, spread, checked, attempt_seed(job.seed, attempt + 1))
+            _log_again(records[-1], attempts, attempt_seed(job.seed, attempt + 1))
     # the attempt clear of the line is the last one trained; if none was, the one that came closest
     kept = attempt if clear else max(records, key=_closeness)["attempt"]
     state = PartialState()  # under `accelerate launch` every process trained; one copies
@@ -141,18 +141,18 @@ def _figure(value: float | None) -> str:
     return "not measured" if value is None else f"{value:.2f}"
 
 
-def _log_again(attempt: int, attempts: int, spread: float | None, checked: dict[str, Any] | None,
-               next_seed: int) -> None:
-    share = latent_hold.sample_share_of(checked)
-    if latent_hold.idle_latent_message(spread, share) is not None:
+def _log_again(record: dict[str, Any], attempts: int, next_seed: int) -> None:
+    """The warning that the attempt of ``record`` (not clear of the line) is trained again."""
+    attempt, share = record["attempt"], record["sample_share"]
+    if not record["held"]:
         logger.warning("attempt %d of %d: the latent did not take hold (spread %s, samples' share of the raters' "
-                       "diversity %s); training again with seed %d", attempt, attempts, _figure(spread),
-                       _figure(share), next_seed)
+                       "diversity %s); training again with seed %d", attempt, attempts,
+                       _figure(record["best_rater_spread"]), _figure(share), next_seed)
     else:  # held, but near_the_line
         logger.warning("attempt %d of %d: the samples' share of the raters' diversity, %.2f, lies above the line "
                        "(%g) by less than %g standard error (%.2f): the validation images cannot tell it from a "
                        "latent that did not take hold; training again with seed %d", attempt, attempts, share,
-                       latent_hold.SAMPLE_SHARE, latent_hold.CHECK_MARGIN, checked["share_se"], next_seed)
+                       latent_hold.SAMPLE_SHARE, latent_hold.CHECK_MARGIN, record["sample_share_se"], next_seed)
 
 
 def _closeness(record: dict[str, Any]) -> tuple[bool, float, float]:

@@ -132,21 +132,17 @@ class TrainingCheckpoint:
 def recorded_split_seed(directory: str | Path, unrecorded: int) -> int | None:
     """The train/validation split's seed the latest checkpoint in ``directory`` records (its
     states' ``{"split": {"seed": ...}}``), ``unrecorded`` for a checkpoint written without one, or
-    None when there is no checkpoint yet."""
-    directory = Path(directory)
-    pointer = directory / LATEST
-    if not pointer.is_file():
+    None when there is no checkpoint yet (CheckpointMismatchError for a broken ``latest.json``)."""
+    target = _latest(Path(directory))
+    if target is None:
         return None
-    state = directory / ckpt.read_json(pointer)["checkpoint"] / "state.json"
-    if not state.is_file():
-        return None  # load_latest_checkpoint names the broken pointer
-    entries = dict(ckpt.read_json(state)["states"]["__dict__"])  # the states' skeleton (`flatten_state`)
+    entries = dict(ckpt.read_json(target / "state.json")["states"]["__dict__"])  # the skeleton (`flatten_state`)
     return int(unflatten_state(entries["split"], {})["seed"]) if "split" in entries else unrecorded
 
 
-def load_latest_checkpoint(directory: str | Path) -> TrainingCheckpoint | None:
-    """The checkpoint ``latest.json`` points at, or None when there is none yet."""
-    directory = Path(directory)
+def _latest(directory: Path) -> Path | None:
+    """The checkpoint folder ``latest.json`` points at, or None when there is none yet; raises
+    CheckpointMismatchError when it points at a folder that does not exist."""
     pointer = directory / LATEST
     if not pointer.is_file():
         return None
@@ -156,6 +152,14 @@ def load_latest_checkpoint(directory: str | Path) -> TrainingCheckpoint | None:
             f"{pointer} points at {target.name}, which does not exist; the checkpoints folder was "
             f"edited by hand. Delete {pointer} to start over"
         )
+    return target
+
+
+def load_latest_checkpoint(directory: str | Path) -> TrainingCheckpoint | None:
+    """The checkpoint ``latest.json`` points at, or None when there is none yet."""
+    target = _latest(Path(directory))
+    if target is None:
+        return None
     meta = ckpt.read_json(target / "state.json")
     tensors = ckpt.load_tensors(target / "optimizer.safetensors")
     return TrainingCheckpoint(

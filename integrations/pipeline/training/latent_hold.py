@@ -75,24 +75,23 @@ def measure_sample_diversity(model: Any, dataset: Dataset | None, num_samples: i
     """
     if dataset is None or len(dataset) == 0:
         return None
-    per_rater = rater_diversities(dataset)
+    names, per_rater = rater_diversities(dataset)
     if float(per_rater.mean()) <= 0:
         return None
     result = evaluate(model, dataset, num_samples=1, batch_size=batch_size, prompt=prompt,
                       seed=derive_seed(seed, _CHECK_STREAM), accelerator=accelerator, keep_examples=0,
                       ged_samples=num_samples)
     per_image = result.per_image["diversity"]  # every image once, gathered from every process
-    raters_of = _in_order_of(result.case_ids, dataset, per_rater)
+    raters_of = _in_order_of(result.case_ids, names, per_rater)
     samples, raters = float(per_image.mean()), float(raters_of.mean())
     return {"samples": samples, "raters": raters, "share": samples / raters,
             "share_se": share_standard_error(per_image, raters_of), "num_samples": num_samples,
             "images": per_image.numel()}
 
 
-def _in_order_of(case_ids: list[str], dataset: Dataset, values: torch.Tensor) -> torch.Tensor:
-    """``values`` (one per image of ``dataset``, in its order) in the order of ``case_ids``, as
-    evaluation gathered the images (the dataset's own order when its case names repeat)."""
-    names = [dataset[i]["case_id"] for i in range(len(dataset))]
+def _in_order_of(case_ids: list[str], names: list[str], values: torch.Tensor) -> torch.Tensor:
+    """``values`` (one per image named in ``names``, in that order) in the order of ``case_ids``, as
+    evaluation gathered the images (the given order when the names repeat)."""
     position = {name: i for i, name in enumerate(names)}
     if len(position) < len(names) or len(case_ids) != len(names):
         return values
