@@ -36,7 +36,9 @@ The changes (any combination):
   beta(z) (`FilmLatentPrompt`), so z's effect at a position grows with what the image has
   there. ``fcomb``: a per-position MLP of the embedding and z tiled over the positions, added
   to the embedding (`FcombLatentPrompt`), as the Probabilistic U-Net's fcomb combines z with its
-  last feature map. Each starts as the variant's ``latent_prompt_start`` says (the demo's:
+  last feature map. ``token``: the demo's dense shift, and a second MLP(z) added to the prompt's
+  padding token, so z also enters the decoder's two-way attention the way SAM's clicks do
+  (`TokenLatentPrompt`). Each starts as the variant's ``latent_prompt_start`` says (the demo's:
   zero, the identity); the run folder's ``latent_prompt.safetensors`` then holds the new form's
   weights, so it too loads only under the same change.
 
@@ -98,7 +100,7 @@ from unittest import mock
 import torch
 from torch import nn
 
-from uncertainty_adapters.integrations.sam.latent_prompt import paired_samples, start_last_layer
+from uncertainty_adapters.integrations.sam.latent_prompt import LatentDensePrompt, paired_samples, start_last_layer
 
 
 def scale_posterior_mean(heads: nn.Module, gain: float) -> None:
@@ -230,7 +232,58 @@ class FcombLatentPrompt(nn.Module):
         return embeddings + last(act(hidden))
 
 
-PROMPT_FORMS = {"film": FilmLatentPrompt, "fcomb": FcombLatentPrompt}
+class TokenLatentPrompt(LatentDensePrompt):
+    """The demo's dense prompt, and z as a prompt token of SAM's mask decoder as well.
+
+    A second MLP(z) (same shape as the dense one, its last layer started as ``start`` says) is
+    added to the prompt's "not a point" token, the padding token SAM appends to a point-only
+    prompt (with a box, where SAM appends none, it is appended as a token of its own: the "not
+    a point" embedding plus MLP(z)). SAM's decoder chooses which region a click means through
+    its prompt tokens: they attend to the image embedding and the image attends back to them,
+    so a token can switch a region (a satellite lobe, a disc's centre) in or out by what the
+    image shows there, where one vector added at every position shifts every outline alike.
+    With ``start="zero"`` the module starts as the identity.
+
+    `forward` (the dense shift, called by `UncertaintySam.encode`) keeps the samples' tokens
+    (N, D) for the decode that follows (`_token_decode`), which checks they pair one to one.
+    """
+
+    def __init__(self, latent_dim: int, embed_dim: int, hidden_dim: int = 64, start: str = "zero") -> None:
+        super().__init__(latent_dim, embed_dim, hidden_dim, start)
+        self.token_net = nn.Sequential(nn.Linear(latent_dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, embed_dim))
+        start_last_layer(self.token_net[-1], start)
+        self.pending_tokens: torch.Tensor | None = None
+
+    def forward(self, embeddings: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        flat = paired_samples(self, embeddings, z)
+        self.pending_tokens = self.token_net(flat.to(embeddings.dtype))
+        return super().forward(embeddings, z)
+
+
+def _token_decode(self, embeddings: torch.Tensor, prompts) -> torch.Tensor:
+    """`UncertaintySam.decode` with a `TokenLatentPrompt`'s tokens in the prompt (plain decode otherwise)."""
+    from uncertainty_adapters.integrations.sam.decoder import predict_single_masks
+    from uncertainty_adapters.integrations.sam.prompt_embedding import encode_prompts
+    from uncertainty_adapters.integrations.sam.sam_forward import decode_prompts
+
+    tokens = getattr(self.latent_prompt, "pending_tokens", None)
+    if tokens is None:
+        return decode_prompts(self.prompt_encoder, self.mask_decoder, embeddings, prompts)
+    if tokens.shape[0] != embeddings.shape[0]:
+        raise ValueError(f"{embeddings.shape[0]} embeddings decoded after an encode of {tokens.shape[0]} samples")
+    prompts = prompts.to(embeddings.device)
+    encoder = self.prompt_encoder
+    sparse, dense = encode_prompts(encoder, prompts.points, prompts.labels, prompts.boxes)
+    tokens = tokens.to(sparse.dtype)[:, None]
+    if prompts.points is not None and prompts.boxes is None:  # the last token is SAM's "not a point" pad
+        sparse = torch.cat([sparse[:, :-1], sparse[:, -1:] + tokens], dim=1)
+    else:
+        sparse = torch.cat([sparse, encoder.not_a_point_embed.weight.to(sparse.dtype)[None] + tokens], dim=1)
+    low_res = predict_single_masks(self.mask_decoder, embeddings, encoder.get_dense_pe(), sparse, dense)
+    return nn.functional.interpolate(low_res, tuple(encoder.input_image_size), mode="bilinear", align_corners=False)
+
+
+PROMPT_FORMS = {"film": FilmLatentPrompt, "fcomb": FcombLatentPrompt, "token": TokenLatentPrompt}
 
 
 @contextlib.contextmanager
@@ -271,6 +324,8 @@ def what_if(options: argparse.Namespace) -> Iterator[dict[str, Any]]:
 
             record["prompt_form"] = options.prompt_form
             stack.enter_context(mock.patch.object(sam_model, "LatentDensePrompt", PROMPT_FORMS[options.prompt_form]))
+            if options.prompt_form == "token":
+                stack.enter_context(mock.patch.object(sam_model.UncertaintySam, "decode", _token_decode))
         if options.prior_samples is not None:
             record["prior_samples"] = options.prior_samples
             record["prior_weight"] = options.prior_weight
@@ -577,7 +632,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--step-seed", type=int, metavar="N",
                         help="each training step's clicks and z noise as --seed N draws them; the rest the run's own")
     parser.add_argument("--prompt-form", choices=sorted(PROMPT_FORMS),
-                        help="z's dense prompt of the mask decoder: channel gains and shifts (film) or a per-position MLP (fcomb)")
+                        help="z's prompt of the mask decoder: channel gains and shifts (film), a per-position MLP (fcomb), "
+                             "or the dense shift and a prompt token (token)")
     return parser
 
 

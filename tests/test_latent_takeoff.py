@@ -411,3 +411,34 @@ def test_step_seed_draws_each_training_steps_clicks_and_noise_from_another_seed_
     assert torch.equal(swapped_step, draws(1, loop._TRAIN_STREAM))
     assert not torch.equal(swapped_step, draws(0, loop._TRAIN_STREAM))
     assert torch.equal(swapped_validation, draws(0, loop._VAL_STREAM))  # validation keeps the run's own draws
+
+
+@pytest.mark.parametrize("with_box", [False, True])
+def test_token_form_puts_z_in_the_prompt_tokens_and_starts_as_the_demos_model(with_box):
+    from uncertainty_adapters.integrations.sam.prompts import Prompts
+
+    from tests.sam.conftest import SIZE, images, tiny_uncertainty_sam
+
+    x, z = images(2), torch.randn(2, 3, 6, generator=torch.Generator().manual_seed(3))
+    points, labels = torch.tensor([[[10.0, 12.0]], [[20.0, 8.0]]]), torch.ones(2, 1)
+    prompts = Prompts(points, labels, torch.tensor([[2.0, 2.0, SIZE - 3.0, SIZE - 3.0]] * 2) if with_box else None)
+    demo = tiny_uncertainty_sam(latent_prompt=True)
+    with latent_takeoff.what_if(_options(prompt_form="token")):
+        model = tiny_uncertainty_sam(latent_prompt=True)
+        model.load_state_dict(demo.state_dict(), strict=False)  # the same weights; token_net starts at zero
+        with torch.no_grad():
+            def logits(zz):
+                return model.decode(model.encode(x, zz), prompts.repeat_interleave(3))
+
+            if not with_box:  # adding zero to SAM's padding token changes nothing
+                torch.testing.assert_close(logits(z), demo.decode(demo.encode(x, z), prompts.repeat_interleave(3)))
+            model.latent_prompt.token_net[-1].weight.normal_(0, 0.3)  # trained-looking token path only
+            first = logits(z)
+            # the dense shift is still zero: what z changes now, it changes through the token
+            assert not torch.allclose(first[0], first[1])
+            one = model.decode(model.encode(x[1:], z[1, 2:3][None]), Prompts(points[1:], labels[1:],
+                                                                           prompts.boxes[1:] if with_box else None))
+            torch.testing.assert_close(first[5:6], one)  # image 1, sample 2: tokens pair with their samples
+            six = model.encode(x, z)
+            with pytest.raises(ValueError, match="2 embeddings decoded after an encode of 6 samples"):
+                model.decode(six[:2], prompts)
