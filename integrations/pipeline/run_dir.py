@@ -9,6 +9,8 @@
     DIR/mask_decoder.safetensors  only with --train-decoder
     DIR/backbone.safetensors      the frozen SAM weights, when they are small (the demo backbone);
                                   otherwise run.json records the checkpoint path it was built from
+                                  (``backbone`` null: a randomly initialised SAM, which a smoke run
+                                  trains on; it is rebuilt from the run's seed as training drew it)
 
 A Probabilistic U-Net run (the baseline, run.json "model": "prob-unet") holds run.json and
 DIR/prob_unet.safetensors (every weight; its architecture is run.json's "prob_unet").
@@ -20,8 +22,9 @@ folders written before the heads moved into DIR/adapters/ (DIR/latent_heads.safe
 from __future__ import annotations
 
 import datetime as _dt
+import contextlib
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -29,6 +32,7 @@ import uncertainty_adapters as ua
 from uncertainty_adapters import checkpoint as ckpt
 from uncertainty_adapters.integrations.pipeline.models.prob_unet import ProbabilisticUNet
 from uncertainty_adapters.integrations.pipeline.models.protocol import TrainableSegmenter
+from uncertainty_adapters.integrations.pipeline.training.seeding import seed_everything_for
 from uncertainty_adapters.integrations.sam import UncertaintySam, build_uncertainty_sam
 
 RUN_CONFIG = "run.json"
@@ -117,18 +121,34 @@ def load_run(directory: str | Path, device: str | torch.device = "cpu") -> tuple
     return model.to(device).eval(), meta
 
 
+@contextlib.contextmanager
+def _as_trained(checkpoint: Path | None, meta: dict[str, Any]) -> Iterator[None]:
+    """Around building a run's UA-SAM: with no SAM weights (``checkpoint`` None, a randomly
+    initialised backbone), torch's generators seeded from the run's ``seed`` as training seeded them
+    before building its model (the training loop's ``seed_everything_for(job.seed)``), so the frozen
+    SAM is the one the adapters were trained on, and put back afterwards; with weights, nothing."""
+    if checkpoint is not None:
+        yield
+        return
+    with torch.random.fork_rng():
+        seed_everything_for(int(meta.get("seed", 0)))
+        yield
+
+
 def _load_ua_sam(directory: Path, meta: dict[str, Any]) -> UncertaintySam:
     adapter_meta = ckpt.read_json(directory / ADAPTERS / ckpt.CONFIG_NAME)
-    model = build_uncertainty_sam(
-        meta["sam"],
-        image_size=meta["image_size"],
-        checkpoint=backbone_path(directory, meta),
-        adapter_config=ua.UncertaintyAdapterConfig.from_dict(adapter_meta["config"]),
-        train_decoder=bool(meta.get("train_decoder")),
-        latent_heads_kwargs={k: v for k, v in (meta["latent_heads"] or {}).items() if k not in ("in_channels", "latent_dim")},
-        attention=(meta.get("preset") or {}).get("attention"),  # the kernel the run trained with (same function)
-        latent_prompt=bool(meta.get("latent_prompt")),  # run folders from before the option: False
-    )
+    checkpoint = backbone_path(directory, meta)
+    with _as_trained(checkpoint, meta):
+        model = build_uncertainty_sam(
+            meta["sam"],
+            image_size=meta["image_size"],
+            checkpoint=checkpoint,
+            adapter_config=ua.UncertaintyAdapterConfig.from_dict(adapter_meta["config"]),
+            train_decoder=bool(meta.get("train_decoder")),
+            latent_heads_kwargs={k: v for k, v in (meta["latent_heads"] or {}).items() if k not in ("in_channels", "latent_dim")},
+            attention=(meta.get("preset") or {}).get("attention"),  # the kernel the run trained with (same function)
+            latent_prompt=bool(meta.get("latent_prompt")),  # run folders from before the option: False
+        )
     if model.latent_heads is None:
         ua.load_adapters(model.encoder, directory / ADAPTERS)
     elif "latent_heads" in adapter_meta:  # saved with the adapters: save_adapters(dir, latent_heads=heads)

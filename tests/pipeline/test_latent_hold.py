@@ -138,10 +138,15 @@ def test_a_run_records_the_spread_of_its_best_epoch_and_its_samples_share_and_wa
     assert len(_warnings(caplog)) == int(warned)
 
 
-def test_the_check_is_the_kept_model_on_the_validation_part_and_repeats_exactly(tmp_path, backbone_file):
+@pytest.mark.parametrize("weights", ["file", "random"])
+def test_the_check_is_the_kept_model_on_the_validation_part_and_repeats_exactly(tmp_path, backbone_file, weights):
+    # a run on a randomly initialised SAM (a smoke run's: run.json "backbone" null) reloads the SAM it
+    # trained on too, whatever torch's generators hold when it is loaded
     out = tmp_path / "run"
-    train(job(out, epochs=1, prior_fit_epochs=1), backbone=backbone_file)
+    train(job(out, epochs=1, prior_fit_epochs=1), backbone=backbone_file if weights == "file" else None)
+    torch.manual_seed(12345)
     model, config = run_dir.load_run(out)
+    assert (config["backbone"] is None) == (weights == "random")
     part = build_dataset(config["data"], config["image_size"], split="train", seed=config["data_seed"],
                          **config["dataset_kwargs"])
     _, validation = train_val_split(len(part), config["preset"]["val_fraction"], config["split_seed"])
