@@ -19,12 +19,14 @@ generator gives both arms the same prompts and the same standard normal noise ep
 z = mu + sigma * eps against z = mu_k + sigma_k * eps.
 
     python -m benchmarks.mixture_prior --run P-114 --out M-114                        # bimodal runs
-    python -m benchmarks.mixture_prior --run runs/S-1 --out M-S1                      # synthetic runs
+    python -m benchmarks.mixture_prior --run runs/S-1 --out M-S1 --evaluate           # synthetic runs
 
 A bimodal run's test part and modes come from the folder it trained on (``--modes``: the
 ``bimodal_modes.npz`` that ``diagnose_latent --data bimodal`` writes beside the folder; found
 there by default). Result: OUT/mixture.json with ``gaussian`` and ``mixture`` entries, and the
-fit's epochs.
+fit's epochs; with ``--evaluate`` also ``evaluate``: both priors scored as ``ua-sam evaluate
+--seed <the run's data seed>`` scores a run (metrics.json's prompts and draws, so the Gaussian's
+figures are the run's metrics.json).
 """
 
 from __future__ import annotations
@@ -169,7 +171,7 @@ def fit_mixture(heads, train, validation, components: int, epochs: int, lr: floa
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total, count = total + float(loss), count + 1
+            total, count = total + float(loss.detach()), count + 1
         rows.append({"epoch": epoch, "train_nll": total / count, "val_nll": val_nll()})
         if rows[-1]["val_nll"] < best[0]:
             best = (rows[-1]["val_nll"], copy.deepcopy(mixture.state_dict()), epoch)
@@ -192,6 +194,15 @@ def _gaussian_val_nll(heads, validation, batch_size: int, seed: int, draws: int 
     return float(-mixture.log_prob(z).mean())
 
 
+def _evaluate(model, test, preset, seed: int) -> dict[str, Any]:
+    """The metrics.json figures of ``model`` on ``test``, drawn as `ua-sam evaluate --seed seed` draws them."""
+    from uncertainty_adapters.integrations.pipeline.evaluation.scoring import evaluate
+
+    summary = evaluate(model, test, num_samples=preset.eval_samples, batch_size=8, prompt=preset.prompt, seed=seed,
+                       keep_examples=0, ged_samples=preset.ged_samples).summary()
+    return {key: summary[key] for key in ("dice", "ged", "hm_iou", "diversity", "s_ncc", "soft_dice", "ece")}
+
+
 def _summary(result: dict[str, Any]) -> dict[str, Any]:
     keep = ("ged", "diversity", "rater_diversity", "oracle_ged", "oracle_diversity", "modes", "images")
     return {key: result[key] for key in keep if key in result}
@@ -210,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--components", type=int, default=4, help="K (default 4: one per rater of the data here)")
     parser.add_argument("--samples", type=int, default=16, help="prior samples per test image")
     parser.add_argument("--modes", help="bimodal_modes.npz of a bimodal folder (default: beside the folder)")
+    parser.add_argument("--evaluate", action="store_true",
+                        help="also score both priors as `ua-sam evaluate --seed <the run's data seed>` does (metrics.json's draws)")
     args = parser.parse_args(argv)
 
     torch.set_grad_enabled(True)
@@ -252,6 +265,11 @@ def main(argv: list[str] | None = None) -> int:
         with mock.patch.object(heads, "prior", lambda x: mixture(heads._resize(x))):
             result["mixture"] = _summary(diagnose_latent.diagnose(model, test, data, device, args.samples, regions,
                                                                   zfit_cases=0, prompt=preset.prompt))
+        if args.evaluate:
+            result["evaluate"] = {"gaussian": _evaluate(model, test, preset, seed)}
+            with mock.patch.object(heads, "prior", lambda x: mixture(heads._resize(x))):
+                mixture.component_generator = torch.Generator().manual_seed(seed + 2)
+                result["evaluate"]["mixture"] = _evaluate(model, test, preset, seed)
         images = torch.stack([test[i]["image"] for i in range(len(test))])
         weights = mixture(heads._resize(images)).weights
         result["component_weights"] = {"mean_max": float(weights.max(-1).values.mean()),
