@@ -151,6 +151,17 @@ def test_diversity_averages_distinct_pairs_only():
     torch.testing.assert_close(diversity(masks([A, B, C])), torch.tensor([2.5 / 3]))
 
 
+def test_samples_that_are_the_raters_masks_in_equal_shares_reach_r_minus_1_over_r_of_their_diversity():
+    # the raters' diversity averages pairs of different raters; samples repeat them, so some of their
+    # pairs are one rater's mask twice: each of R raters m times gives m (R - 1) / (m R - 1) of it,
+    # (R - 1) / R as m grows (a sampler drawing the raters' masks at random, docs/guide.md, Metrics)
+    raters = masks([A, B, C])
+    for m in (1, 2, 5, 40):
+        samples = raters.repeat_interleave(m, dim=1)
+        torch.testing.assert_close(diversity(samples), diversity(raters) * m * 2 / (3 * m - 1))
+    assert abs(diversity(raters.repeat_interleave(40, dim=1)).item() / diversity(raters).item() - 2 / 3) < 0.01
+
+
 def test_diversity_of_empty_samples_is_zero():
     assert diversity(masks([E, E])).item() == 0.0
 
