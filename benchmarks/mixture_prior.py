@@ -144,7 +144,13 @@ def fit_mixture(heads, train, validation, components: int, epochs: int, lr: floa
                 seed: int, draws: int = 8) -> tuple[MixturePriorNet, list[dict[str, float]]]:
     """Fit a `MixturePriorNet` to every rater's posterior of ``train`` (the run's trained posterior
     net, frozen): minimise -log P_mix(z|X) over ``draws`` samples of each rater's posterior; keep the
-    epoch with the lowest validation value (the same on fixed draws)."""
+    epoch with the lowest validation value (the same on fixed draws).
+
+    Returns:
+        the fitted net (eval mode) and one row per epoch (``epoch``, ``train_nll``, ``val_nll``; the
+        first row, before any step, also the fitted Gaussian prior's ``gaussian_val_nll`` on the same
+        draws), then ``{"kept_epoch": N}``.
+    """
     from uncertainty_adapters.integrations.pipeline.training.prior_fit import _Indexed, rater_posteriors
 
     device = torch.device("cpu")
@@ -160,8 +166,12 @@ def fit_mixture(heads, train, validation, components: int, epochs: int, lr: floa
         with torch.no_grad():
             return float(-mixture(heads._resize(val_images)).log_prob(val_z).mean())
 
+    with torch.no_grad():  # the fitted Gaussian's value of the same objective, on the same draws
+        prior = heads.prior(val_images)
+        gaussian = MixtureGaussian(torch.zeros(len(validation), 1), prior.mean[:, None], prior.log_sigma[:, None])
+        gaussian_nll = float(-gaussian.log_prob(val_z).mean())
     best = (val_nll(), copy.deepcopy(mixture.state_dict()), 0)
-    rows = [{"epoch": 0, "val_nll": best[0]}]
+    rows = [{"epoch": 0, "val_nll": best[0], "gaussian_val_nll": gaussian_nll}]
     generator = torch.Generator().manual_seed(seed)
     for epoch in range(1, epochs + 1):
         total, count = 0.0, 0
@@ -178,20 +188,6 @@ def fit_mixture(heads, train, validation, components: int, epochs: int, lr: floa
     mixture.load_state_dict(best[1])
     rows.append({"kept_epoch": best[2]})
     return mixture.eval(), rows
-
-
-def _gaussian_val_nll(heads, validation, batch_size: int, seed: int, draws: int = 8) -> float:
-    """The fitted Gaussian prior's value of the same validation objective (same draws)."""
-    from uncertainty_adapters.integrations.pipeline.training.prior_fit import _Indexed, rater_posteriors
-
-    validation = _Indexed(validation)
-    table = rater_posteriors(heads, DataLoader(validation, batch_size=batch_size), len(validation), torch.device("cpu"))
-    z = _rater_samples(table, torch.arange(len(validation)), draws, torch.Generator().manual_seed(seed + 1))
-    images = torch.stack([validation[i]["image"] for i in range(len(validation))])
-    with torch.no_grad():
-        prior = heads.prior(images)
-    mixture = MixtureGaussian(torch.zeros(len(validation), 1), prior.mean[:, None], prior.log_sigma[:, None])
-    return float(-mixture.log_prob(z).mean())
 
 
 def _evaluate(model, test, preset, seed: int) -> dict[str, Any]:
@@ -257,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device("cpu")
     data = "synthetic" if spec == "synthetic" else "bimodal"
     result: dict[str, Any] = {"run": str(args.run), "seed": seed, "components": args.components,
-                              "fit": rows, "gaussian_val_nll": _gaussian_val_nll(heads, validation, preset.batch_size, seed)}
+                              "fit": rows, "gaussian_val_nll": rows[0]["gaussian_val_nll"]}
     with torch.no_grad():
         result["gaussian"] = _summary(diagnose_latent.diagnose(model, test, data, device, args.samples, regions,
                                                                zfit_cases=0, prompt=preset.prompt))

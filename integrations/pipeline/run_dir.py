@@ -21,8 +21,8 @@ folders written before the heads moved into DIR/adapters/ (DIR/latent_heads.safe
 
 from __future__ import annotations
 
-import datetime as _dt
 import contextlib
+import datetime as _dt
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
