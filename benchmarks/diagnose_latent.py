@@ -381,9 +381,9 @@ def diagnose(model, dataset, data: str, device, samples: int, mode_regions, zfit
             ambiguous = (raters != raters[:, :1]).flatten(1).any(-1)
             per["ambiguous"] += ambiguous.float().tolist()
             if has_latent:
-                prior = model.latent_heads.prior(batch["image"])
                 means = model.latent_heads.rater_means(batch["image"], raters.float())  # (B, R, C)
-                spread = (means.std(1, unbiased=False) / prior.sigma).mean(-1)
+                sigma = model.latent_heads.gaussian_prior(batch["image"]).sigma  # the training prior's units
+                spread = (means.std(1, unbiased=False) / sigma).mean(-1)
                 per["spread"] += spread.tolist()
                 oracle = model.decode(model.encode(batch["image"], means), prompts.repeat_interleave(raters.shape[1]))
                 oracle = oracle.view(raters.shape).float() > 0

@@ -26,6 +26,7 @@ from .geco import GecoBeta
 from .injection import inject_uncertainty_adapters, load_adapters, load_adapters_and_latent_heads, load_latent_heads
 from .latent_heads import DiagonalGaussian, LatentHeads, LatentSample
 from .losses import ElboLoss, elbo_loss
+from .mixture_prior import GaussianMixture
 from .model import UncertaintyModel
 from .sampling import majority_vote
 from .uncertainty import uncertainty_maps
@@ -36,6 +37,7 @@ __all__ = [
     "CheckpointMismatchError",
     "DiagonalGaussian",
     "ElboLoss",
+    "GaussianMixture",
     "GecoBeta",
     "LatentHeads",
     "LatentReconstruction",

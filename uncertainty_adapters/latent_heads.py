@@ -9,10 +9,14 @@ the whole ViT-B forward.
 
 Training draws z ~ Q with the reparameterisation trick and pays beta * KL(Q || P); inference
 draws z ~ P. log sigma is softly bounded so that neither the KL nor exp(log sigma) can overflow.
+With ``prior_components`` K > 1 the heads also hold a K-component mixture prior
+(`uncertainty_adapters.mixture_prior`), fitted after training and then sampled instead of the
+Gaussian; the KL stays the Gaussian prior's.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 from typing import Sequence
@@ -20,6 +24,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .mixture_prior import GaussianMixture, MixturePriorNet, standard_normal
 
 #: The nonlinearity after each convolution of the prior and posterior nets: 'relu' (the
 #: Probabilistic U-Net's) or 'leaky_relu' (negative slope `LEAKY_SLOPE`; no unit can die).
@@ -62,7 +68,9 @@ class DiagonalGaussian:
         generator: torch.Generator | None = None,
         noise_scale: float | torch.Tensor = 1.0,
     ) -> torch.Tensor:
-        """Reparameterised samples: (B, C), or (B, n, C) when ``num_samples`` is given.
+        """Reparameterised samples: (B, C), or (B, n, C) when ``num_samples`` is given. The noise
+        is drawn on ``generator``'s device (`standard_normal`): a CPU generator gives the same
+        samples on any device.
 
         ``noise_scale`` t draws mean + t * sigma * eps from the same eps: 1 (the default) samples
         this Gaussian; less is a training device (a warm-up of the posterior's noise, see
@@ -80,8 +88,7 @@ class DiagonalGaussian:
             shape = (self.mean.shape[0], num_samples, self.mean.shape[1])
         else:
             shape = tuple(self.mean.shape)
-        noise = torch.randn(shape, generator=generator, device=mean.device, dtype=mean.dtype)
-        return mean + sigma * noise
+        return mean + sigma * standard_normal(shape, generator, mean)
 
     def kl(self, other: "DiagonalGaussian") -> torch.Tensor:
         """Analytic KL(self || other) summed over the latent axis: (B,), computed in float32."""
@@ -170,7 +177,8 @@ class LatentSample:
 
     Attributes:
         z: the latent sample (B, C): from Q(z|X,Y) when a mask was given, else from P(z|X).
-        prior: P(z|X) (`DiagonalGaussian`).
+        prior: P(z|X): the Gaussian (`DiagonalGaussian`) the KL is taken against when a mask was
+            given, else the prior z was drawn from (`LatentHeads.prior`).
         posterior: Q(z|X,Y), or None without a mask.
         kl: KL(Q||P) per image (B,), or None without a mask; the ELBO's second term.
 
@@ -182,7 +190,7 @@ class LatentSample:
     """
 
     z: torch.Tensor
-    prior: DiagonalGaussian
+    prior: DiagonalGaussian | GaussianMixture
     posterior: DiagonalGaussian | None
     kl: torch.Tensor | None
 
@@ -207,6 +215,13 @@ class LatentHeads(nn.Module):
             or 'leaky_relu' (LeakyReLU(`LEAKY_SLOPE`)). With ReLU the posterior's deepest units
             can die during training, and with them what it reads of the mask; what LeakyReLU
             changed on the demo: docs/results.md, "Why the latent takes hold on some seeds only".
+        prior_components: K, the components of the prior that is sampled. 1 (default): the
+            Gaussian prior net. K > 1: the heads also hold a K-component mixture prior net
+            (`MixturePriorNet`, ``mixture_net``, its weights frozen here) that `fit_mixture_prior`
+            of the pipeline's prior-fit phase fits after training; once fitted (the buffer
+            ``mixture_fitted``, saved with the weights), `prior` and `sample` draw from it. The
+            training KL is always the Gaussian's (`gaussian_prior`). What it does on the demo:
+            docs/results.md, "A mixture prior for the demo".
 
     Example:
         >>> heads = LatentHeads(in_channels=3, latent_dim=6)
@@ -229,12 +244,14 @@ class LatentHeads(nn.Module):
         log_sigma_bound: float = 5.0,
         init_sigma: float = 1.0,
         activation: str = "relu",
+        prior_components: int = 1,
     ) -> None:
         super().__init__()
         if not num_filters or any(int(f) < 1 for f in num_filters):
             raise ValueError(f"num_filters must be a non-empty list of positive ints, got {list(num_filters)}")
         for name, value in (("in_channels", in_channels), ("latent_dim", latent_dim),
-                            ("convs_per_block", convs_per_block), ("mask_channels", mask_channels)):
+                            ("convs_per_block", convs_per_block), ("mask_channels", mask_channels),
+                            ("prior_components", prior_components)):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if resolution is not None and (not isinstance(resolution, int) or resolution < 1):
@@ -256,6 +273,7 @@ class LatentHeads(nn.Module):
             "log_sigma_bound": float(log_sigma_bound),
             "init_sigma": float(init_sigma),
             "activation": activation,
+            "prior_components": prior_components,
         }
         common = dict(
             latent_dim=latent_dim,
@@ -267,6 +285,14 @@ class LatentHeads(nn.Module):
         )
         self.prior_net = ConvGaussianEncoder(in_channels, **common)
         self.posterior_net = ConvGaussianEncoder(in_channels + mask_channels, **common)
+        self.mixture_net: MixturePriorNet | None = None
+        if prior_components > 1:
+            trunk = copy.deepcopy(self.prior_net.features)
+            self.mixture_net = MixturePriorNet(trunk, self.prior_net.to_gaussian.in_channels, latent_dim,
+                                               prior_components, float(log_sigma_bound)).requires_grad_(False)
+            self.register_buffer("mixture_fitted", torch.zeros((), dtype=torch.bool))
+        # the buffer's value, kept on the host too, so that sampling never reads a device value back
+        self._samples_mixture = False
 
     @property
     def latent_dim(self) -> int:
@@ -285,10 +311,47 @@ class LatentHeads(nn.Module):
                 f"LatentHeads expects images of shape (B, {expected}, H, W), got {tuple(x.shape)}"
             )
 
-    def prior(self, x: torch.Tensor) -> DiagonalGaussian:
-        """P(z|X) for images x (B, in_channels, H, W)."""
+    def gaussian_prior(self, x: torch.Tensor) -> DiagonalGaussian:
+        """The Gaussian prior net's P(z|X) for images x (B, in_channels, H, W): what the training
+        KL(Q||P) is taken against, whatever `prior` samples."""
         self._check_image(x)
         return self.prior_net(self._resize(x))
+
+    @property
+    def samples_mixture(self) -> bool:
+        """Whether `prior` is the fitted mixture (``prior_components`` > 1, mixture fitted)."""
+        return self._samples_mixture
+
+    def mark_mixture_fitted(self, fitted: bool = True) -> None:
+        """Record that the mixture prior is fitted (``fitted``; False: sample the Gaussian again),
+        in the saved buffer ``mixture_fitted`` and in the flag `prior` reads."""
+        if self.mixture_net is None:
+            raise ValueError("these latent heads have no mixture prior: build them with prior_components=K, K > 1")
+        self.mixture_fitted.fill_(bool(fitted))
+        self._samples_mixture = bool(fitted)
+
+    def sync_mixture_flag(self) -> None:
+        """Read the ``mixture_fitted`` buffer into the flag `prior` reads, after the buffer was
+        written in place (``load_state_dict`` does this itself)."""
+        self._samples_mixture = self.mixture_net is not None and bool(self.mixture_fitted)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self.sync_mixture_flag()
+
+    def prior(self, x: torch.Tensor) -> DiagonalGaussian | GaussianMixture:
+        """The prior that is sampled, P(z|X), for images x (B, in_channels, H, W): the Gaussian
+        (`gaussian_prior`), or the mixture once fitted (`samples_mixture`). Either has ``rsample``,
+        ``mean`` and ``sigma`` (B, C)."""
+        return self.mixture_prior(x) if self.samples_mixture else self.gaussian_prior(x)
+
+    def mixture_prior(self, x: torch.Tensor) -> GaussianMixture:
+        """The mixture prior net's P(z|X) for images x (B, in_channels, H, W), fitted or not (what
+        the prior-fit phase trains); heads with ``prior_components`` 1 have none (ValueError)."""
+        if self.mixture_net is None:
+            raise ValueError("these latent heads have no mixture prior: build them with prior_components=K, K > 1")
+        self._check_image(x)
+        return self.mixture_net(self._resize(x))
 
     def posterior(self, x: torch.Tensor, y: torch.Tensor) -> DiagonalGaussian:
         """Q(z|X,Y) for images x (B, in_channels, H, W) and masks y (B, mask_channels, H', W')."""
@@ -304,7 +367,8 @@ class LatentHeads(nn.Module):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, posterior_noise: float = 1.0) -> LatentSample:
         """Training (``y`` given): z ~ Q(z|X,Y) reparameterised, with KL(Q||P) (B,).
-        Without ``y``: z ~ P(z|X), kl None.
+        Without ``y``: z ~ P(z|X) (`prior`), kl None. ``prior`` of the result is the Gaussian
+        prior the KL is taken against (`gaussian_prior`) when ``y`` is given, else `prior`'s.
 
         ``posterior_noise`` t in [0, 1] (with ``y`` only): z = mu + t * sigma * eps, the
         posterior's mean with t of its noise; the KL is the posterior's own. Raising t from 0 to 1
@@ -312,9 +376,10 @@ class LatentHeads(nn.Module):
         ``posterior_noise_warmup``; what it measured: docs/results.md, "When the latent takes
         off, the batch size, and the posterior's noise warmed up").
         """
-        prior = self.prior(x)
         if y is None:
+            prior = self.prior(x)
             return LatentSample(z=prior.rsample(), prior=prior, posterior=None, kl=None)
+        prior = self.gaussian_prior(x)
         posterior = self.posterior(x, y)
         z = posterior.rsample(noise_scale=posterior_noise)
         return LatentSample(z=z, prior=prior, posterior=posterior, kl=posterior.kl(prior))
@@ -330,7 +395,8 @@ class LatentHeads(nn.Module):
 
     def rater_spread(self, x: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         """How far apart the posterior puts an image's raters: per image, the standard deviation
-        over its R raters of the posterior means (`rater_means`), in units of the prior's sigma,
+        over its R raters of the posterior means (`rater_means`), in units of the Gaussian prior's
+        sigma (`gaussian_prior`),
         averaged over the latent dimensions. (B,): 0 when the posterior does not tell the raters
         apart (nothing downstream can vary with them), about 1 when their means lie a prior sigma
         apart.
@@ -342,7 +408,7 @@ class LatentHeads(nn.Module):
         if masks.dim() != 4 or masks.shape[1] < 2:
             raise ValueError(f"rater_spread needs the masks of two or more raters, (B, R >= 2, H, W), got {tuple(masks.shape)}")
         means = self.rater_means(x, masks).float()
-        return (means.std(1, unbiased=False) / self.prior(x).sigma.float()).mean(-1)
+        return (means.std(1, unbiased=False) / self.gaussian_prior(x).sigma.float()).mean(-1)
 
     @staticmethod
     def kl(posterior: DiagonalGaussian, prior: DiagonalGaussian) -> torch.Tensor:
@@ -350,7 +416,7 @@ class LatentHeads(nn.Module):
         return posterior.kl(prior)
 
     def sample(self, x: torch.Tensor, n: int = 1, generator: torch.Generator | None = None) -> torch.Tensor:
-        """n hypotheses per image from the prior: (B, n, C). Pass the result as ``z`` to an
+        """n hypotheses per image from the prior (`prior`): (B, n, C). Pass the result as ``z`` to an
         `UncertaintyModel` to get B * n outputs (image-major) from one batched forward."""
         if not isinstance(n, int) or n < 1:
             raise ValueError(f"the number of samples n must be a positive integer, got {n!r}")

@@ -55,6 +55,9 @@ _OPTIONS: dict[str, tuple[str, dict[str, Any]]] = {
     "prior_fit_epochs": ("--prior-fit-epochs", dict(
         type=int, help="Epochs fitting the prior net alone to every rater's posterior after training (0: none).")),
     "prior_fit_lr": ("--prior-fit-lr", dict(type=float, help="Adam learning rate of the prior-fit epochs.")),
+    "prior_components": ("--prior-components", dict(
+        type=int, help="Gaussians in UA-SAM's sampled prior: 1 (default), or K > 1 for a mixture fitted after "
+                       "the Gaussian in the prior-fit epochs and sampled instead.")),
     "latent_dim": ("--latent-dim", dict(type=int, help="Latent dimension C.")),
     "image_size": ("--image-size", dict(type=int, help="Encoder input side in pixels.")),
     "prompt": ("--prompt", dict(choices=PROMPT_MODES, help="Prompt type (paper: 'point', one click; demo: "
@@ -82,7 +85,7 @@ TRAINING_OPTIONS: tuple[str, ...] = tuple(_OPTIONS)
 REPRODUCE_OPTIONS: tuple[str, ...] = (
     "cmsm_activation", "latent_placement", "latent_prompt", "latent_prompt_start", "free_bits", "geco_kappa", "latent_activation",
     "raters_per_image", "epochs", "batch_size", "lr", "latent_lr", "beta", "kl_warmup", "posterior_noise_warmup",
-    "posterior_noise_cycles", "prior_fit_epochs", "prior_fit_lr", "latent_dim", "image_size",
+    "posterior_noise_cycles", "prior_fit_epochs", "prior_fit_lr", "prior_components", "latent_dim", "image_size",
     "synthetic_cases", "patience", "eval_samples", "ged_samples", "train_decoder", "prompt",
 )
 

@@ -182,10 +182,10 @@ class UncertaintySam(nn.Module):
             raise ValueError(f"got {batch} images but {prompts.batch_size} prompt sets; give one prompt set per image")
         z, kl, kl_per_dim = None, None, None
         if self.latent_heads is not None:
-            prior = self.latent_heads.prior(images)
             if masks is None:
-                z = prior.rsample(k, generator=generator)
+                z = self.latent_heads.prior(images).rsample(k, generator=generator)
             else:
+                prior = self.latent_heads.gaussian_prior(images)
                 posterior = self.latent_heads.posterior(images, masks)
                 z = posterior.rsample(k, generator=generator, noise_scale=posterior_noise)
                 kl_per_dim = posterior.kl_per_dim(prior)
@@ -231,6 +231,8 @@ class UncertaintySam(nn.Module):
         with torch.no_grad():
             for name, tensor in own.items():
                 tensor.copy_(tensors[name])
+        if self.latent_heads is not None:  # a mixture prior's fitted flag was written in place
+            self.latent_heads.sync_mixture_flag()
 
     def get_nb_trainable_parameters(self) -> tuple[int, int]:
         """(trainable, total) parameter counts, each parameter counted once."""

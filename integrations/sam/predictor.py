@@ -241,11 +241,9 @@ class UncertaintySamPredictor:
         heads = self.model.latent_heads
         if heads is None:
             return None
-        prior = heads.prior(x)
-        generator = torch.Generator().manual_seed(seed) if seed is not None else None
-        noise = torch.randn((1, k, heads.latent_dim), generator=generator)
-        noise = noise.to(device=prior.mean.device, dtype=prior.mean.dtype)
-        return prior.mean[:, None] + prior.sigma[:, None] * noise
+        # a CPU generator (the global one without a seed): the samples do not depend on the device
+        generator = torch.Generator().manual_seed(seed) if seed is not None else torch.default_generator
+        return heads.prior(x).rsample(k, generator=generator)
 
     def get_image_embedding(self) -> torch.Tensor:
         """(K, prompt_embed_dim, S / p, S / p): the cached embeddings, one per latent sample."""

@@ -89,8 +89,9 @@ def test_zero_epochs_is_refused():
 
 
 def test_training_with_prior_fit_epochs_logs_the_phase_and_saves_the_fitted_prior(tmp_path, backbone_file):
-    train(job(tmp_path / "plain", epochs=1, prior_fit_epochs=0), backbone=backbone_file)
-    train(job(tmp_path / "fitted", epochs=1, prior_fit_epochs=2), backbone=backbone_file)
+    # the Gaussian prior alone (the demo's mixture prior: test_mixture_prior_fit.py)
+    train(job(tmp_path / "plain", epochs=1, prior_fit_epochs=0, prior_components=1), backbone=backbone_file)
+    train(job(tmp_path / "fitted", epochs=1, prior_fit_epochs=2, prior_components=1), backbone=backbone_file)
     plain, _ = run_dir.load_run(tmp_path / "plain")
     fitted, meta = run_dir.load_run(tmp_path / "fitted")
 

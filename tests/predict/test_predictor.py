@@ -7,10 +7,11 @@ import pytest
 import torch
 from PIL import Image
 
+import uncertainty_adapters as ua
 from uncertainty_adapters.integrations.sam import Prompts, UncertaintySamPredictor
 from uncertainty_adapters.uncertainty import uncertainty_maps
 
-from .conftest import SIZE, lesion_image
+from .conftest import SIZE, lesion_image, tiny_model
 
 H, W = 48, 80
 POINT = [[30, 24]]
@@ -122,6 +123,26 @@ def test_the_predictor_computes_what_uncertainty_sam_computes(predictor):
     with torch.no_grad():
         reference = model(x, prompts, num_samples=k, generator=torch.Generator().manual_seed(5))
     np.testing.assert_allclose(out.z, reference.z[0].numpy(), atol=1e-6)
+    np.testing.assert_allclose(out.logits, reference.logits[0].numpy(), atol=1e-4)
+
+
+def test_a_model_that_samples_a_mixture_prior_predicts_from_it():
+    model, k = tiny_model()[0], 3
+    heads = model.latent_heads
+    mixed = ua.LatentHeads(**{**heads.config, "prior_components": 3})
+    mixed.load_state_dict(heads.state_dict(), strict=False)
+    mixed.mixture_net.start_from(mixed.prior_net, spread=2.0, generator=torch.Generator().manual_seed(0))
+    mixed.mark_mixture_fitted()
+    model.latent_heads = mixed.eval()
+    x = torch.rand(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(3))
+    predictor = UncertaintySamPredictor(model)
+    predictor.set_image(x[0].permute(1, 2, 0).numpy(), num_samples=k, seed=5)
+    out = predictor.predict(point_coords=[[10, 20]], point_labels=[1])
+    with torch.no_grad():
+        expected = mixed.mixture_prior(x).rsample(k, generator=torch.Generator().manual_seed(5))
+        reference = model(x, Prompts(points=torch.tensor([[[10.0, 20.0]]]), labels=torch.tensor([[1]])),
+                          num_samples=k, generator=torch.Generator().manual_seed(5))
+    np.testing.assert_allclose(out.z, expected[0].numpy(), atol=1e-6)
     np.testing.assert_allclose(out.logits, reference.logits[0].numpy(), atol=1e-4)
 
 

@@ -5,6 +5,7 @@ The ops are recorded with a TorchDispatchMode, so the property is checked on the
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -56,8 +57,15 @@ def test_training_step_has_no_host_device_sync():
     assert spy.seen == []
 
 
-def test_k_sample_inference_has_no_host_device_sync():
+@pytest.mark.parametrize("prior", ["gaussian", "mixture"])
+def test_k_sample_inference_has_no_host_device_sync(prior):
     model = tiny_uncertainty_sam().eval()
+    if prior == "mixture":  # heads that sample a fitted mixture prior (the demo's)
+        mixed = ua.LatentHeads(**{**model.latent_heads.config, "prior_components": 3})
+        mixed.load_state_dict(model.latent_heads.state_dict(), strict=False)
+        mixed.mixture_net.start_from(mixed.prior_net, generator=torch.Generator().manual_seed(0))
+        mixed.mark_mixture_fitted()
+        model.latent_heads = mixed.eval()
     masks = disc_masks(2)
     with torch.no_grad(), _SyncSpy() as spy:
         prompts = make_prompts(masks, "point", torch.Generator().manual_seed(0))

@@ -40,6 +40,7 @@ def build_model(job: Any, backbone: Path | None) -> TrainableSegmenter:
             "resolution": min(preset.latent_resolution, preset.image_size),
             "num_filters": preset.latent_filters,
             "activation": preset.latent_activation,
+            "prior_components": preset.mixture_components,
         },
     )
     if preset.compile:

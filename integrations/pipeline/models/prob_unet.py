@@ -132,13 +132,13 @@ class ProbabilisticUNet(nn.Module):
             raise ValueError(f"images must be (B, 3, {s}, {s}) floats in [0, 1], got {tuple(images.shape)}")
         if not isinstance(num_samples, int) or num_samples < 1:
             raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
-        prior = self.latent_heads.prior(images)
         kl = None
         if masks is None:
-            z = prior.rsample(num_samples, generator=generator)
+            z = self.latent_heads.prior(images).rsample(num_samples, generator=generator)
         else:
             posterior = self.latent_heads.posterior(images, masks)
-            z, kl = posterior.rsample(num_samples, generator=generator), posterior.kl(prior)
+            z = posterior.rsample(num_samples, generator=generator)
+            kl = posterior.kl(self.latent_heads.gaussian_prior(images))
         return SegmenterOutput(self.combine(self.features(images), z), kl, z)
 
     # -- the verbs the training loop uses --------------------------------------------------------

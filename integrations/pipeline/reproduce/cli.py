@@ -64,7 +64,7 @@ BUDGETS: dict[str, Budget] = {
 }
 
 _SHOWN = ("image_size", "synthetic_cases", "epochs", "batch_size", "lr", "latent_lr", "beta", "kl_warmup", "free_bits",
-          "geco_kappa", "posterior_noise_warmup", "posterior_noise_cycles", "prior_fit_epochs", "latent_dim", "cmsm_activation", "latent_placement",
+          "geco_kappa", "posterior_noise_warmup", "posterior_noise_cycles", "prior_fit_epochs", "prior_components", "latent_dim", "cmsm_activation", "latent_placement",
           "latent_prompt", "latent_prompt_start",
           "latent_activation", "raters_per_image", "patience",
           "eval_samples", "ged_samples", "train_decoder", "prompt")

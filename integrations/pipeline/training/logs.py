@@ -9,7 +9,8 @@ from typing import Any
 #: train_log.csv's columns. ``val_rater_spread``: the raters' posterior means on the validation
 #: part, in prior sigmas (`loop.Validation`); 0 while the latent has not taken hold.
 FIELDS = ("step", "epoch", "loss", "kl", "beta", "lr", "images_per_s", "peak_memory_gib", "val_loss",
-          "val_rater_spread", "prior_fit_epoch", "prior_kl", "val_prior_kl")
+          "val_rater_spread", "prior_fit_epoch", "prior_kl", "val_prior_kl", "mixture_fit_epoch", "mixture_nll",
+          "val_mixture_nll")
 
 
 class CsvLog:

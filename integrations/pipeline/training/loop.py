@@ -636,6 +636,10 @@ class _TrainingLoop:
         Under several processes each runs it alike on the whole training part (no communication)."""
         preset, heads = self.preset, getattr(self.unwrapped, "latent_heads", None)
         if preset.prior_fit_epochs < 1 or heads is None:
+            if heads is not None and preset.prior_components > 1:
+                logger.warning("prior_components=%d: no mixture prior is fitted without a prior-fit phase "
+                               "(prior_fit_epochs=0), so the run samples its Gaussian prior; pass --prior-fit-epochs N "
+                               "to fit one, or --prior-components 1 to say so", preset.prior_components)
             return
         validation = Subset(self.train_part, self.val_idx) if self.val_idx else None
         self.prior_fit = fit_prior(

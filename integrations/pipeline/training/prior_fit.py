@@ -14,6 +14,13 @@ frozen, and the prior minimises the same KL term, averaged exactly over all rate
 (instead of one drawn rater), with Adam at ``prior_fit_lr``. The posteriors are computed once (the
 posterior net is frozen), so an epoch costs one small conv-net forward and backward per image and
 no ViT at all. The epoch with the lowest validation KL is kept.
+
+With a mixture prior (``LatentHeads(prior_components=K)``, K > 1) the phase goes on with
+`fit_mixture_prior` on the same posteriors: the mixture starts as K copies of the Gaussian just
+fitted, means moved apart at random, and minimises -log P_mix(z|X) over draws z of every rater's
+posterior (the KL to a mixture has no closed form; this is the same objective up to the
+posteriors' entropy, which the prior cannot change). The epoch with the lowest validation value,
+on fixed draws, is kept, and the heads sample the mixture from then on.
 """
 
 from __future__ import annotations
@@ -27,10 +34,16 @@ from torch.utils.data import DataLoader, Dataset
 from uncertainty_adapters.integrations.pipeline.runtime import LOGGER_NAME
 from uncertainty_adapters.integrations.pipeline.training.seeding import derive_seed
 from uncertainty_adapters.latent_heads import DiagonalGaussian, LatentHeads
+from uncertainty_adapters.mixture_prior import standard_normal
 
 logger = logging.getLogger(LOGGER_NAME)
 
 _PRIOR_STREAM = 0x7A4
+_MIXTURE_STREAM = 0x7A5
+#: Draws of each rater's posterior per image and step in the mixture's objective.
+MIXTURE_DRAWS = 8
+#: How far apart the mixture's components start, in the Gaussian prior's sigmas.
+MIXTURE_SPREAD = 0.5
 
 
 class _Indexed(Dataset):
@@ -73,7 +86,7 @@ def prior_kl(heads: LatentHeads, images: torch.Tensor, posteriors: DiagonalGauss
     Args:
         images: (B, 3, H, W). posteriors: mean and log_sigma (B, R, C), fixed.
     """
-    prior = heads.prior(images)
+    prior = heads.gaussian_prior(images)
     raters = posteriors.mean.shape[1]
     expanded = DiagonalGaussian(prior.mean.unsqueeze(1).expand(-1, raters, -1),
                                 prior.log_sigma.unsqueeze(1).expand(-1, raters, -1))
@@ -94,26 +107,27 @@ def fit_prior(
 ) -> list[dict[str, Any]]:
     """Train ``heads.prior_net`` alone on the mean KL to every rater's posterior (see the module
     docstring); keep the epoch of lowest validation KL (the last one when there is no validation).
+    Heads with a mixture prior then fit it (`fit_mixture_prior`) for as many epochs at ``lr``.
 
     Args:
         heads: trained latent heads; only the prior net's weights change.
         train, validation: multi-rater items (``image`` (3, S, S), ``masks`` (R, S, S)).
         epochs: passes over ``train``. lr: Adam's learning rate.
         seed: seeds the shuffling, so that a rerun (e.g. after ``--resume``) repeats exactly.
-        log: called with each epoch's row (``prior_fit_epoch``, ``prior_kl``, ``val_prior_kl``).
+        log: called with each epoch's row (``prior_fit_epoch``, ``prior_kl``, ``val_prior_kl``;
+            the mixture's: ``mixture_fit_epoch``, ``mixture_nll``, ``val_mixture_nll``).
 
     Returns:
         the rows passed to ``log``.
     """
     if epochs < 1:
         raise ValueError(f"prior fitting needs epochs >= 1, got {epochs}")
+    given = (train, validation)
     train, validation = _Indexed(train), (_Indexed(validation) if validation is not None and len(validation) else None)
-    in_order = DataLoader(train, batch_size=batch_size, num_workers=num_workers)
-    table = rater_posteriors(heads, in_order, len(train), device)
-    val_loader = val_table = None
+    table, val_table = _posterior_tables(heads, train, validation, batch_size, device, num_workers)
+    val_loader = None
     if validation is not None:
         val_loader = DataLoader(validation, batch_size=batch_size, num_workers=num_workers)
-        val_table = rater_posteriors(heads, val_loader, len(validation), device)
     optimizer = torch.optim.Adam(heads.prior_net.parameters(), lr=lr)
     best: tuple[float, dict[str, torch.Tensor]] | None = None
     rows = []
@@ -140,6 +154,115 @@ def fit_prior(
         log(row)
         rows.append(row)
     heads.prior_net.load_state_dict(best[1])
+    if heads.mixture_net is not None:
+        rows += fit_mixture_prior(heads, *given, epochs, lr, batch_size, seed, device, num_workers, log,
+                                  tables=(table, val_table))
+    return rows
+
+
+def _posterior_tables(heads: LatentHeads, train: _Indexed, validation: _Indexed | None, batch_size: int,
+                      device: torch.device, num_workers: int) -> tuple[DiagonalGaussian, DiagonalGaussian | None]:
+    """`rater_posteriors` of ``train`` and of ``validation`` (None without)."""
+    def table(items: _Indexed) -> DiagonalGaussian:
+        return rater_posteriors(heads, DataLoader(items, batch_size=batch_size, num_workers=num_workers), len(items), device)
+
+    return table(train), (table(validation) if validation is not None else None)
+
+
+def _rater_draws(table: DiagonalGaussian, index: torch.Tensor, draws: int,
+                 generator: torch.Generator) -> torch.Tensor:
+    """``draws`` samples of each rater's posterior of the items ``index``: (B, R * draws, C)."""
+    mean, sigma = table.mean[index], table.log_sigma[index].exp()  # (B, R, C)
+    noise = standard_normal((*mean.shape[:2], draws, mean.shape[-1]), generator, mean)
+    return (mean[:, :, None] + sigma[:, :, None] * noise).flatten(1, 2)
+
+
+def fit_mixture_prior(
+    heads: LatentHeads,
+    train: Dataset,
+    validation: Dataset | None,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    seed: int,
+    device: torch.device,
+    num_workers: int = 0,
+    log: Callable[[dict[str, Any]], None] = lambda row: None,
+    tables: tuple[DiagonalGaussian, DiagonalGaussian | None] | None = None,
+) -> list[dict[str, Any]]:
+    """Fit ``heads.mixture_net`` to every rater's posterior (module docstring) and mark it fitted.
+
+    Args:
+        heads: latent heads with ``prior_components`` > 1 and a fitted Gaussian prior net (the
+            mixture starts from it); only the mixture's weights change.
+        train, validation: multi-rater items, as `fit_prior`'s (validation None or empty: none).
+        epochs, lr, batch_size: the prior-fit phase's. seed: seeds the start, shuffling and draws.
+        log: called with each epoch's row (``mixture_fit_epoch``, ``mixture_nll``, ``val_mixture_nll``).
+        tables: every rater's posterior of ``train`` and ``validation`` when already computed
+            (`rater_posteriors`, as `fit_prior` has them); computed here when None.
+
+    Returns:
+        the rows passed to ``log``. The epoch of lowest validation value is kept (epoch 0, the
+        start, included); without validation the last.
+    """
+    mixture = heads.mixture_net
+    if mixture is None:
+        raise ValueError("fit_mixture_prior needs LatentHeads(prior_components=K) with K > 1")
+    if epochs < 1:
+        raise ValueError(f"prior fitting needs epochs >= 1, got {epochs}")
+    train, validation = _Indexed(train), (_Indexed(validation) if validation is not None and len(validation) else None)
+    table, val_table = tables if tables is not None else _posterior_tables(heads, train, validation, batch_size,
+                                                                            device, num_workers)
+    mixture.start_from(heads.prior_net, MIXTURE_SPREAD, torch.Generator().manual_seed(derive_seed(seed, _MIXTURE_STREAM, 0)))
+    mixture.requires_grad_(True)
+    val_z = None
+    if val_table is not None:  # fixed draws, so that epochs are compared on the same z
+        generator = torch.Generator().manual_seed(derive_seed(seed, _MIXTURE_STREAM, 1))
+        val_z = _rater_draws(val_table, torch.arange(len(validation), device=device), MIXTURE_DRAWS, generator)
+
+    def nll(images: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return -heads.mixture_prior(images).log_prob(z).mean()
+
+    @torch.no_grad()
+    def validate() -> float | None:
+        if val_z is None:
+            return None
+        total = 0.0
+        for batch in DataLoader(validation, batch_size=batch_size, num_workers=num_workers):
+            index = batch["index"].to(device)
+            total += float(nll(batch["image"].to(device), val_z[index])) * len(index)
+        return total / len(validation)
+
+    optimizer = torch.optim.Adam(mixture.parameters(), lr=lr)
+    start = validate()
+    best = (start, {k: v.detach().clone() for k, v in mixture.state_dict().items()})
+    rows = []
+    try:
+        for epoch in range(epochs):
+            generator = torch.Generator().manual_seed(derive_seed(seed, _MIXTURE_STREAM, 2 + epoch))
+            shuffled = DataLoader(train, batch_size=batch_size, shuffle=True, num_workers=num_workers, generator=generator)
+            total, count = 0.0, 0
+            for batch in shuffled:
+                z = _rater_draws(table, batch["index"].to(device), MIXTURE_DRAWS, generator)
+                loss = nll(batch["image"].to(device), z)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                total, count = total + float(loss.detach()), count + 1
+            row: dict[str, Any] = {"mixture_fit_epoch": epoch + 1, "mixture_nll": total / max(count, 1)}
+            value = validate()
+            if value is not None:
+                row["val_mixture_nll"] = value
+            if value is None or value < best[0]:
+                best = (value, {k: v.detach().clone() for k, v in mixture.state_dict().items()})
+            logger.info("mixture prior fit epoch %d: -log P %.4f%s", epoch + 1, row["mixture_nll"],
+                        "" if value is None else f", validation {value:.4f}")
+            log(row)
+            rows.append(row)
+    finally:
+        mixture.requires_grad_(False)
+    mixture.load_state_dict(best[1])
+    heads.mark_mixture_fitted()
     return rows
 
 
