@@ -133,6 +133,25 @@ def test_a_row_selection_trains_only_those_rows(tmp_path, smoke_run):
     assert not (out / "fig2.png").exists()
 
 
+def test_first_seed_adds_seeds_beside_those_a_folder_holds_and_tabulates_its_own(tmp_path, smoke_run, monkeypatch):
+    """A folder with seeds 0 and 1: `--first-seed 1 --seeds 2` reuses seed 1, computes only seed 2,
+    and its tables, results.json and figure are over seeds 1 and 2."""
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(smoke_run["out"], out)
+    trained = []
+    original = reproduce_module.train
+    monkeypatch.setattr(reproduce_module, "train", lambda job, **kw: trained.append(job.seed) or original(job, **kw))
+    assert reproduce(out, smoke_run["cache"], "--rows", "position,adapter-sam", "--first-seed", "1") == 0
+    assert trained == [2, 2]
+    results = json.loads((out / "results.json").read_text())
+    assert results["seeds"] == [1, 2] and results["rows"]["position"]["seeds"] == [1, 2]
+    assert "over 2 seeds (1..2;" in (out / "table2.md").read_text()
+    assert "2 seed(s) from 1;" in results["description"]
+    assert (out / "runs" / "ua-sam-position" / "seed-0" / "evaluation.json").is_file()  # left as it was
+
+
 def test_an_unknown_row_is_named_in_the_error(tmp_path, smoke_run, capsys):
     assert reproduce(tmp_path / "o", smoke_run["cache"], "--rows", "unet") == 2
     assert "unknown row(s) unet" in capsys.readouterr().err

@@ -1,6 +1,6 @@
 """`ua-sam reproduce`: its options, its budgets, and turning them into a `ReproduceJob`.
 
-    ua-sam reproduce --data SPEC --preset NAME --out DIR [--seeds 3] [--budget hour]
+    ua-sam reproduce --data SPEC --preset NAME --out DIR [--seeds 3] [--first-seed 0] [--budget hour]
                      [--latent-dims 2,4,6,8] [--report docs/results.md]
 
 Budgets (``--budget``) are named schedules applied on top of the preset, before any single
@@ -99,7 +99,11 @@ def add_reproduce_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--preset", required=True, choices=sorted(PRESETS), help="Named settings of every row.")
     parser.add_argument("--out", required=True, help="Output folder: new, empty, or an earlier reproduction "
                         "(reused on a re-run: finished rows are kept).")
-    parser.add_argument("--seeds", type=int, default=3, help="Seeds 0..N-1 per row (default 3).")
+    parser.add_argument("--seeds", type=int, default=3, help="How many seeds per row (default 3): S..S+N-1.")
+    parser.add_argument("--first-seed", type=int, default=0, metavar="S",
+                        help="The first seed (default 0). Seeds do not change the folder's settings, so "
+                             "`--first-seed 3` in a folder that holds seeds 0-2 adds seeds 3.. beside them; "
+                             "the tables are over the seeds of this invocation.")
     parser.add_argument("--budget", choices=sorted(BUDGETS), default="preset",
                         help="Schedule: preset (as `ua-sam train`), hour (demo on a 2-core CPU in about an "
                         "hour), smoke (seconds, a pipeline check). Default preset.")
@@ -177,6 +181,8 @@ def run_reproduce(args: argparse.Namespace, argv: Sequence[str] | None = None) -
         torch.set_num_threads(args.threads)
     if args.seeds < 1:
         raise ValueError(f"--seeds must be at least 1, got {args.seeds}")
+    if args.first_seed < 0:
+        raise ValueError(f"--first-seed must be 0 or more, got {args.first_seed}")
     budget = BUDGETS[args.budget]
     preset = get_preset(args.preset)
     if budget.demo_only and preset.sam != "demo":
@@ -195,12 +201,13 @@ def run_reproduce(args: argparse.Namespace, argv: Sequence[str] | None = None) -
     description = (
         f"preset `{preset.name}` with budget `{args.budget}` ({budget.summary}"
         + (f"; then {changed}" if changed else "") + f"): {shown}; data `{args.data}`; "
-        f"{args.seeds} seed(s); ensemble of {args.ensemble_members}; "
+        f"{args.seeds} seed(s)" + (f" from {args.first_seed}" if args.first_seed else "") + "; ensemble of {args.ensemble_members}; "
         + (f"rows {', '.join(args.rows)}; " if args.rows else "") +
         f"backbone: {facts.get('source')}{_pretraining_summary(facts)}."
     )
     job = ReproduceJob(
-        preset=preset, data=args.data, out=Path(args.out), seeds=args.seeds, members=args.ensemble_members,
+        preset=preset, data=args.data, out=Path(args.out), seeds=args.seeds, first_seed=args.first_seed,
+        members=args.ensemble_members,
         latent_dims=tuple(args.latent_dims), backbone=backbone, backbone_facts=facts,
         max_steps=args.max_steps if args.max_steps is not None else budget.max_steps,
         cpu=args.cpu, figure_cases=args.figure_cases, rows=tuple(args.rows), command=command,

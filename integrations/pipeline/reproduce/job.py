@@ -157,6 +157,8 @@ class ReproduceJob:
     """A reproduction: the preset (budget and overrides applied), the data and where to write.
 
     Attributes:
+        seeds, first_seed: the seeds ``first_seed .. first_seed + seeds - 1`` (`seed_list`). The
+            seeds are not settings: a folder holds any seeds, each invocation tabulates its own.
         backbone: frozen SAM weights for the UA-SAM rows (None: random, smoke runs only).
         backbone_facts: how the backbone was obtained (recorded in every run.json).
         max_steps: cap on optimizer steps per training run (smoke runs).
@@ -171,6 +173,7 @@ class ReproduceJob:
     data: str
     out: Path
     seeds: int = 3
+    first_seed: int = 0
     members: int = 4
     latent_dims: tuple[int, ...] = ()
     backbone: Path | None = None
@@ -182,6 +185,11 @@ class ReproduceJob:
     command: str = ""
     description: str = ""
     data_options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def seed_list(self) -> list[int]:
+        """The seeds this invocation trains and tabulates: first_seed .. first_seed + seeds - 1."""
+        return list(range(self.first_seed, self.first_seed + self.seeds))
 
     @property
     def samples(self) -> int:
@@ -369,7 +377,7 @@ class Reproduction:
     # -- what the outputs are written from ---------------------------------------------------------
     def records(self, figures: bool) -> ReproductionRecords:
         """The folder's scored rows, rater diversities and timings as plain records; with
-        ``figures``, also the cases of fig2.png (when Table 1 is scored at seed 0)."""
+        ``figures``, also the cases of fig2.png (when Table 1 is scored at the first seed)."""
         job, layout = self.job, self.layout
         tables = [
             TableRecord(table.key, table.title, tuple(
@@ -380,16 +388,16 @@ class Reproduction:
         ]
         evaluations = {
             row.evaluation_name: [ckpt.read_json(layout.evaluation(row.evaluation_name, seed))
-                                  for seed in range(job.seeds) if self.is_scored(row, seed)]
+                                  for seed in job.seed_list if self.is_scored(row, seed)]
             for row in self.rows()
         }
         raters = [float(ckpt.read_json(path)["diversity"])
-                  for path in (layout.raters(s) for s in range(job.seeds)) if path.is_file()]
+                  for path in (layout.raters(s) for s in job.seed_list) if path.is_file()]
         compute = sum(float(ckpt.read_json(path)["seconds"]) for path in layout.train_times())
         compute += sum(float(ckpt.read_json(path)["eval_seconds"]) for path in layout.evaluations())
         settings = {
             "command": job.command, "description": job.description, "data": job.data,
-            "preset": job.preset.to_dict(), "seeds": job.seeds, "samples": job.samples,
+            "preset": job.preset.to_dict(), "seeds": job.seed_list, "samples": job.samples,
             "ged_samples": job.ged_samples, "ensemble_members": job.members, "latent_dims": list(job.latent_dims),
             "backbone": job.backbone_facts, "rows": tuple(job.rows), "figure_cases": job.figure_cases,
         }
@@ -397,16 +405,17 @@ class Reproduction:
         return ReproductionRecords(settings, tables, evaluations, raters, compute, comparison)
 
     def _comparison_cases(self, evaluations: dict[str, list[dict[str, Any]]]) -> ComparisonCases | None:
-        """fig2.png's cases: Table 1's rows at seed 0 on the first test cases, or None."""
+        """fig2.png's cases: Table 1's rows at the first seed on the first test cases, or None."""
         job = self.job
+        seed = job.seed_list[0]
         table1 = next(t for t in self.tables if t.key == "table1")
-        if job.figure_cases <= 0 or not all(evaluations.get(row.evaluation_name) and self.is_scored(row, 0)
+        if job.figure_cases <= 0 or not all(evaluations.get(row.evaluation_name) and self.is_scored(row, seed)
                                             for row in table1.rows):
             return None
-        examples = [(row.method, self.examples(row, 0)) for row in table1.rows]
+        examples = [(row.method, self.examples(row, seed)) for row in table1.rows]
         count = min(job.figure_cases, *(e["probabilities"].shape[0] for _, e in examples))
         points = examples[-1][1].get("points")
-        test = build_dataset(job.data, job.preset.image_size, split="test", seed=0, **self.dataset_kwargs)
+        test = build_dataset(job.data, job.preset.image_size, split="test", seed=seed, **self.dataset_kwargs)
         items = [test[i] for i in range(count)]
         return ComparisonCases(
             images=torch.stack([item["image"] for item in items]),
@@ -450,7 +459,7 @@ def run_reproduction(job: ReproduceJob, report: Path | None = None, section: str
     check_settings(job)
     reproduction = Reproduction(job)
     rows = reproduction.rows()
-    pending = [(seed, row) for seed in range(job.seeds) for row in rows if not reproduction.is_scored(row, seed)]
+    pending = [(seed, row) for seed in job.seed_list for row in rows if not reproduction.is_scored(row, seed)]
     logger.info("%d rows x %d seeds: %d to compute, %d already in %s", len(rows), job.seeds, len(pending),
                 len(rows) * job.seeds - len(pending), job.out)
     for number, (seed, row) in enumerate(pending, start=1):
@@ -463,7 +472,7 @@ def run_reproduction(job: ReproduceJob, report: Path | None = None, section: str
         if left:
             logger.info("%d row evaluations left; at this pace about %.0f min more", left,
                         invocation.elapsed() / number * left / 60)
-    for seed in range(job.seeds):
+    for seed in job.seed_list:
         reproduction.rater_diversity(seed)
     invocation.rows_computed = len(pending)
     return write_outputs(reproduction.records(figures=True), reproduction.layout, invocation, figures=True,

@@ -73,7 +73,7 @@ class ReproductionRecords:
         evaluations: evaluation name -> the evaluation.json records of its scored seeds.
         rater_diversity: the raters' own diversity per seed computed so far.
         compute_seconds: training seconds of every run plus evaluation seconds of every row.
-        comparison: fig2.png's cases, or None (Table 1 not scored at seed 0, or not asked for).
+        comparison: fig2.png's cases, or None (Table 1 not scored at the first seed, or not asked for).
     """
 
     settings: dict[str, Any]
@@ -170,7 +170,7 @@ def write_outputs(records: ReproductionRecords, layout: ReproductionLayout, invo
         "description": settings["description"],
         "data": settings["data"],
         "preset": settings["preset"],
-        "seeds": list(range(settings["seeds"])),
+        "seeds": list(settings["seeds"]),
         "samples": settings["samples"],
         "ged_samples": settings["ged_samples"],
         "ensemble_members": settings["ensemble_members"],
@@ -205,7 +205,7 @@ def _note(settings: dict[str, Any], raters: tuple[float, float] | None, shown: d
     """The paragraph under the tables ``shown`` (table key -> its rows)."""
     seeds = settings["seeds"]
     parts = [
-        f"Mean ± standard deviation over {seeds} seed{'s' if seeds > 1 else ''} (0..{seeds - 1}; each seed "
+        f"Mean ± standard deviation over {len(seeds)} seed{'s' if len(seeds) > 1 else ''} ({_seed_span(seeds)}; each seed "
         f"re-draws the model initialisation, the data order{' and the synthetic cases' if settings['data'] == 'synthetic' else ''}). "
         f"Dice is the majority vote of K = {settings['samples']} samples against the majority vote of the raters (the "
         f"paper's protocol); every other column uses N = {settings['ged_samples']} samples per test image (the field's "
@@ -227,6 +227,11 @@ def _note(settings: dict[str, Any], raters: tuple[float, float] | None, shown: d
     return " ".join(parts)
 
 
+def _seed_span(seeds: list[int]) -> str:
+    """'0..2' for consecutive seeds, '4' for one."""
+    return f"{seeds[0]}..{seeds[-1]}" if len(seeds) > 1 else f"{seeds[0]}"
+
+
 def _figures(records: ReproductionRecords, summaries: dict[str, dict[str, Any]],
              layout: ReproductionLayout) -> dict[str, Path]:
     settings, written = records.settings, {}
@@ -236,7 +241,7 @@ def _figures(records: ReproductionRecords, summaries: dict[str, dict[str, Any]],
         written["comparison"] = save_comparison_figure(
             cases.images, cases.raters, [(_short(name), probs) for name, probs in cases.methods],
             layout.comparison_figure,
-            title=f"{settings['data']}, preset {preset_name}, seed 0: test cases, raters, and K = "
+            title=f"{settings['data']}, preset {preset_name}, seed {settings['seeds'][0]}: test cases, raters, and K = "
                   f"{settings['samples']} samples of each method (crops around the raters' masks; point prompt: "
                   f"green star)",
             points=cases.points,
@@ -250,7 +255,7 @@ def _figures(records: ReproductionRecords, summaries: dict[str, dict[str, Any]],
         written["latent_dims"] = save_latent_dim_plot(
             list(settings["latent_dims"]), curves, layout.latent_figure,
             title=f"UA-SAM (CMSM) on {settings['data']}, preset {preset_name}: mean ± std over "
-                  f"{settings['seeds']} seeds",
+                  f"{len(settings['seeds'])} seeds",
         )
     return written
 
