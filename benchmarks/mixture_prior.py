@@ -1,6 +1,6 @@
 """A trained UA-SAM run's two priors side by side: its Gaussian, and a mixture of K Gaussians.
 
-The prior-fit phase (integrations/pipeline/training/prior_fit.py) fits one Gaussian P(z|X) per
+The prior-fit phase (uncertainty_adapters/prior_fit.py) fits one Gaussian P(z|X) per
 image to the posteriors of all its raters. Where the raters fall into groups (the bimodal
 folder's two disc raters and two ring raters, `synthetic`'s lumpers who include a satellite and
 splitters who do not), the one Gaussian that covers every group's posteriors puts much of its mass
@@ -64,7 +64,7 @@ def with_mixture(model, meta: dict[str, Any], train, validation, components: int
     """
     from uncertainty_adapters import LatentHeads
     from uncertainty_adapters.integrations.pipeline.presets import Preset
-    from uncertainty_adapters.integrations.pipeline.training.prior_fit import fit_mixture_prior
+    from uncertainty_adapters.prior_fit import fit_mixture_prior
 
     preset, heads = Preset.from_dict(meta["preset"]), model.latent_heads
     mixed = LatentHeads(**{**heads.config, "prior_components": components})

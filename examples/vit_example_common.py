@@ -9,7 +9,9 @@ read a token grid from it (a `Backbone`); everything else is here:
    raters' majority masks of the synthetic training split. Then the backbone is frozen.
 2. Uncertainty adapters: ``ua.inject_uncertainty_adapters`` puts them behind the blocks; the
    adapters, the head and the latent heads (prior P(z|X), posterior Q(z|X,Y)) train with the ELBO
-   of paper Eq. 6 (``ua.ElboLoss``) on one randomly drawn rater mask per image.
+   of paper Eq. 6 (``ua.ElboLoss``) on one randomly drawn rater mask per image. With
+   ``--prior-fit-epochs`` the prior is then fitted alone to every rater's posterior
+   (``ua.fit_prior``), and with ``--prior-components K`` a mixture of K Gaussians after it.
 3. Evaluation on the held-out synthetic cases: K samples from the prior in ONE batched forward
    (z of shape (B, K, C)), scored with ``ua.metrics`` (Dice of majority votes, GED, Hungarian IoU,
    diversity), separately on ambiguous cases (the raters disagree) and unambiguous ones.
@@ -78,6 +80,9 @@ class Settings:
     beta: float = 0.003
     kl_warmup: float = 0.5
     posterior_noise_warmup: float = 0.0
+    prior_fit_epochs: int = 0
+    prior_fit_lr: float = 1e-3
+    prior_components: int = 1
     lr: float = 1e-3
     embed_dim: int = 128
     depth: int = 4
@@ -120,6 +125,12 @@ def build_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--posterior-noise-warmup", type=float, metavar="S",
                         help="share of the steps over which z's posterior noise ramps up from 0 "
                         "(z = mu + t * sigma * eps, t from 0 to 1; default 0: none)")
+    parser.add_argument("--prior-fit-epochs", type=int, metavar="N",
+                        help="after training, fit the prior alone to every rater's posterior for N epochs "
+                        "(ua.fit_prior; default 0: none)")
+    parser.add_argument("--prior-components", type=int, metavar="K",
+                        help="with --prior-fit-epochs, then fit and sample a mixture of K Gaussians as the prior "
+                        "(default 1: the Gaussian)")
     parser.add_argument("--samples", type=int, help="K hypotheses per test image (default 4)")
     parser.add_argument("--image-size", type=int, help="side of the images (default 64)")
     parser.add_argument("--seed", type=int, default=0)
@@ -132,10 +143,18 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     settings = quick_settings() if args.quick else Settings()
     for flag, name in (("steps", "steps"), ("pretrain_steps", "pretrain_steps"), ("beta", "beta"),
                        ("samples", "samples"), ("image_size", "image_size"),
-                       ("posterior_noise_warmup", "posterior_noise_warmup")):
+                       ("posterior_noise_warmup", "posterior_noise_warmup"), ("prior_fit_epochs", "prior_fit_epochs"),
+                       ("prior_components", "prior_components")):
         value = getattr(args, flag)
         if value is not None:
             setattr(settings, name, value)
+    if settings.prior_fit_epochs < 0:
+        raise SystemExit(f"--prior-fit-epochs must be 0 or more, got {settings.prior_fit_epochs}")
+    if settings.prior_components < 1:
+        raise SystemExit(f"--prior-components must be 1 or more, got {settings.prior_components}")
+    if settings.prior_components > 1 and settings.prior_fit_epochs == 0:
+        raise SystemExit(f"--prior-components {settings.prior_components}: the mixture is fitted after training, "
+                         f"in the prior-fit phase; give --prior-fit-epochs N too (the demo's: 20)")
     return settings
 
 
@@ -145,12 +164,19 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 @dataclass
 class MultiRaterTensors:
     """A split of the synthetic data held in memory: images (N, 3, S, S), masks (N, R, S, S),
-    majority (N, 1, S, S), ambiguous (N,) bool."""
+    majority (N, 1, S, S), ambiguous (N,) bool. Indexing gives the multi-rater items
+    ``{"image", "masks"}`` that `ua.fit_prior` reads."""
 
     images: torch.Tensor
     masks: torch.Tensor
     majority: torch.Tensor
     ambiguous: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return {"image": self.images[index], "masks": self.masks[index]}
 
 
 def load_synthetic(split: str, settings: Settings, seed: int) -> MultiRaterTensors:
@@ -316,6 +342,22 @@ def train_adapters(
     return terms
 
 
+def fit_prior(latent: ua.LatentHeads, train: MultiRaterTensors, settings: Settings, seed: int) -> str:
+    """The prior net alone fitted to every rater's posterior of the training images
+    (`ua.fit_prior`; no validation split here, so the last epoch is kept), then the mixture
+    prior when the heads have one. Returns a line saying what changed."""
+    rows = ua.fit_prior(latent, train, None, settings.prior_fit_epochs, settings.prior_fit_lr,
+                        settings.batch_size, seed, torch.device("cpu"))
+    kl = [row["prior_kl"] for row in rows if "prior_kl" in row]
+    line = (f"fitted the prior to every rater's posterior for {settings.prior_fit_epochs} epochs "
+            f"(mean KL {kl[0]:.3f} -> {kl[-1]:.3f})")
+    nll = [row["mixture_nll"] for row in rows if "mixture_nll" in row]
+    if nll:
+        line += (f", then a mixture of {settings.prior_components} Gaussians (-log P {nll[0]:.3f} -> {nll[-1]:.3f}), "
+                 f"which the samples are drawn from")
+    return line
+
+
 # -- evaluation ------------------------------------------------------------------------------
 
 
@@ -426,7 +468,7 @@ def run(
     fingerprint = backbone_fingerprint(model.base_model)
     latent = ua.LatentHeads(
         in_channels=3, latent_dim=settings.latent_dim, num_filters=settings.heads_filters,
-        convs_per_block=2, resolution=settings.latent_resolution,
+        convs_per_block=2, resolution=settings.latent_resolution, prior_components=settings.prior_components,
     )
     print(f"uncertainty adapters ({args.interaction}, CMSM {config.cmsm_activation}, z into the {config.latent_placement}) "
           f"behind {model.num_blocks} blocks; ", end="")
@@ -438,6 +480,8 @@ def run(
           f"from 0 over the first {settings.kl_warmup:.0%}{noise}): "
           f"ELBO {terms.loss.item():.3f} = DiceCE {terms.reconstruction.item():.3f} + beta * KL {terms.kl.item():.3f}")
     print(f"backbone unchanged by training: {backbone_fingerprint(model.base_model) == fingerprint}")
+    if settings.prior_fit_epochs:
+        print(fit_prior(latent, train, settings, args.seed))
 
     report = evaluate(model, backbone, head, latent, test, settings, args.seed)
     print(format_table(report, settings.samples))

@@ -102,3 +102,23 @@ def test_the_examples_warm_up_the_posteriors_noise_over_the_share_of_steps_asked
     seen.clear()
     _run("timm_vit_segmentation", argv, capsys)
     assert seen == [1.0] * 4  # the default: the posterior's full noise from the first step
+
+
+def test_the_examples_fit_the_prior_and_a_mixture_after_training_and_save_them(
+        timm_quick_run, examples_on_path, capsys, tmp_path):
+    import uncertainty_adapters as ua
+
+    adapters = tmp_path / "adapters"
+    argv = ["--quick", "--weights", str(timm_quick_run[2]), "--prior-fit-epochs", "2", "--prior-components", "3",
+            "--save-adapters", str(adapters)]
+    report, printed = _run("timm_vit_segmentation", argv, capsys)
+    _assert_metrics_printed(report, printed)
+    assert "fitted the prior to every rater's posterior for 2 epochs" in printed
+    assert "then a mixture of 3 Gaussians" in printed
+    heads = ua.load_latent_heads(adapters)
+    assert heads.config["prior_components"] == 3 and heads.samples_mixture
+
+
+def test_a_mixture_without_a_prior_fit_phase_is_refused_with_the_fix(examples_on_path, capsys):
+    with pytest.raises(SystemExit, match="give --prior-fit-epochs N too"):
+        _run("timm_vit_segmentation", ["--quick", "--prior-components", "3"], capsys)

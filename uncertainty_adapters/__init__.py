@@ -28,6 +28,7 @@ from .latent_heads import DiagonalGaussian, LatentHeads, LatentSample
 from .losses import ElboLoss, elbo_loss
 from .mixture_prior import GaussianMixture
 from .model import UncertaintyModel
+from .prior_fit import fit_mixture_prior, fit_prior
 from .sampling import majority_vote
 from .uncertainty import uncertainty_maps
 
@@ -48,6 +49,8 @@ __all__ = [
     "UncertaintyModel",
     "__version__",
     "elbo_loss",
+    "fit_mixture_prior",
+    "fit_prior",
     "inject_uncertainty_adapters",
     "load_adapters",
     "load_adapters_and_latent_heads",

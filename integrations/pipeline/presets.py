@@ -65,7 +65,7 @@ back to 0 there (cyclical annealing, Fu et al. 2019); each ramp must end before 
 a run trained again".
 
 ``prior_fit_epochs``: epochs that fit the prior net alone to every rater's posterior after
-training (training/prior_fit.py); 20 in the demo, 0 (the paper's joint training only) in the
+training (uncertainty_adapters/prior_fit.py); 20 in the demo, 0 (the paper's joint training only) in the
 paper presets.
 
 ``prior_components`` K: 4 in the demo, 1 (the Gaussian prior is sampled) in the paper presets.

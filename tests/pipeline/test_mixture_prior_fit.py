@@ -14,7 +14,7 @@ from uncertainty_adapters.integrations.pipeline import run_dir
 from uncertainty_adapters.integrations.pipeline.presets import Preset, get_preset
 from uncertainty_adapters.integrations.pipeline.runtime import LOGGER_NAME
 from uncertainty_adapters.integrations.pipeline.training.loop import train
-from uncertainty_adapters.integrations.pipeline.training.prior_fit import fit_mixture_prior, fit_prior
+from uncertainty_adapters.prior_fit import fit_mixture_prior, fit_prior
 from uncertainty_adapters.mixture_prior import GaussianMixture
 
 from .conftest import job

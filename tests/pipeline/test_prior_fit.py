@@ -12,7 +12,7 @@ from torch.utils.data import Dataset
 import uncertainty_adapters as ua
 from uncertainty_adapters.integrations.pipeline import run_dir
 from uncertainty_adapters.integrations.pipeline.training.loop import train
-from uncertainty_adapters.integrations.pipeline.training.prior_fit import fit_prior, prior_kl
+from uncertainty_adapters.prior_fit import fit_prior, prior_kl
 from uncertainty_adapters.latent_heads import DiagonalGaussian
 
 from .conftest import job

@@ -52,7 +52,7 @@ from uncertainty_adapters.integrations.pipeline.training.latent_hold import (
     sample_share_of,
 )
 from uncertainty_adapters.integrations.pipeline.training.logs import CsvLog, tensorboard_writer
-from uncertainty_adapters.integrations.pipeline.training.prior_fit import fit_prior
+from uncertainty_adapters.prior_fit import fit_prior
 from uncertainty_adapters.integrations.pipeline.training.rater_batches import (
     all_raters_sampler,
     images_per_step,

@@ -6,13 +6,11 @@ random stream through the run means a resumed run needs no saved RNG state to re
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
+from uncertainty_adapters.seeding import derive_seed
 
-def derive_seed(*parts: int) -> int:
-    """A 63-bit seed mixing the given non-negative integers (numpy SeedSequence)."""
-    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, np.uint64)[0] >> 1)
+__all__ = ["derive_seed", "generator_for", "seed_everything_for"]
 
 
 def seed_everything_for(*parts: int) -> int:

@@ -1,4 +1,4 @@
-"""Fitting the prior net to the trained posterior: the ``prior_fit_epochs`` phase of training.
+"""Fitting the prior net to the trained posterior: a phase after training, for any backbone.
 
 In the ELBO (Eq. 6) the prior net P(z|X) appears only in beta * KL(Q(z|X,Y) || P(z|X)), with Y
 one rater's mask. Its best value for an image is therefore the Gaussian closest to the raters'
@@ -9,7 +9,8 @@ initial state, so prior samples of an unambiguous image leave the region the dec
 on and the masks differ (measured: docs/results.md, "Measurements behind the presets and
 defaults").
 
-This phase runs after the main training, on its best weights: everything but the prior net is
+This phase runs after the main training, on its best weights (`ua-sam train` runs it for
+``prior_fit_epochs``; the any-ViT examples with ``--prior-fit-epochs``): everything but the prior net is
 frozen, and the prior minimises the same KL term, averaged exactly over all raters of each image
 (instead of one drawn rater), with Adam at ``prior_fit_lr``. The posteriors are computed once (the
 posterior net is frozen), so an epoch costs one small conv-net forward and backward per image and
@@ -31,12 +32,13 @@ from typing import Any, Callable
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from uncertainty_adapters.integrations.pipeline.runtime import LOGGER_NAME
-from uncertainty_adapters.integrations.pipeline.training.seeding import derive_seed
-from uncertainty_adapters.latent_heads import DiagonalGaussian, LatentHeads
-from uncertainty_adapters.mixture_prior import standard_normal
+from .latent_heads import DiagonalGaussian, LatentHeads
+from .mixture_prior import standard_normal
+from .seeding import derive_seed
 
-logger = logging.getLogger(LOGGER_NAME)
+__all__ = ["MIXTURE_DRAWS", "MIXTURE_SPREAD", "fit_mixture_prior", "fit_prior", "prior_kl", "rater_posteriors"]
+
+logger = logging.getLogger(__name__)
 
 _PRIOR_STREAM = 0x7A4
 _MIXTURE_STREAM = 0x7A5
@@ -119,6 +121,14 @@ def fit_prior(
 
     Returns:
         the rows passed to ``log``.
+
+    Example:
+        >>> heads = LatentHeads(in_channels=3, latent_dim=2, num_filters=(4, 8), resolution=16, prior_components=2)
+        >>> items = [{"image": torch.rand(3, 16, 16), "masks": (torch.rand(4, 16, 16) > 0.5).float()}
+        ...          for _ in range(4)]                       # 4 images, 4 raters each
+        >>> rows = fit_prior(heads, items, None, epochs=2, lr=1e-3, batch_size=2, seed=0, device=torch.device("cpu"))
+        >>> [sorted(row)[0] for row in rows], heads.samples_mixture   # 2 Gaussian epochs, then 2 of the mixture
+        (['prior_fit_epoch', 'prior_fit_epoch', 'mixture_fit_epoch', 'mixture_fit_epoch'], True)
     """
     if epochs < 1:
         raise ValueError(f"prior fitting needs epochs >= 1, got {epochs}")
@@ -204,6 +214,15 @@ def fit_mixture_prior(
     Returns:
         the rows passed to ``log``. The epoch of lowest validation value is kept (epoch 0, the
         start, included); without validation the last.
+
+    Example:
+        >>> heads = LatentHeads(in_channels=3, latent_dim=2, num_filters=(4, 8), resolution=16, prior_components=3)
+        >>> items = [{"image": torch.rand(3, 16, 16), "masks": (torch.rand(2, 16, 16) > 0.5).float()}
+        ...          for _ in range(4)]
+        >>> rows = fit_mixture_prior(heads, items, items[:2], epochs=1, lr=1e-3, batch_size=2, seed=0,
+        ...                          device=torch.device("cpu"))
+        >>> sorted(rows[0]), heads.sample(torch.rand(5, 3, 16, 16), 4).shape   # 4 z per image, from the mixture
+        (['mixture_fit_epoch', 'mixture_nll', 'val_mixture_nll'], torch.Size([5, 4, 2]))
     """
     mixture = heads.mixture_net
     if mixture is None:
