@@ -148,7 +148,7 @@ def test_first_seed_adds_seeds_beside_those_a_folder_holds_and_tabulates_its_own
     results = json.loads((out / "results.json").read_text())
     assert results["seeds"] == [1, 2] and results["rows"]["position"]["seeds"] == [1, 2]
     assert "over 2 seeds (1..2;" in (out / "table2.md").read_text()
-    assert "2 seed(s) from 1;" in results["description"]
+    assert "2 seed(s) from 1; ensemble of 2;" in results["description"]
     assert (out / "runs" / "ua-sam-position" / "seed-0" / "evaluation.json").is_file()  # left as it was
 
 

@@ -201,7 +201,8 @@ def run_reproduce(args: argparse.Namespace, argv: Sequence[str] | None = None) -
     description = (
         f"preset `{preset.name}` with budget `{args.budget}` ({budget.summary}"
         + (f"; then {changed}" if changed else "") + f"): {shown}; data `{args.data}`; "
-        f"{args.seeds} seed(s)" + (f" from {args.first_seed}" if args.first_seed else "") + "; ensemble of {args.ensemble_members}; "
+        f"{args.seeds} seed(s)" + (f" from {args.first_seed}" if args.first_seed else "")
+        + f"; ensemble of {args.ensemble_members}; "
         + (f"rows {', '.join(args.rows)}; " if args.rows else "") +
         f"backbone: {facts.get('source')}{_pretraining_summary(facts)}."
     )
